@@ -1,0 +1,261 @@
+"""One small async database interface over asyncpg (PostgreSQL) and aiosqlite (SQLite).
+
+The resource store writes SQL once, with ``$1``-style placeholders; on SQLite they become ``?1``.
+Why not SQLAlchemy's async engine on the request path: see docs/decisions/0002-raw-drivers-on-hot-path.md
+(SQLAlchemy still declares the schema, and Alembic migrates it).
+
+Transactions: ``async with db.transaction() as conn`` is the unit of work of one request or job;
+it commits when the block ends and rolls back on any exception. ``async with db.reader() as conn``
+is for read-only work. SQLite has one writer at a time (its own rule); readers run beside it (WAL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+class DatabaseUnavailable(Exception):
+    """The database could not be reached; the API answers 503 and the client may retry."""
+
+
+class Conn(Protocol):
+    dialect: str
+
+    async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]: ...
+    async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None: ...
+    async def fetchval(self, sql: str, *args: Any) -> Any: ...
+    async def execute(self, sql: str, *args: Any) -> int: ...
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+
+
+@dataclass(frozen=True)
+class DatabaseURL:
+    dialect: str  # "sqlite" | "postgresql"
+    path: str  # SQLite file path, or the PostgreSQL DSN for asyncpg/psycopg
+
+    @classmethod
+    def parse(cls, url: str) -> DatabaseURL:
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise ValueError(f"not a database URL: {url!r}")
+        base = scheme.split("+", 1)[0]
+        if base == "sqlite":
+            # sqlite:///relative/path and sqlite:////absolute/path, as SQLAlchemy spells them.
+            path = rest[1:] if rest.startswith("/") else rest
+            if not path or path == ":memory:":
+                raise ValueError("SQLite needs a file path (the store is shared by connections)")
+            return cls("sqlite", path)
+        if base in ("postgresql", "postgres"):
+            return cls("postgresql", f"postgresql://{rest}")
+        raise ValueError(f"unsupported database: {scheme!r} (use sqlite:///path or postgresql://...)")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.dialect == "sqlite":
+            return f"sqlite:///{self.path}"
+        return "postgresql+psycopg://" + self.path.split("://", 1)[1]
+
+
+class Database:
+    dialect: str
+
+    async def connect(self) -> None: ...
+    async def close(self) -> None: ...
+
+    def transaction(self) -> Any: ...
+    def reader(self) -> Any: ...
+
+
+# --------------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+class _PgConn:
+    dialect = "postgresql"
+
+    def __init__(self, conn: Any) -> None:
+        self._c = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        return await self._c.fetch(sql, *args)  # type: ignore[no-any-return]
+
+    async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        return await self._c.fetchrow(sql, *args)  # type: ignore[no-any-return]
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._c.fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        status = await self._c.execute(sql, *args)
+        tail = status.rsplit(" ", 1)[-1]
+        return int(tail) if tail.isdigit() else 0
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            await self._c.executemany(sql, rows)
+
+
+class PostgresDatabase(Database):
+    dialect = "postgresql"
+
+    def __init__(self, dsn: str, pool_size: int = 10) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self._pool: Any = None
+
+    async def connect(self) -> None:
+        import asyncpg
+
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.dsn, min_size=1, max_size=self.pool_size, statement_cache_size=512
+            )
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @asynccontextmanager
+    async def _acquire(self) -> AsyncIterator[Any]:
+        import asyncpg
+
+        try:
+            conn = await self._pool.acquire()
+        except (OSError, asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError) as exc:
+            raise DatabaseUnavailable(str(exc)) from exc
+        try:
+            yield conn
+        finally:
+            await self._pool.release(conn)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        async with self._acquire() as conn, conn.transaction():
+            yield _PgConn(conn)
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[Conn]:
+        async with self._acquire() as conn:
+            yield _PgConn(conn)
+
+
+# --------------------------------------------------------------------------------------------------
+# SQLite
+
+
+def _sqlite_sql(sql: str, _cache: dict[str, str] = {}) -> str:  # noqa: B006 - deliberate memo
+    out = _cache.get(sql)
+    if out is None:
+        out = _cache[sql] = _PLACEHOLDER.sub(r"?\1", sql)
+    return out
+
+
+class _SqliteConn:
+    dialect = "sqlite"
+
+    def __init__(self, conn: Any) -> None:
+        self._c = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        async with self._c.execute(_sqlite_sql(sql), args) as cur:
+            return list(await cur.fetchall())
+
+    async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        async with self._c.execute(_sqlite_sql(sql), args) as cur:
+            row = await cur.fetchone()
+            return tuple(row) if row is not None else None
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        row = await self.fetchrow(sql, *args)
+        return row[0] if row is not None else None
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        async with self._c.execute(_sqlite_sql(sql), args) as cur:
+            return int(cur.rowcount)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        rows = list(rows)
+        if rows:
+            await self._c.executemany(_sqlite_sql(sql), rows)
+
+
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    # FULL: a commit is on disk when it returns; an answered 201 survives kill -9 and power loss.
+    "PRAGMA synchronous=FULL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA cache_size=-65536",
+)
+
+
+class SqliteDatabase(Database):
+    dialect = "sqlite"
+
+    def __init__(self, path: str, readers: int = 2) -> None:
+        self.path = path
+        self.n_readers = readers
+        self._writer: Any = None
+        self._write_lock = asyncio.Lock()
+        self._readers: asyncio.Queue[Any] = asyncio.Queue()
+        self._all: list[Any] = []
+
+    async def _open(self) -> Any:
+        import aiosqlite
+
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        for pragma in SQLITE_PRAGMAS:
+            await conn.execute(pragma)
+        self._all.append(conn)
+        return conn
+
+    async def connect(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._writer = await self._open()
+        for _ in range(self.n_readers):
+            self._readers.put_nowait(await self._open())
+
+    async def close(self) -> None:
+        for conn in self._all:
+            await conn.close()
+        self._all.clear()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Conn]:
+        async with self._write_lock:
+            # IMMEDIATE takes the write lock at BEGIN, so a read-then-write inside the block can
+            # never be overtaken by another writer (no lost updates, no SQLITE_BUSY mid-way).
+            await self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteConn(self._writer)
+            except BaseException:
+                await self._writer.execute("ROLLBACK")
+                raise
+            await self._writer.execute("COMMIT")
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[Conn]:
+        conn = await self._readers.get()
+        try:
+            yield _SqliteConn(conn)
+        finally:
+            self._readers.put_nowait(conn)
+
+
+def open_database(url: str, pool_size: int = 10) -> Database:
+    parsed = DatabaseURL.parse(url)
+    if parsed.dialect == "sqlite":
+        return SqliteDatabase(parsed.path)
+    return PostgresDatabase(parsed.path, pool_size=pool_size)

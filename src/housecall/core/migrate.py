@@ -1,0 +1,48 @@
+"""Run and check the Alembic migrations for the configured database (both engines)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, inspect
+
+from housecall.core.db import DatabaseURL
+
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+
+
+def alembic_config(database_url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", DatabaseURL.parse(database_url).sqlalchemy_url)
+    cfg.set_main_option("file_template", "%%(year)d_%%(month).2d_%%(day).2d_%%(rev)s_%%(slug)s")
+    return cfg
+
+
+def _prepare(database_url: str) -> None:
+    url = DatabaseURL.parse(database_url)
+    if url.dialect == "sqlite":
+        Path(url.path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def upgrade(database_url: str, revision: str = "head") -> None:
+    _prepare(database_url)
+    command.upgrade(alembic_config(database_url), revision)
+
+
+def check(database_url: str) -> None:
+    """Raise ``alembic.util.CommandError`` when the models and the migrations disagree."""
+    command.check(alembic_config(database_url))
+
+
+def is_empty(database_url: str) -> bool:
+    """True when the database has no Housecall tables yet (``serve`` migrates it first then)."""
+    _prepare(database_url)
+    engine = create_engine(DatabaseURL.parse(database_url).sqlalchemy_url)
+    try:
+        with engine.connect() as conn:
+            return "resource" not in inspect(conn).get_table_names()
+    finally:
+        engine.dispose()

@@ -1,0 +1,130 @@
+"""The database schema, declared once for both engines; Alembic migrations are checked against it.
+
+Resource JSON is stored as bytes exactly as served (``meta.versionId``/``meta.lastUpdated`` already
+inside), so a read returns the stored bytes without re-serializing. Nothing ever queries inside the
+JSON: every search goes through the ``sp_*`` index tables, which are written in the same transaction
+as the resource. Times are microseconds since the Unix epoch (UTC) in BIGINT columns so that both
+engines compare them as plain integers.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+)
+
+metadata = MetaData()
+
+# Byte-wise ordering on PostgreSQL so that prefix searches can use a range scan on a btree whatever
+# the database's locale is; SQLite compares with BINARY by default, which is the same thing.
+_Text = String().with_variant(String(collation="C"), "postgresql")
+
+resource = Table(
+    "resource",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("content", LargeBinary, nullable=True),
+    Index("ix_resource_type_updated", "res_type", "last_updated"),
+)
+
+resource_history = Table(
+    "resource_history",
+    metadata,
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("last_updated", BigInteger, nullable=False),
+    Column("deleted", Boolean, nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("content", LargeBinary, nullable=True),
+    Index("ix_history_type_updated", "res_type", "last_updated"),
+    Index("ix_history_updated", "last_updated"),
+)
+
+
+def _index_table(name: str, *columns: Column, lookup: tuple[str, ...]) -> Table:
+    return Table(
+        name,
+        metadata,
+        Column("res_type", String(64), nullable=False),
+        Column("res_id", String(64), nullable=False),
+        Column("param", String(64), nullable=False),
+        *columns,
+        Index(f"ix_{name}_owner", "res_type", "res_id"),
+        Index(f"ix_{name}_lookup", "res_type", "param", *lookup),
+    )
+
+
+sp_token = _index_table(
+    "sp_token",
+    Column("system", _Text, nullable=True),
+    Column("code", _Text, nullable=True),
+    Column("text", _Text, nullable=True),  # normalized display/text, for :text
+    lookup=("code", "system"),
+)
+sp_string = _index_table(
+    "sp_string",
+    Column("norm", _Text, nullable=False),  # accent- and case-folded, for the default prefix match
+    Column("exact", _Text, nullable=False),  # as written, for :exact
+    lookup=("norm",),
+)
+sp_reference = _index_table(
+    "sp_reference",
+    Column("target_type", String(64), nullable=True),
+    Column("target_id", String(64), nullable=True),
+    Column("url", _Text, nullable=True),
+    lookup=("target_id", "target_type"),
+)
+sp_date = _index_table(
+    "sp_date",
+    Column("lo", BigInteger, nullable=False),
+    Column("hi", BigInteger, nullable=False),
+    lookup=("lo", "hi"),
+)
+sp_quantity = _index_table(
+    "sp_quantity",
+    Column("value", Float, nullable=False),
+    Column("system", _Text, nullable=True),
+    Column("code", _Text, nullable=True),
+    Column("unit", _Text, nullable=True),
+    lookup=("value",),
+)
+sp_number = _index_table("sp_number", Column("value", Float, nullable=False), lookup=("value",))
+sp_uri = _index_table("sp_uri", Column("value", _Text, nullable=False), lookup=("value",))
+
+# Reverse lookups (_revinclude, chaining into a target) go by target.
+Index("ix_sp_reference_target", sp_reference.c.target_type, sp_reference.c.target_id)
+
+# The patient compartment of every resource, computed on write from the R4 CompartmentDefinition;
+# access control filters by it in the same SQL as the search.
+compartment = Table(
+    "compartment",
+    metadata,
+    Column("patient_id", String(64), primary_key=True),
+    Column("res_type", String(64), primary_key=True),
+    Column("res_id", String(64), primary_key=True),
+    Index("ix_compartment_owner", "res_type", "res_id"),
+)
+
+INDEX_TABLES = {
+    "token": sp_token,
+    "string": sp_string,
+    "reference": sp_reference,
+    "date": sp_date,
+    "quantity": sp_quantity,
+    "number": sp_number,
+    "uri": sp_uri,
+}
