@@ -1,0 +1,44 @@
+"""The ASGI application: FastAPI over the resource store, one database per process."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse, Response
+
+from housecall import __version__
+from housecall.core.db import open_database
+from housecall.core.settings import Settings, get_settings
+from housecall.fhir import api as fhir_api
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        db = open_database(settings.database_url, pool_size=settings.pool_size)
+        await db.connect()
+        app.state.db = db
+        try:
+            yield
+        finally:
+            await db.close()
+
+    app = FastAPI(title="Housecall", version=__version__, lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    app.state.settings = settings
+    fhir_api.install(app)
+
+    @app.get("/", include_in_schema=False)
+    async def home() -> Response:
+        # Public: the pages arrive with the portal; until then the root points at the API.
+        return RedirectResponse("/fhir/metadata")
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        # Public: liveness only, no data.
+        return {"status": "ok"}
+
+    return app

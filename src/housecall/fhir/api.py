@@ -1,0 +1,375 @@
+"""The FHIR R4 REST API at ``/fhir`` (R4 http.html).
+
+Routes are thin: they parse HTTP (headers, Prefer, body limits), open the unit of work, call an
+interaction and render. Every write commits before its response is built, so an answered 201 is
+durable. Every failure is an OperationOutcome with the right status.
+"""
+
+from __future__ import annotations
+
+import logging
+from email.utils import formatdate
+from typing import Any
+from urllib.parse import parse_qsl
+
+import orjson
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import Response
+
+from housecall.core.db import Conn, Database, DatabaseUnavailable
+from housecall.core.settings import Settings
+from housecall.fhir import bundles
+from housecall.fhir import interactions as ix
+from housecall.fhir.capability import capability_statement
+from housecall.fhir.errors import FhirError, OutcomeIssue, bad_request, operation_outcome
+from housecall.fhir.operations import everything, validate_op
+from housecall.fhir.render import history_bundle, resource_bytes, searchset
+from housecall.fhir.store import Stored
+
+log = logging.getLogger(__name__)
+FHIR_JSON = "application/fhir+json; charset=utf-8"
+router = APIRouter(prefix="/fhir")
+
+
+def fhir_response(body: bytes | dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    if isinstance(body, dict):
+        body = orjson.dumps(body)
+    return Response(body or b"", status_code=status, headers=headers, media_type=FHIR_JSON if body else None)
+
+
+def error_response(exc: FhirError) -> Response:
+    return fhir_response(exc.outcome(), exc.status, exc.headers or None)
+
+
+def base_url(request: Request) -> str:
+    """The FHIR base as the client addressed it, honouring RFC 7239 ``Forwarded`` and ``X-Forwarded-*``."""
+    h = request.headers
+    proto = host = None
+    forwarded = h.get("forwarded")
+    if forwarded:
+        for pair in forwarded.split(",")[0].split(";"):
+            key, _, value = pair.strip().partition("=")
+            value = value.strip('"')
+            if key.lower() == "proto":
+                proto = value
+            elif key.lower() == "host":
+                host = value
+    proto = proto or h.get("x-forwarded-proto", "").split(",")[0].strip() or request.url.scheme
+    host = host or h.get("x-forwarded-host", "").split(",")[0].strip() or h.get("host") or request.url.netloc
+    prefix = h.get("x-forwarded-prefix", "").rstrip("/")
+    return f"{proto}://{host}{prefix}/fhir"
+
+
+def prefer(request: Request) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in request.headers.get("prefer", "").split(","):
+        for token in part.split(";"):
+            key, _, value = token.strip().partition("=")
+            if key:
+                out[key.lower()] = value.strip('"').lower()
+    return out
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def _ctx(request: Request, conn: Conn) -> ix.Ctx:
+    return ix.Ctx(conn, _settings(request), base_url(request), strict=prefer(request).get("handling") == "strict")
+
+
+async def _body(request: Request) -> bytes:
+    limit = _settings(request).max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise FhirError(413, "too-costly", f"the body is larger than {limit} bytes")
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise FhirError(413, "too-costly", f"the body is larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _check_content_type(request: Request) -> str:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype and not (ctype.endswith("json") or ctype == "application/x-www-form-urlencoded"):
+        raise FhirError(415, "not-supported", f"content type '{ctype}' is not supported; send application/fhir+json")
+    return ctype
+
+
+def _version_headers(request: Request, stored: Stored, with_location: bool) -> dict[str, str]:
+    headers = {"ETag": stored.etag, "Last-Modified": formatdate(stored.last_updated / 1e6, usegmt=True)}
+    if with_location:
+        headers["Location"] = f"{base_url(request)}/{stored.res_type}/{stored.res_id}/_history/{stored.version}"
+    return headers
+
+
+def _write_response(request: Request, out: ix.Outcome) -> Response:
+    if out.stored is None:
+        return fhir_response(None, out.status, out.headers or None)
+    headers = _version_headers(request, out.stored, with_location=True)
+    wanted = prefer(request).get("return", "representation")
+    if wanted == "minimal" or out.stored.content is None:
+        return fhir_response(None, out.status, headers)
+    if wanted == "operationoutcome":
+        oo = operation_outcome([OutcomeIssue("informational", f"{out.stored.res_type}/{out.stored.res_id} stored",
+                                             "information")])  # fmt: skip
+        return fhir_response(oo, out.status, headers)
+    return fhir_response(out.stored.content, out.status, headers)
+
+
+# -- whole system --------------------------------------------------------------------------------
+
+
+@router.get("/metadata")
+async def metadata(request: Request) -> Response:
+    # Public: the CapabilityStatement describes the server, never data.
+    extra = getattr(request.app.state, "capability_extra", b"")
+    return fhir_response(capability_statement(base_url(request), extra))
+
+
+@router.post("")
+@router.post("/")
+async def system_bundle(request: Request) -> Response:
+    _check_content_type(request)
+    bundle = ix.parse_json(await _body(request))
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        raise bad_request("POST to the base takes a Bundle of type batch or transaction", "structure")
+    kind = bundle.get("type")
+    representation = prefer(request).get("return") == "representation"
+    db = _db(request)
+    if kind == "transaction":
+        async with db.transaction() as conn:
+            body = await bundles.transaction(_ctx(request, conn), bundle, representation=representation)
+        return fhir_response(body)
+    if kind == "batch":
+        body = await bundles.batch(
+            lambda conn: _ctx(request, conn), db.transaction, bundle, _settings(request).max_bundle_entries,
+            representation=representation, base_url=base_url(request),
+        )  # fmt: skip
+        return fhir_response(body)
+    raise bad_request(f"Bundle.type must be batch or transaction to be processed, not '{kind}'", "value", "Bundle.type")
+
+
+async def _history(request: Request, res_type: str | None, res_id: str | None, path: str) -> Response:
+    query = list(request.query_params.multi_items())
+    params = dict(query)
+    settings = _settings(request)
+    count_text = params.get("_count", str(settings.default_count))
+    if not count_text.isdigit() or int(count_text) > settings.max_count:
+        raise bad_request(f"_count must be an integer from 0 to {settings.max_count}")
+    offset_text = params.get("_offset", "0")
+    if not offset_text.isdigit():
+        raise bad_request("_offset must be a non-negative integer")
+    count, offset = int(count_text), int(offset_text)
+    since = None
+    if "_since" in params:
+        from housecall.fhir.indexing import date_bounds
+
+        try:
+            since = date_bounds(params["_since"])[0]
+        except ValueError:
+            raise bad_request(f"_since '{params['_since']}' is not an instant", "value") from None
+    if res_type:
+        ix.check_type(res_type)
+    async with _db(request).reader() as conn:
+        store = ix.Store(conn)
+        if res_id is not None:
+            assert res_type is not None
+            if await store.read(res_type, res_id) is None:
+                raise ix.not_found(res_type, res_id)
+        versions = await store.history(res_type, res_id, since, count + 1, offset)
+        total = await store.count_history(res_type, res_id, since)
+    return fhir_response(history_bundle(base_url(request), path, versions, total, query, count, offset))
+
+
+@router.get("/_history")
+async def system_history(request: Request) -> Response:
+    return await _history(request, None, None, "_history")
+
+
+# -- type level ----------------------------------------------------------------------------------
+
+
+@router.get("/{res_type}/_history")
+async def type_history(request: Request, res_type: str) -> Response:
+    return await _history(request, res_type, None, f"{res_type}/_history")
+
+
+async def _search(request: Request, res_type: str, query: list[tuple[str, str]]) -> Response:
+    async with _db(request).reader() as conn:
+        ctx = _ctx(request, conn)
+        req = ix.search_request(ctx, res_type, query)
+        result = await ix.search(ctx, req)
+    return fhir_response(searchset(ctx.base_url, req, result))
+
+
+@router.get("/{res_type}")
+async def search_get(request: Request, res_type: str) -> Response:
+    return await _search(request, res_type, list(request.query_params.multi_items()))
+
+
+@router.post("/{res_type}/_search")
+async def search_post(request: Request, res_type: str) -> Response:
+    body = await _body(request)
+    form = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True) if body else []
+    return await _search(request, res_type, [*request.query_params.multi_items(), *form])
+
+
+@router.post("/{res_type}/$validate")
+async def validate_type(request: Request, res_type: str) -> Response:
+    _check_content_type(request)
+    return fhir_response(validate_op.run(res_type, ix.parse_json(await _body(request))))
+
+
+@router.post("/{res_type}")
+async def create(request: Request, res_type: str) -> Response:
+    _check_content_type(request)
+    resource = ix.parse_json(await _body(request))
+    # fhirpy's get_or_create sends the criteria as the query string of the POST.
+    if_none_exist = request.headers.get("if-none-exist") or (request.url.query or None)
+    async with _db(request).transaction() as conn:
+        out = await ix.create(_ctx(request, conn), res_type, resource, if_none_exist=if_none_exist)
+    return _write_response(request, out)
+
+
+@router.put("/{res_type}")
+async def conditional_update(request: Request, res_type: str) -> Response:
+    _check_content_type(request)
+    resource = ix.parse_json(await _body(request))
+    async with _db(request).transaction() as conn:
+        out = await ix.conditional_update(
+            _ctx(request, conn), res_type, request.url.query, resource, if_match=request.headers.get("if-match")
+        )
+    return _write_response(request, out)
+
+
+@router.delete("/{res_type}")
+async def conditional_delete(request: Request, res_type: str) -> Response:
+    async with _db(request).transaction() as conn:
+        out = await ix.conditional_delete(_ctx(request, conn), res_type, request.url.query)
+    return fhir_response(None, out.status, out.headers or None)
+
+
+# -- instance level ------------------------------------------------------------------------------
+
+
+@router.get("/Patient/{res_id}/$everything")
+async def patient_everything(request: Request, res_id: str) -> Response:
+    async with _db(request).reader() as conn:
+        ctx = _ctx(request, conn)
+        body = await everything.run(ctx, res_id, list(request.query_params.multi_items()))
+    return fhir_response(body)
+
+
+@router.post("/{res_type}/{res_id}/$validate")
+async def validate_instance(request: Request, res_type: str, res_id: str) -> Response:
+    _check_content_type(request)
+    return fhir_response(validate_op.run(res_type, ix.parse_json(await _body(request))))
+
+
+@router.get("/{res_type}/{res_id}/_history/{version}")
+async def vread(request: Request, res_type: str, res_id: str, version: str) -> Response:
+    async with _db(request).reader() as conn:
+        out = await ix.vread(_ctx(request, conn), res_type, res_id, version)
+    assert out.stored is not None
+    return fhir_response(out.stored.content, 200, _version_headers(request, out.stored, with_location=False))
+
+
+@router.get("/{res_type}/{res_id}/_history")
+async def instance_history(request: Request, res_type: str, res_id: str) -> Response:
+    return await _history(request, res_type, res_id, f"{res_type}/{res_id}/_history")
+
+
+@router.get("/{res_type}/{res_id}")
+async def read(request: Request, res_type: str, res_id: str) -> Response:
+    async with _db(request).reader() as conn:
+        out = await ix.read(_ctx(request, conn), res_type, res_id)
+    stored = out.stored
+    assert stored is not None
+    headers = _version_headers(request, stored, with_location=False)
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match and ix.parse_version_header(if_none_match) == stored.version:
+        return Response(status_code=304, headers=headers)
+    params = request.query_params
+    elements = [e for e in params.get("_elements", "").split(",") if e] or None
+    summary = params.get("_summary")
+    return fhir_response(resource_bytes(stored, elements, summary), 200, headers)
+
+
+@router.put("/{res_type}/{res_id}")
+async def update(request: Request, res_type: str, res_id: str) -> Response:
+    _check_content_type(request)
+    resource = ix.parse_json(await _body(request))
+    async with _db(request).transaction() as conn:
+        out = await ix.update(_ctx(request, conn), res_type, res_id, resource, if_match=request.headers.get("if-match"))
+    return _write_response(request, out)
+
+
+@router.patch("/{res_type}/{res_id}")
+async def patch(request: Request, res_type: str, res_id: str) -> Response:
+    ctype = _check_content_type(request)
+    body = ix.parse_json(await _body(request))
+    async with _db(request).transaction() as conn:
+        out = await ix.patch(
+            _ctx(request, conn), res_type, res_id, body, ctype, if_match=request.headers.get("if-match")
+        )
+    return _write_response(request, out)
+
+
+@router.delete("/{res_type}/{res_id}")
+async def delete(request: Request, res_type: str, res_id: str) -> Response:
+    async with _db(request).transaction() as conn:
+        out = await ix.delete(_ctx(request, conn), res_type, res_id, if_match=request.headers.get("if-match"))
+    return fhir_response(None, out.status, out.headers or None)
+
+
+def install(app: FastAPI) -> None:
+    """Mount the FHIR routes and turn every failure under /fhir into an OperationOutcome."""
+    app.include_router(router)
+
+    @app.exception_handler(FhirError)
+    async def _fhir_error(request: Request, exc: FhirError) -> Response:
+        return error_response(exc)
+
+    @app.exception_handler(DatabaseUnavailable)
+    async def _db_down(request: Request, exc: DatabaseUnavailable) -> Response:
+        log.warning("database unavailable: %s", exc)
+        return error_response(FhirError(503, "transient", "the database is unavailable; try again shortly",
+                                        headers={"Retry-After": "2"}))  # fmt: skip
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        conflict = _conflict(exc)
+        if conflict is not None:
+            return error_response(conflict)
+        unavailable = _unavailable(exc)
+        if unavailable is not None:
+            return error_response(unavailable)
+        # No stack trace or version to the client; the log has the detail.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(FhirError(500, "exception", "internal error; it has been logged"))
+
+
+def _conflict(exc: Exception) -> FhirError | None:
+    name = type(exc).__name__
+    if name in ("UniqueViolationError", "SerializationError", "DeadlockDetectedError") or (
+        name == "IntegrityError" and "UNIQUE" in str(exc)
+    ):
+        return FhirError(409, "conflict", "a concurrent change touched the same resource; retry the request")
+    return None
+
+
+def _unavailable(exc: Exception) -> FhirError | None:
+    name = type(exc).__name__
+    if name in ("ConnectionDoesNotExistError", "CannotConnectNowError", "InterfaceError", "ConnectionRefusedError",
+                "AdminShutdownError", "ConnectionResetError"):  # fmt: skip
+        return FhirError(503, "transient", "the database is unavailable; try again shortly", headers={"Retry-After": "2"})
+    return None

@@ -1,0 +1,334 @@
+"""Batch and transaction Bundles (R4 http.html#transaction).
+
+Transactions are all-or-nothing: every entry runs in the caller's one database transaction and the
+first error fails the whole Bundle. Entries run in the order the spec prescribes (DELETE, POST,
+PUT/PATCH, GET). ``urn:uuid:`` fullUrls are resolved to the ids the server assigns, and conditional
+references (``Patient?identifier=...``) to the one resource they match.
+
+Identity of ``urn:uuid`` entries: a POST whose fullUrl is ``urn:uuid:<uuid>`` is stored under that
+uuid as its id. Posting the same entry again therefore finds it instead of duplicating it (an
+unchanged resource is left alone; a changed one gets a new version). This makes loading the same
+Bundles or exports twice idempotent; see docs/decisions/0003-urn-uuid-identity.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+
+from housecall.core.db import Conn
+from housecall.fhir import interactions as ix
+from housecall.fhir.errors import FhirError, bad_request
+from housecall.fhir.render import resource_bytes, searchset
+from housecall.fhir.store import Stored, instant, version_write
+
+ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+@dataclass
+class Entry:
+    index: int
+    method: str
+    url: str
+    full_url: str | None
+    resource: Any
+    request: dict[str, Any]
+    outcome: ix.Outcome | None = None
+    error: FhirError | None = None
+    body: bytes | None = None
+
+
+def _parse_entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
+    raw = bundle.get("entry") or []
+    if not isinstance(raw, list):
+        raise bad_request("Bundle.entry must be an array", "structure", "Bundle.entry")
+    if len(raw) > max_entries:
+        raise FhirError(413, "too-costly", f"a Bundle may hold at most {max_entries} entries, not {len(raw)}")
+    entries = []
+    for n, e in enumerate(raw):
+        where = f"Bundle.entry[{n}]"
+        if not isinstance(e, dict):
+            raise bad_request(f"{where} must be an object", "structure", where)
+        request = e.get("request")
+        if not isinstance(request, dict) or not isinstance(request.get("method"), str) or not isinstance(
+            request.get("url"), str
+        ):
+            raise bad_request(f"{where}.request needs a method and a url", "required", f"{where}.request")
+        method = request["method"].upper()
+        if method not in ORDER:
+            raise bad_request(f"{where}.request.method '{method}' is not supported", "not-supported")
+        entries.append(Entry(n, method, request["url"].lstrip("/"), e.get("fullUrl"), e.get("resource"), request))
+    return entries
+
+
+def _split_url(url: str, base_url: str) -> tuple[list[str], str]:
+    if url.startswith(base_url + "/"):
+        url = url[len(base_url) + 1 :]
+    parts = urlsplit(url)
+    return [p for p in parts.path.split("/") if p], parts.query
+
+
+def _walk_references(node: Any, fix: Callable[[str], str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str):
+                node[key] = fix(value)
+            elif isinstance(value, dict | list):
+                _walk_references(value, fix)
+    elif isinstance(node, list):
+        for item in node:
+            _walk_references(item, fix)
+
+
+def _strip_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    out = dict(resource)
+    meta = dict(out.pop("meta", None) or {})
+    meta.pop("versionId", None)
+    meta.pop("lastUpdated", None)
+    if meta:
+        out["meta"] = meta
+    return out
+
+
+async def _resolve_identities(ctx: ix.Ctx, entries: list[Entry], ids: dict[str, str]) -> None:
+    """Give each POST its id (its urn:uuid, or a fresh one) and each PUT its target, up front,
+    so that references between entries can be rewritten before anything is stored."""
+    for e in entries:
+        path, query = _split_url(e.url, ctx.base_url)
+        if e.method == "POST" and len(path) == 1:
+            ix.check_type(path[0])
+            if e.request.get("ifNoneExist"):
+                found = await ix.find_by_criteria(ctx, path[0], e.request["ifNoneExist"])
+                if len(found) > 1:
+                    raise FhirError(412, "multiple-matches", f"entry {e.index}: ifNoneExist matched {len(found)}")
+                if found:
+                    e.outcome = ix.Outcome(200, found[0])
+                    if e.full_url:
+                        ids[e.full_url] = f"{path[0]}/{found[0].res_id}"
+                    continue
+            res_id = _uuid_identity(e.full_url) or ix.new_id()
+            e.request = {**e.request, "_id": res_id}
+            if e.full_url:
+                ids[e.full_url] = f"{path[0]}/{res_id}"
+        elif e.method in ("PUT", "PATCH") and e.full_url:
+            if len(path) == 2:
+                ids[e.full_url] = f"{path[0]}/{path[1]}"
+            elif len(path) == 1 and query:
+                found = await ix.find_by_criteria(ctx, path[0], query)
+                if len(found) > 1:
+                    raise FhirError(412, "multiple-matches", f"entry {e.index}: conditional update matched {len(found)}")
+                target = found[0].res_id if found else (
+                    (e.resource or {}).get("id") if isinstance(e.resource, dict) else None
+                ) or ix.new_id()
+                ids[e.full_url] = f"{path[0]}/{target}"
+
+
+def _uuid_identity(full_url: str | None) -> str | None:
+    if full_url and full_url.startswith("urn:uuid:"):
+        candidate = full_url[len("urn:uuid:") :].lower()
+        if 1 <= len(candidate) <= 64 and set(candidate) <= ix.ID_CHARS:
+            return candidate
+    return None
+
+
+async def _rewrite_references(ctx: ix.Ctx, entries: list[Entry], ids: dict[str, str]) -> None:
+    conditional: dict[str, str] = {}
+    for e in entries:
+        if isinstance(e.resource, dict):
+            pending: list[str] = []
+
+            def fix(ref: str, pending: list[str] = pending) -> str:
+                if ref in ids:
+                    return ids[ref]
+                if ref.startswith("urn:uuid:"):
+                    raise bad_request(f"entry {e.index}: reference {ref} matches no fullUrl in the Bundle", "not-found")
+                if "?" in ref and "/" not in ref.split("?", 1)[0]:
+                    pending.append(ref)
+                return ref
+
+            _walk_references(e.resource, fix)
+            for ref in pending:
+                if ref not in conditional:
+                    res_type, criteria = ref.split("?", 1)
+                    ix.check_type(res_type)
+                    found = await ix.find_by_criteria(ctx, res_type, criteria)
+                    if len(found) != 1:
+                        raise FhirError(
+                            412, "multiple-matches" if found else "not-found",
+                            f"entry {e.index}: conditional reference {ref} matched {len(found)} resources",
+                        )  # fmt: skip
+                    conditional[ref] = f"{res_type}/{found[0].res_id}"
+            if pending:
+                _walk_references(e.resource, lambda r: conditional.get(r, r))
+
+
+async def _store_posts(ctx: ix.Ctx, posts: list[Entry]) -> None:
+    """Validate and store plain creates together (one write per chunk instead of one per entry)."""
+    by_type: dict[str, list[str]] = {}
+    for e in posts:
+        by_type.setdefault(e.url.split("?")[0].split("/")[-1], []).append(e.request["_id"])
+    existing: dict[tuple[str, str], Stored] = {}
+    for res_type, wanted in by_type.items():
+        for s in await ctx.store.fetch_many(res_type, wanted):
+            existing[(s.res_type, s.res_id)] = s
+    writes = []
+    for e in posts:
+        res_type = e.url.split("?")[0].split("/")[-1]
+        resource = ix.validate(e.resource, res_type)
+        res_id = e.request["_id"]
+        found = existing.get((res_type, res_id))
+        if found is None:
+            w = version_write(resource, res_id, 1, "POST", replace=False)
+            e.outcome = ix.Outcome(201, w.stored())
+        elif _strip_meta(found.resource()) == _strip_meta({**resource, "id": res_id}):
+            e.outcome = ix.Outcome(200, found)
+            continue
+        else:
+            w = version_write(resource, res_id, found.version + 1, "POST", replace=True)
+            e.outcome = ix.Outcome(200, w.stored())
+        writes.append(w)
+    await ctx.store.apply(writes)
+
+
+async def run_entry(ctx: ix.Ctx, e: Entry) -> ix.Outcome:
+    path, query = _split_url(e.url, ctx.base_url)
+    if not path:
+        raise bad_request(f"entry {e.index}: request.url '{e.url}' names no resource type")
+    res_type = path[0]
+    if e.method == "POST":
+        if len(path) != 1:
+            raise bad_request(f"entry {e.index}: POST url must be a resource type")
+        return await ix.create(ctx, res_type, e.resource, if_none_exist=e.request.get("ifNoneExist"),
+                               res_id=e.request.get("_id"))  # fmt: skip
+    if e.method == "PUT":
+        if len(path) == 2:
+            return await ix.update(ctx, res_type, path[1], e.resource, if_match=e.request.get("ifMatch"))
+        return await ix.conditional_update(ctx, res_type, query, e.resource, if_match=e.request.get("ifMatch"))
+    if e.method == "PATCH":
+        if len(path) != 2:
+            raise bad_request(f"entry {e.index}: PATCH needs Type/id")
+        body = e.resource
+        if isinstance(body, dict) and body.get("resourceType") == "Binary" and body.get("data"):
+            import base64
+
+            body = orjson.loads(base64.b64decode(body["data"]))
+        return await ix.patch(ctx, res_type, path[1], body, "application/json-patch+json")
+    if e.method == "DELETE":
+        if len(path) == 2:
+            return await ix.delete(ctx, res_type, path[1], if_match=e.request.get("ifMatch"))
+        return await ix.conditional_delete(ctx, res_type, query)
+    # GET / HEAD
+    if len(path) == 2:
+        out = await ix.read(ctx, res_type, path[1])
+        if e.request.get("ifNoneMatch") and out.stored and (
+            ix.parse_version_header(e.request["ifNoneMatch"]) == out.stored.version
+        ):
+            return ix.Outcome(304, out.stored)
+        return out
+    if len(path) == 4 and path[2] == "_history":
+        return await ix.vread(ctx, res_type, path[1], path[3])
+    if len(path) == 1:
+        req = ix.search_request(ctx, res_type, parse_qsl(query, keep_blank_values=True))
+        result = await ix.search(ctx, req)
+        return ix.Outcome(200, body=searchset(ctx.base_url, req, result))
+    raise bad_request(f"entry {e.index}: unsupported request url '{e.url}'")
+
+
+def _response_entry(e: Entry, base_url: str, representation: bool) -> bytes:
+    if e.error is not None:
+        response = {"status": str(e.error.status), "outcome": e.error.outcome()}
+        return orjson.dumps({"response": response})
+    out = e.outcome
+    assert out is not None
+    status = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}.get(
+        out.status, str(out.status)
+    )
+    response: dict[str, Any] = {"status": status}
+    item = b"{"
+    if out.stored is not None:
+        s = out.stored
+        response["etag"] = s.etag
+        response["lastModified"] = instant(s.last_updated)
+        if out.status in (200, 201) and e.method in ("POST", "PUT", "PATCH"):
+            response["location"] = f"{s.res_type}/{s.res_id}/_history/{s.version}"
+        item += b'"fullUrl":"' + f"{base_url}/{s.res_type}/{s.res_id}".encode() + b'",'
+        if (representation or e.method == "GET") and s.content is not None and out.status != 304:
+            item += b'"resource":' + resource_bytes(s) + b","
+    elif out.body is not None:
+        item += b'"resource":' + (out.body if isinstance(out.body, bytes) else orjson.dumps(out.body)) + b","
+    return item + b'"response":' + orjson.dumps(response) + b"}"
+
+
+def _bundle(kind: str, entries: list[Entry], base_url: str, representation: bool) -> bytes:
+    body = [_response_entry(e, base_url, representation) for e in sorted(entries, key=lambda x: x.index)]
+    return b'{"resourceType":"Bundle","type":"' + kind.encode() + b'","entry":[' + b",".join(body) + b"]}"
+
+
+async def transaction(ctx: ix.Ctx, bundle: dict[str, Any], *, representation: bool = False) -> bytes:
+    entries = _parse_entries(bundle, ctx.settings.max_bundle_entries)
+    ids: dict[str, str] = {}
+    await _resolve_identities(ctx, entries, ids)
+    await _rewrite_references(ctx, entries, ids)
+    ordered = sorted(entries, key=lambda x: (ORDER[x.method], x.index))
+    plain_posts = [e for e in ordered if e.method == "POST" and e.outcome is None]
+    try:
+        for e in ordered:
+            if e.method == "DELETE":
+                e.outcome = await run_entry(ctx, e)
+        await _store_posts(ctx, plain_posts)
+        for e in ordered:
+            if e.method not in ("DELETE", "POST"):
+                e.outcome = await run_entry(ctx, e)
+    except FhirError as exc:
+        current = next((e for e in ordered if e.outcome is None), None)
+        where = f" (entry {current.index})" if current is not None else ""
+        exc.diagnostics = f"transaction failed{where}: {exc.diagnostics}"
+        raise
+    return _bundle("transaction-response", entries, ctx.base_url, representation)
+
+
+TransactionFactory = Callable[[], AbstractAsyncContextManager[Conn]]
+
+
+async def batch(
+    make_ctx: Callable[[Conn], ix.Ctx],
+    transaction_scope: TransactionFactory,
+    bundle: dict[str, Any],
+    max_entries: int,
+    *,
+    representation: bool = False,
+    base_url: str = "",
+) -> bytes:
+    """Each entry succeeds or fails on its own; plain creates share one database transaction."""
+    entries = _parse_entries(bundle, max_entries)
+    ordered = sorted(entries, key=lambda x: (ORDER[x.method], x.index))
+    posts: list[Entry] = []
+    for e in ordered:
+        path, _query = _split_url(e.url, base_url)
+        if e.method == "POST" and len(path) == 1 and not e.request.get("ifNoneExist"):
+            try:
+                ix.check_type(path[0])
+                ix.validate(e.resource, path[0])
+                e.request = {**e.request, "_id": _uuid_identity(e.full_url) or ix.new_id()}
+                posts.append(e)
+            except FhirError as exc:
+                e.error = exc
+    if posts:
+        async with transaction_scope() as conn:
+            await _store_posts(make_ctx(conn), posts)
+    for e in ordered:
+        if e.outcome is not None or e.error is not None:
+            continue
+        try:
+            async with transaction_scope() as conn:
+                e.outcome = await run_entry(make_ctx(conn), e)
+        except FhirError as exc:
+            e.error = exc
+    return _bundle("batch-response", entries, base_url, representation)
+
+

@@ -1,0 +1,273 @@
+"""The FHIR RESTful interactions (R4 http.html), independent of HTTP.
+
+The HTTP routes and the batch/transaction processor both call these, so a Bundle entry behaves
+exactly like the same request made on its own. Each function works inside the caller's
+transaction and raises ``FhirError`` for anything the client must be told.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import jsonpatch
+import orjson
+
+from housecall.core.db import Conn
+from housecall.core.settings import Settings
+from housecall.fhir.errors import FhirError, OutcomeIssue, bad_request, not_found
+from housecall.fhir.search import SearchRequest, SearchResult, parse_search, run_search
+from housecall.fhir.store import Store, Stored, delete_write, new_id, version_write
+from housecall.fhir.validation import is_known_resource_type, validate_resource
+
+ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+@dataclass
+class Ctx:
+    conn: Conn
+    settings: Settings
+    base_url: str  # absolute base of the FHIR endpoint as the client addressed it, e.g. http://h/fhir
+    strict: bool = False
+
+    @property
+    def store(self) -> Store:
+        return Store(self.conn)
+
+
+@dataclass
+class Outcome:
+    """What an interaction produced: a status, maybe a stored version, maybe another body."""
+
+    status: int
+    stored: Stored | None = None
+    body: Any = None  # dict, or pre-serialized bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def check_type(res_type: str) -> None:
+    if not is_known_resource_type(res_type):
+        raise FhirError(404, "not-supported", f"'{res_type}' is not a FHIR R4 resource type")
+
+
+def check_id(res_id: str) -> None:
+    if not (1 <= len(res_id) <= 64) or not set(res_id) <= ID_CHARS:
+        raise bad_request(f"'{res_id[:80]}' is not a valid FHIR id", "value")
+
+
+def validate(resource: Any, expected_type: str | None) -> dict[str, Any]:
+    """Structural R4 validation; 400 with one issue per problem, each naming its element path."""
+    if not isinstance(resource, dict):
+        raise bad_request("the body must be a JSON object holding a FHIR resource", "structure")
+    issues = validate_resource(resource, expected_type)
+    if issues:
+        first, *rest = issues
+        raise FhirError(
+            400,
+            first.code,
+            first.message,
+            first.path,
+            [OutcomeIssue(i.code, i.message, "error", i.path) for i in rest[:99]],
+        )
+    return resource
+
+
+def parse_json(body: bytes) -> Any:
+    if not body:
+        raise bad_request("the request has no body", "structure")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"the body is not valid JSON: {exc}", "structure") from None
+
+
+def _current_or_gone(stored: Stored | None, res_type: str, res_id: str) -> Stored:
+    if stored is None:
+        raise not_found(res_type, res_id)
+    if stored.deleted:
+        raise FhirError(410, "deleted", f"{res_type}/{res_id} was deleted", headers={"ETag": stored.etag})
+    return stored
+
+
+def parse_version_header(value: str) -> int | None:
+    """Accept ``W/"3"``, ``"3"`` and a bare ``3`` (fhirpy sends the bare form)."""
+    v = value.strip()
+    if v.startswith("W/"):
+        v = v[2:]
+    v = v.strip('"')
+    return int(v) if v.isdigit() else None
+
+
+# -- read ---------------------------------------------------------------------------------------
+
+
+async def read(ctx: Ctx, res_type: str, res_id: str) -> Outcome:
+    check_type(res_type)
+    stored = _current_or_gone(await ctx.store.read(res_type, res_id), res_type, res_id)
+    return Outcome(200, stored)
+
+
+async def vread(ctx: Ctx, res_type: str, res_id: str, version: str) -> Outcome:
+    check_type(res_type)
+    if not version.isdigit():
+        raise not_found(res_type, f"{res_id}/_history/{version}")
+    stored = await ctx.store.read_version(res_type, res_id, int(version))
+    if stored is None:
+        raise not_found(res_type, f"{res_id}/_history/{version}")
+    if stored.deleted:
+        raise FhirError(410, "deleted", f"{res_type}/{res_id} version {version} is a deletion")
+    return Outcome(200, stored)
+
+
+# -- create / update / delete / patch -----------------------------------------------------------
+
+
+async def find_by_criteria(ctx: Ctx, res_type: str, criteria: str, *, limit: int = 2) -> list[Stored]:
+    """Resources matching a conditional-interaction query (unknown parameters are errors here)."""
+    query = parse_qsl(criteria.lstrip("?"), keep_blank_values=True)
+    if not query:
+        raise bad_request("conditional interaction without search criteria", "invalid")
+    req = parse_search(res_type, query, strict=True, default_count=limit, max_count=max(limit, 1000))
+    req.count = limit
+    req.total = "none"
+    result = await run_search(ctx.conn, req, base_url=ctx.base_url)
+    return result.matches
+
+
+async def create(
+    ctx: Ctx, res_type: str, resource: Any, *, if_none_exist: str | None = None, res_id: str | None = None
+) -> Outcome:
+    """Create with a server-assigned id (``res_id`` only from a transaction's identity rules)."""
+    check_type(res_type)
+    resource = validate(resource, res_type)
+    if if_none_exist:
+        found = await find_by_criteria(ctx, res_type, if_none_exist)
+        if len(found) > 1:
+            raise FhirError(412, "multiple-matches", f"If-None-Exist matched {len(found)} resources")
+        if found:
+            return Outcome(200, found[0])
+    write = version_write(resource, res_id or new_id(), 1, "POST", replace=False)
+    await ctx.store.apply([write])
+    return Outcome(201, write.stored())
+
+
+async def update(
+    ctx: Ctx, res_type: str, res_id: str, resource: Any, *, if_match: str | None = None, method: str = "PUT"
+) -> Outcome:
+    """Update, or create with the client's id (update-as-create, http.html#upsert)."""
+    check_type(res_type)
+    check_id(res_id)
+    resource = validate(resource, res_type)
+    body_id = resource.get("id")
+    if body_id is None:
+        raise bad_request("the resource in a PUT must carry its id", "required", f"{res_type}.id")
+    if body_id != res_id:
+        raise bad_request(f"the id in the body ({body_id}) differs from the URL ({res_id})", "invalid", f"{res_type}.id")
+    current = await ctx.store.lock_current(res_type, res_id)
+    expected = parse_version_header(if_match) if if_match else None
+    if if_match is not None:
+        if current is None or current.deleted or expected != current.version:
+            raise FhirError(412, "conflict", f"If-Match {if_match} does not match the current version")
+    if current is None:
+        write = version_write(resource, res_id, 1, method, replace=False)
+        status = 201
+    else:
+        write = version_write(resource, res_id, current.version + 1, method, replace=True)
+        status = 201 if current.deleted else 200
+    await ctx.store.apply([write])
+    return Outcome(status, write.stored())
+
+
+async def conditional_update(
+    ctx: Ctx, res_type: str, criteria: str, resource: Any, *, if_match: str | None = None
+) -> Outcome:
+    check_type(res_type)
+    found = await find_by_criteria(ctx, res_type, criteria)
+    if len(found) > 1:
+        raise FhirError(412, "multiple-matches", f"the criteria matched {len(found)} resources")
+    if not found:
+        body = validate(resource, res_type)
+        if body.get("id"):
+            return await update(ctx, res_type, body["id"], body, if_match=if_match)
+        return await create(ctx, res_type, body)
+    target = found[0]
+    if isinstance(resource, dict) and resource.get("id") not in (None, target.res_id):
+        raise bad_request("the id in the body differs from the resource the criteria matched")
+    if isinstance(resource, dict):
+        resource["id"] = target.res_id
+    return await update(ctx, res_type, target.res_id, resource, if_match=if_match)
+
+
+async def delete(ctx: Ctx, res_type: str, res_id: str, *, if_match: str | None = None) -> Outcome:
+    """Soft delete: a new version with no content; later reads answer 410. Idempotent."""
+    check_type(res_type)
+    current = await ctx.store.lock_current(res_type, res_id)
+    if if_match is not None and (current is None or parse_version_header(if_match) != current.version):
+        raise FhirError(412, "conflict", f"If-Match {if_match} does not match the current version")
+    if current is None or current.deleted:
+        return Outcome(204)
+    write = delete_write(res_type, res_id, current.version + 1)
+    await ctx.store.apply([write])
+    return Outcome(204, headers={"ETag": f'W/"{write.version}"'})
+
+
+async def conditional_delete(ctx: Ctx, res_type: str, criteria: str) -> Outcome:
+    check_type(res_type)
+    found = await find_by_criteria(ctx, res_type, criteria)
+    if len(found) > 1:
+        raise FhirError(412, "multiple-matches", f"the criteria matched {len(found)} resources")
+    if not found:
+        return Outcome(204)
+    return await delete(ctx, res_type, found[0].res_id)
+
+
+def _merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge_patch(out.get(key), value)
+    return out
+
+
+async def patch(
+    ctx: Ctx, res_type: str, res_id: str, body: Any, content_type: str, *, if_match: str | None = None
+) -> Outcome:
+    """JSON Patch (application/json-patch+json) or merge patch (merge-patch+json, or a partial
+    resource sent as application/json the way fhirpy does)."""
+    check_type(res_type)
+    current = _current_or_gone(await ctx.store.lock_current(res_type, res_id), res_type, res_id)
+    if if_match is not None and parse_version_header(if_match) != current.version:
+        raise FhirError(412, "conflict", f"If-Match {if_match} does not match the current version")
+    resource = current.resource()
+    if "json-patch" in content_type or isinstance(body, list):
+        try:
+            patched = jsonpatch.JsonPatch(body).apply(resource)
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
+            raise FhirError(422, "processing", f"the JSON Patch cannot be applied: {exc}") from None
+    elif isinstance(body, dict):
+        patched = _merge_patch(resource, body)
+    else:
+        raise bad_request("PATCH takes a JSON Patch array or a merge-patch object", "structure")
+    if not isinstance(patched, dict) or patched.get("resourceType") != res_type or patched.get("id") != res_id:
+        raise FhirError(422, "processing", "a patch may not change resourceType or id")
+    return await update(ctx, res_type, res_id, patched, method="PATCH")
+
+
+# -- search and history -------------------------------------------------------------------------
+
+
+def search_request(ctx: Ctx, res_type: str, query: list[tuple[str, str]]) -> SearchRequest:
+    check_type(res_type)
+    return parse_search(
+        res_type, query, strict=ctx.strict, default_count=ctx.settings.default_count, max_count=ctx.settings.max_count
+    )
+
+
+async def search(ctx: Ctx, req: SearchRequest) -> SearchResult:
+    return await run_search(ctx.conn, req, base_url=ctx.base_url)

@@ -1,0 +1,526 @@
+"""FHIR search: parse the query, build indexed SQL over the ``sp_*`` tables, run it, page it.
+
+Every filter becomes ``r.res_id IN (SELECT res_id FROM sp_<type> WHERE res_type = .. AND param = ..
+AND <value test>)``; AND across parameters, OR across comma-separated values (R4 search.html §3.1.1.3).
+Nothing looks inside the stored JSON. Paging is by offset on a deterministic order.
+
+The ``restrict`` hook lets the access layer add its own condition on ``r`` to the same SQL so that
+counts and pages stay right.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from housecall.core.db import Conn
+from housecall.fhir.errors import FhirError, bad_request
+from housecall.fhir.indexing import SearchParam, date_bounds, normalize_string, search_params
+from housecall.fhir.store import Stored, now_us
+
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+CONTROL = {
+    "_count", "_offset", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total",
+    "_format", "_pretty", "_totalMethod", "_include:iterate", "_revinclude:iterate", "_contained",
+}  # fmt: skip
+MODIFIERS = {"exact", "contains", "missing", "not", "text", "above", "below", "identifier", "iterate"}
+MIN_US, MAX_US = -(2**62), 2**62
+_PREFIX_RE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
+_SPLIT_COMMA = re.compile(r"(?<!\\),")
+
+
+@dataclass(slots=True)
+class Filter:
+    code: str
+    modifier: str | None
+    chain: list[str]  # e.g. ["name"] for subject:Patient.name
+    values: list[str]  # OR-ed
+
+
+@dataclass(slots=True)
+class Include:
+    source: str
+    param: str
+    target: str | None
+    iterate: bool = False
+
+
+@dataclass
+class SearchRequest:
+    res_type: str
+    filters: list[Filter] = field(default_factory=list)
+    count: int = 20
+    offset: int = 0
+    sort: list[tuple[str, bool]] = field(default_factory=list)  # (code, descending)
+    include: list[Include] = field(default_factory=list)
+    revinclude: list[Include] = field(default_factory=list)
+    summary: str | None = None
+    elements: list[str] | None = None
+    total: str = "none"
+    used: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SearchResult:
+    matches: list[Stored]
+    included: list[Stored]
+    total: int | None
+    has_more: bool
+
+
+def _split_values(value: str) -> list[str]:
+    return [v.replace("\\,", ",") for v in _SPLIT_COMMA.split(value)]
+
+
+def _params_for(res_type: str) -> dict[str, SearchParam]:
+    return dict(search_params(res_type))
+
+
+def parse_search(
+    res_type: str, query: list[tuple[str, str]], *, strict: bool, default_count: int, max_count: int
+) -> SearchRequest:
+    req = SearchRequest(res_type, count=default_count)
+    params = _params_for(res_type)
+    for key, value in query:
+        base, _, modifier = key.partition(":")
+        if key in CONTROL or base in CONTROL:
+            _parse_control(req, key, value, max_count)
+            req.used.append((key, value))
+            continue
+        code, *chain = base.split(".")
+        if code in ("_id", "_lastUpdated"):
+            req.filters.append(Filter(code, modifier or None, [], _split_values(value)))
+            req.used.append((key, value))
+            continue
+        if code == "_has":
+            req.filters.append(Filter("_has", key[len("_has:") :], [], _split_values(value)))
+            req.used.append((key, value))
+            continue
+        sp = params.get(code)
+        problem = None
+        if sp is None:
+            problem = f"unknown search parameter '{code}' for {res_type}"
+        elif not sp.indexed:
+            problem = f"search parameter '{code}' is not supported (not indexed)"
+        elif modifier and modifier not in MODIFIERS and not (sp.type == "reference" and modifier[:1].isupper()):
+            problem = f"unsupported modifier ':{modifier}' on '{code}'"
+        if problem:
+            if strict:
+                raise bad_request(problem, "not-supported")
+            req.ignored.append(key)
+            continue
+        req.filters.append(Filter(code, modifier or None, chain, _split_values(value)))
+        req.used.append((key, value))
+    return req
+
+
+def _parse_control(req: SearchRequest, key: str, value: str, max_count: int) -> None:
+    if key == "_count":
+        if not value.isdigit():
+            raise bad_request(f"_count must be a non-negative integer, not '{value}'")
+        n = int(value)
+        if n > max_count:
+            raise bad_request(f"_count may be at most {max_count}", "too-costly")
+        req.count = n
+    elif key == "_offset":
+        if not value.isdigit():
+            raise bad_request("_offset must be a non-negative integer")
+        req.offset = int(value)
+    elif key == "_sort":
+        for part in value.split(","):
+            part = part.strip()
+            if part:
+                req.sort.append((part.lstrip("-"), part.startswith("-")))
+    elif key in ("_include", "_revinclude", "_include:iterate", "_revinclude:iterate"):
+        pieces = value.split(":")
+        inc = Include(pieces[0], pieces[1] if len(pieces) > 1 else "*", pieces[2] if len(pieces) > 2 else None)
+        inc.iterate = key.endswith(":iterate")
+        (req.include if key.startswith("_include") else req.revinclude).append(inc)
+    elif key == "_summary":
+        if value not in ("true", "false", "count", "data", "text"):
+            raise bad_request(f"_summary must be true, false, count, data or text, not '{value}'")
+        req.summary = None if value == "false" else value
+    elif key == "_elements":
+        req.elements = [e.strip() for e in value.split(",") if e.strip()]
+    elif key == "_total":
+        if value not in ("none", "estimate", "accurate"):
+            raise bad_request("_total must be none, estimate or accurate")
+        req.total = value
+    elif key == "_totalMethod" and value == "count":
+        req.total = "accurate"
+
+
+class _Sql:
+    """Collects bound values; ``p(v)`` returns the placeholder for v."""
+
+    def __init__(self) -> None:
+        self.args: list[Any] = []
+
+    def p(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def many(self, values: list[Any]) -> str:
+        return ", ".join(self.p(v) for v in values)
+
+
+def _decimal_range(text: str) -> tuple[float, float, float]:
+    """Value and the half-open interval implied by its precision (search.html §3.1.1.4.2)."""
+    try:
+        d = Decimal(text)
+    except InvalidOperation:
+        raise bad_request(f"'{text}' is not a number") from None
+    exponent = d.as_tuple().exponent
+    half = Decimal(5) * Decimal(10) ** (int(exponent) - 1) if isinstance(exponent, int) else Decimal(0)
+    return float(d), float(d - half), float(d + half)
+
+
+def _split_prefix(value: str) -> tuple[str, str]:
+    m = _PREFIX_RE.match(value)
+    if m:
+        return m.group(1), value[2:]
+    return "eq", value
+
+
+def _number_test(sql: _Sql, col: str, value: str) -> str:
+    prefix, rest = _split_prefix(value)
+    v, lo, hi = _decimal_range(rest)
+    if prefix == "eq":
+        return f"({col} >= {sql.p(lo)} AND {col} < {sql.p(hi)})"
+    if prefix == "ne":
+        return f"({col} < {sql.p(lo)} OR {col} >= {sql.p(hi)})"
+    if prefix == "ap":
+        margin = abs(v) * 0.1
+        return f"({col} >= {sql.p(v - margin)} AND {col} <= {sql.p(v + margin)})"
+    op = {"gt": ">", "sa": ">", "lt": "<", "eb": "<", "ge": ">=", "le": "<="}[prefix]
+    return f"{col} {op} {sql.p(v)}"
+
+
+def _date_test(sql: _Sql, lo_col: str, hi_col: str, value: str) -> str:
+    prefix, rest = _split_prefix(value)
+    try:
+        qlo, qhi = date_bounds(rest)
+    except ValueError:
+        raise bad_request(f"'{rest}' is not a valid date, dateTime or instant") from None
+    if prefix == "eq":
+        return f"({lo_col} >= {sql.p(qlo)} AND {hi_col} <= {sql.p(qhi)})"
+    if prefix == "ne":
+        return f"({lo_col} < {sql.p(qlo)} OR {hi_col} > {sql.p(qhi)})"
+    if prefix == "gt":
+        return f"{hi_col} > {sql.p(qhi)}"
+    if prefix == "ge":
+        return f"{hi_col} >= {sql.p(qlo)}"
+    if prefix == "lt":
+        return f"{lo_col} < {sql.p(qlo)}"
+    if prefix == "le":
+        return f"{lo_col} <= {sql.p(qhi)}"
+    if prefix == "sa":
+        return f"{lo_col} > {sql.p(qhi)}"
+    if prefix == "eb":
+        return f"{hi_col} < {sql.p(qlo)}"
+    # ap: within 10% of the distance from now, at least a day (search.html: "approximately").
+    margin = max(abs(now_us() - qlo) // 10, 86_400_000_000)
+    return f"({hi_col} >= {sql.p(qlo - margin)} AND {lo_col} <= {sql.p(qhi + margin)})"
+
+
+def _token_test(sql: _Sql, value: str, modifier: str | None) -> str:
+    if modifier == "text":
+        return f"text LIKE {sql.p(normalize_string(value) + '%')}"
+    if "|" in value:
+        system, code = value.split("|", 1)
+        system = system.replace("\\|", "|")
+        parts = []
+        if system:
+            parts.append(f"system = {sql.p(system)}")
+        else:
+            parts.append("system IS NULL")
+        if code:
+            parts.append(f"code = {sql.p(code)}")
+        return "(" + " AND ".join(parts) + ")"
+    return f"code = {sql.p(value)}"
+
+
+def _string_test(sql: _Sql, value: str, modifier: str | None) -> str:
+    if modifier == "exact":
+        return f"exact = {sql.p(value)}"
+    norm = normalize_string(value)
+    if modifier == "contains":
+        escaped = norm.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        return f"norm LIKE {sql.p('%' + escaped + '%')} ESCAPE '\\'"
+    # Prefix match as a range so both engines use the btree (byte order; U+10FFFF sorts last).
+    return f"(norm >= {sql.p(norm)} AND norm < {sql.p(norm + chr(0x10FFFF))})"
+
+
+def _uri_test(sql: _Sql, value: str, modifier: str | None) -> str:
+    if modifier == "below":
+        return f"(value >= {sql.p(value)} AND value < {sql.p(value + chr(0x10FFFF))})"
+    return f"value = {sql.p(value)}"
+
+
+def _quantity_test(sql: _Sql, value: str) -> str:
+    number, _, unit_part = value.partition("|")
+    test = _number_test(sql, "value", number)
+    if unit_part:
+        system, _, code = unit_part.partition("|")
+        if code:
+            if system:
+                test += f" AND system = {sql.p(system)}"
+            test += f" AND (code = {sql.p(code)} OR unit = {sql.p(code)})"
+        elif system:
+            test += f" AND (code = {sql.p(system)} OR unit = {sql.p(system)})"
+    return test
+
+
+def _reference_test(sql: _Sql, sp: SearchParam, value: str, type_modifier: str | None, base_url: str) -> str:
+    url = value
+    if base_url and url.startswith(base_url + "/"):
+        url = url[len(base_url) + 1 :]
+    if url.startswith(("http://", "https://", "urn:")):
+        pieces = url.split("/")
+        if len(pieces) >= 2 and pieces[-2][:1].isupper() and "_history" not in pieces:
+            return f"(url = {sql.p(value)} OR (target_type = {sql.p(pieces[-2])} AND target_id = {sql.p(pieces[-1])}))"
+        return f"url = {sql.p(value)}"
+    parts = url.split("/")
+    if len(parts) >= 2:
+        return f"(target_type = {sql.p(parts[0])} AND target_id = {sql.p(parts[1])})"
+    if type_modifier:
+        return f"(target_type = {sql.p(type_modifier)} AND target_id = {sql.p(url)})"
+    return f"target_id = {sql.p(url)}"
+
+
+_TABLE_OF = {
+    "token": "sp_token",
+    "string": "sp_string",
+    "reference": "sp_reference",
+    "date": "sp_date",
+    "quantity": "sp_quantity",
+    "number": "sp_number",
+    "uri": "sp_uri",
+}
+
+
+class SearchBuilder:
+    def __init__(self, base_url: str = "") -> None:
+        self.sql = _Sql()
+        self.base_url = base_url
+
+    def ids_matching(self, res_type: str, flt: Filter) -> tuple[str, bool]:
+        """A subquery of ``res_id`` values of ``res_type`` matching the filter, and whether to negate."""
+        sql = self.sql
+        if flt.code == "_id":
+            return f"SELECT res_id FROM resource WHERE res_type = {sql.p(res_type)} AND res_id IN ({sql.many(flt.values)})", (
+                flt.modifier == "not"
+            )
+        if flt.code == "_lastUpdated":
+            tests = " OR ".join(_date_test(sql, "last_updated", "last_updated", v) for v in flt.values)
+            return f"SELECT res_id FROM resource WHERE res_type = {sql.p(res_type)} AND ({tests})", False
+        if flt.code == "_has":
+            return self._has(res_type, flt), False
+        sp = _params_for(res_type).get(flt.code)
+        if sp is None or not sp.indexed:
+            raise bad_request(f"unknown search parameter '{flt.code}' for {res_type}", "not-supported")
+        table = _TABLE_OF.get(sp.type)
+        if table is None:
+            raise bad_request(f"search parameter '{flt.code}' ({sp.type}) is not supported", "not-supported")
+        head = f"SELECT res_id FROM {table} WHERE res_type = {sql.p(res_type)} AND param = {sql.p(flt.code)}"
+        if flt.modifier == "missing":
+            if flt.values[0] not in ("true", "false"):
+                raise bad_request(":missing takes true or false")
+            return head, flt.values[0] == "true"
+        if flt.chain:
+            return head + " AND " + self._chain(sp, flt), False
+        tests = [self._value_test(sp, v, flt.modifier) for v in flt.values]
+        negate = flt.modifier == "not"
+        return head + " AND (" + " OR ".join(tests) + ")", negate
+
+    def _value_test(self, sp: SearchParam, value: str, modifier: str | None) -> str:
+        sql = self.sql
+        if value == "":
+            raise bad_request(f"empty value for search parameter '{sp.code}'")
+        if sp.type == "token":
+            return _token_test(sql, value, modifier)
+        if sp.type == "string":
+            return _string_test(sql, value, modifier)
+        if sp.type == "date":
+            return _date_test(sql, "lo", "hi", value)
+        if sp.type in ("number",):
+            return _number_test(sql, "value", value)
+        if sp.type == "quantity":
+            return _quantity_test(sql, value)
+        if sp.type == "uri":
+            return _uri_test(sql, value, modifier)
+        if sp.type == "reference":
+            type_mod = modifier if modifier and modifier[:1].isupper() else None
+            test = _reference_test(sql, sp, value, type_mod, self.base_url)
+            if type_mod:
+                test = f"({test} AND target_type = {sql.p(type_mod)})"
+            return test
+        raise bad_request(f"search parameter type {sp.type} is not supported", "not-supported")
+
+    def _chain(self, sp: SearchParam, flt: Filter) -> str:
+        if sp.type != "reference":
+            raise bad_request(f"'{flt.code}' is not a reference; it cannot be chained")
+        targets = [flt.modifier] if flt.modifier and flt.modifier[:1].isupper() else list(sp.targets)
+        inner_code = flt.chain[0]
+        alternatives = []
+        for target in targets:
+            if inner_code not in _params_for(target) and inner_code not in ("_id", "_lastUpdated"):
+                continue
+            sub = Filter(inner_code, None, flt.chain[1:], flt.values)
+            if ":" in inner_code:
+                inner, _, mod = inner_code.partition(":")
+                sub = Filter(inner, mod, flt.chain[1:], flt.values)
+            subquery, negate = self.ids_matching(target, sub)
+            op = "NOT IN" if negate else "IN"
+            alternatives.append(f"(target_type = {self.sql.p(target)} AND target_id {op} ({subquery}))")
+        if not alternatives:
+            raise bad_request(f"no target of '{flt.code}' has a search parameter '{inner_code}'")
+        return "(" + " OR ".join(alternatives) + ")"
+
+    def _has(self, res_type: str, flt: Filter) -> str:
+        # _has:Observation:patient:code=1234 - resources referenced by a matching Observation.
+        pieces = flt.modifier.split(":") if flt.modifier else []
+        if len(pieces) != 3:
+            raise bad_request("_has takes the form _has:Type:reference-param:search-param=value")
+        other, ref_param, inner = pieces
+        sub, negate = self.ids_matching(other, Filter(inner, None, [], flt.values))
+        op = "NOT IN" if negate else "IN"
+        return (
+            f"SELECT target_id FROM sp_reference WHERE res_type = {self.sql.p(other)} AND param = "
+            f"{self.sql.p(ref_param)} AND target_type = {self.sql.p(res_type)} AND res_id {op} ({sub})"
+        )
+
+    def where(self, req: SearchRequest, restrict: str | None = None) -> str:
+        sql = self.sql
+        clauses = [f"r.res_type = {sql.p(req.res_type)}", "NOT r.deleted"]
+        for flt in req.filters:
+            sub, negate = self.ids_matching(req.res_type, flt)
+            clauses.append(f"r.res_id {'NOT IN' if negate else 'IN'} ({sub})")
+        if restrict:
+            clauses.append(restrict)
+        return " AND ".join(clauses)
+
+    def order_by(self, req: SearchRequest) -> str:
+        keys = []
+        params = _params_for(req.res_type)
+        for code, desc in req.sort:
+            direction = "DESC" if desc else "ASC"
+            if code == "_id":
+                keys.append(f"r.res_id {direction}")
+                continue
+            if code == "_lastUpdated":
+                keys.append(f"r.last_updated {direction}")
+                continue
+            sp = params.get(code)
+            if sp is None or not sp.indexed or sp.type not in _TABLE_OF:
+                raise bad_request(f"cannot sort by '{code}'", "not-supported")
+            col, agg = {
+                "date": ("hi" if desc else "lo", "MAX" if desc else "MIN"),
+                "string": ("norm", "MIN"),
+                "token": ("code", "MIN"),
+                "reference": ("target_id", "MIN"),
+                "number": ("value", "MIN"),
+                "quantity": ("value", "MIN"),
+                "uri": ("value", "MIN"),
+            }[sp.type]
+            keys.append(
+                f"(SELECT {agg}(s.{col}) FROM {_TABLE_OF[sp.type]} s WHERE s.res_type = r.res_type AND "
+                f"s.res_id = r.res_id AND s.param = {self.sql.p(code)}) {direction} NULLS LAST"
+            )
+        keys += ["r.last_updated ASC", "r.res_id ASC"] if not req.sort else ["r.res_id ASC"]
+        return ", ".join(keys)
+
+
+async def run_search(
+    conn: Conn, req: SearchRequest, *, base_url: str = "", restrict: Any = None
+) -> SearchResult:
+    """Run a parsed search. ``restrict(builder) -> str | None`` adds an access condition on ``r``."""
+    from housecall.fhir.store import Store, _stored
+
+    builder = SearchBuilder(base_url)
+    where = builder.where(req, restrict(builder) if restrict else None)
+    total: int | None = None
+    want_total = req.summary == "count" or req.count == 0 or req.total in ("accurate", "estimate")
+    if want_total:
+        count_sql = _Sql()
+        count_sql.args = list(builder.sql.args)
+        total = int(await conn.fetchval(f"SELECT count(*) FROM resource r WHERE {where}", *count_sql.args))
+    if req.summary == "count" or req.count == 0:
+        return SearchResult([], [], total, False)
+    order = builder.order_by(req)
+    limit = builder.sql.p(req.count + 1)
+    offset = builder.sql.p(req.offset)
+    rows = await conn.fetch(
+        f"SELECT r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content FROM resource r "
+        f"WHERE {where} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
+        *builder.sql.args,
+    )
+    matches = [_stored(r) for r in rows[: req.count]]
+    has_more = len(rows) > req.count
+    if total is None and not has_more:
+        total = req.offset + len(matches)
+    store = Store(conn)
+    included = await _includes(store, conn, req, matches) if (req.include or req.revinclude) and matches else []
+    return SearchResult(matches, included, total, has_more)
+
+
+async def _includes(store: Any, conn: Conn, req: SearchRequest, matches: list[Stored]) -> list[Stored]:
+    seen = {(m.res_type, m.res_id) for m in matches}
+    out: list[Stored] = []
+    frontier = matches
+    for depth in range(3):  # :iterate follows at most three levels
+        new: list[Stored] = []
+        for inc in req.include:
+            if depth > 0 and not inc.iterate:
+                continue
+            sources = [m for m in frontier if m.res_type == inc.source or inc.source == "*"]
+            if not sources:
+                continue
+            sql = _Sql()
+            ids = sql.many([m.res_id for m in sources])
+            cond = f"res_type = {sql.p(sources[0].res_type)} AND res_id IN ({ids}) AND target_id IS NOT NULL"
+            if inc.param != "*":
+                cond += f" AND param = {sql.p(inc.param)}"
+            if inc.target:
+                cond += f" AND target_type = {sql.p(inc.target)}"
+            refs = await conn.fetch(f"SELECT DISTINCT target_type, target_id FROM sp_reference WHERE {cond}", *sql.args)
+            by_type: dict[str, list[str]] = {}
+            for t, i in refs:
+                if (t, i) not in seen:
+                    by_type.setdefault(t, []).append(i)
+            for t, ids_ in by_type.items():
+                for s in await store.fetch_many(t, ids_):
+                    if (s.res_type, s.res_id) not in seen:
+                        seen.add((s.res_type, s.res_id))
+                        new.append(s)
+        for inc in req.revinclude:
+            if depth > 0 and not inc.iterate:
+                continue
+            targets = [m for m in frontier]
+            if not targets:
+                continue
+            by_target: dict[str, list[str]] = {}
+            for m in targets:
+                by_target.setdefault(m.res_type, []).append(m.res_id)
+            for ttype, tids in by_target.items():
+                sql = _Sql()
+                cond = (
+                    f"res_type = {sql.p(inc.source)} AND target_type = {sql.p(ttype)} "
+                    f"AND target_id IN ({sql.many(tids)})"
+                )
+                if inc.param != "*":
+                    cond += f" AND param = {sql.p(inc.param)}"
+                rows = await conn.fetch(f"SELECT DISTINCT res_id FROM sp_reference WHERE {cond}", *sql.args)
+                fresh = [r[0] for r in rows if (inc.source, r[0]) not in seen]
+                for s in await store.fetch_many(inc.source, fresh):
+                    seen.add((s.res_type, s.res_id))
+                    new.append(s)
+        out.extend(new)
+        frontier = new
+        if not new or not any(i.iterate for i in (*req.include, *req.revinclude)):
+            break
+    return out
+

@@ -1,0 +1,336 @@
+"""The versioned FHIR resource store: current versions, full history and search-index rows.
+
+Every change is a new version; a delete is a version without content. Index rows and the patient
+compartment are rewritten in the same transaction as the resource, so a search never sees a
+resource that is not committed, nor misses one that is.
+
+The store works on a ``Conn`` inside the caller's transaction and never commits: the request or
+job that opened the transaction does.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from housecall.core.db import Conn
+from housecall.fhir.indexing import IndexRows, extract_index
+
+# Column lists of the index tables, in the order IndexRows tuples carry them (after `param`).
+INDEX_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
+    "token": (("system", "text"), ("code", "text"), ("text", "text")),
+    "string": (("norm", "text"), ("exact", "text")),
+    "reference": (("target_type", "text"), ("target_id", "text"), ("url", "text")),
+    "date": (("lo", "int8"), ("hi", "int8")),
+    "quantity": (("value", "float8"), ("system", "text"), ("code", "text"), ("unit", "text")),
+    "number": (("value", "float8"),),
+    "uri": (("value", "text"),),
+}
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def instant(us: int) -> str:
+    """FHIR ``instant`` for microseconds since the epoch, in UTC with millisecond precision."""
+    dt = datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(slots=True)
+class Stored:
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: int
+    deleted: bool
+    content: bytes | None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    def resource(self) -> dict[str, Any]:
+        assert self.content is not None
+        return orjson.loads(self.content)  # type: ignore[no-any-return]
+
+
+@dataclass(slots=True)
+class Write:
+    """One new version to store. ``replace`` says whether earlier index rows must be dropped."""
+
+    res_type: str
+    res_id: str
+    version: int
+    last_updated: int
+    deleted: bool
+    method: str
+    content: bytes | None
+    rows: IndexRows | None
+    replace: bool
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.res_type, self.res_id)
+
+    def stored(self) -> Stored:
+        return Stored(self.res_type, self.res_id, self.version, self.last_updated, self.deleted, self.content)
+
+
+def stamp(resource: dict[str, Any], res_id: str, version: int, last_updated: int) -> bytes:
+    """Set ``id`` and ``meta.versionId``/``meta.lastUpdated`` (server-owned) and serialize."""
+    resource["id"] = res_id
+    meta = resource.get("meta")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta["versionId"] = str(version)
+    meta["lastUpdated"] = instant(last_updated)
+    resource["meta"] = meta
+    return orjson.dumps(resource)
+
+
+def version_write(
+    resource: dict[str, Any], res_id: str, version: int, method: str, *, replace: bool, when: int | None = None
+) -> Write:
+    """Build the write for a new version of a (validated, reference-resolved) resource."""
+    last_updated = when if when is not None else now_us()
+    content = stamp(resource, res_id, version, last_updated)
+    rows = extract_index(resource)
+    return Write(resource["resourceType"], res_id, version, last_updated, False, method, content, rows, replace)
+
+
+def delete_write(res_type: str, res_id: str, version: int, when: int | None = None) -> Write:
+    return Write(res_type, res_id, version, when if when is not None else now_us(), True, "DELETE", None, None, True)
+
+
+_RES_COLS = "res_type, res_id, version, last_updated, deleted, content"
+
+
+class Store:
+    """Reads and writes resources on one connection, inside the caller's transaction."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+        self.dialect = conn.dialect
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    async def read(self, res_type: str, res_id: str) -> Stored | None:
+        row = await self.conn.fetchrow(
+            f"SELECT {_RES_COLS} FROM resource WHERE res_type = $1 AND res_id = $2", res_type, res_id
+        )
+        return _stored(row) if row is not None else None
+
+    async def read_version(self, res_type: str, res_id: str, version: int) -> Stored | None:
+        row = await self.conn.fetchrow(
+            f"SELECT {_RES_COLS} FROM resource_history WHERE res_type = $1 AND res_id = $2 AND version = $3",
+            res_type,
+            res_id,
+            version,
+        )
+        return _stored(row) if row is not None else None
+
+    async def lock_current(self, res_type: str, res_id: str) -> Stored | None:
+        """The current version, locked until the transaction ends (SQLite's writer lock already is)."""
+        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
+        row = await self.conn.fetchrow(
+            f"SELECT {_RES_COLS} FROM resource WHERE res_type = $1 AND res_id = $2{lock}", res_type, res_id
+        )
+        return _stored(row) if row is not None else None
+
+    async def fetch_many(self, res_type: str, ids: Sequence[str]) -> list[Stored]:
+        """Live (not deleted) resources of one type, in the order of ``ids``."""
+        if not ids:
+            return []
+        found: dict[str, Stored] = {}
+        for chunk in _chunks(list(dict.fromkeys(ids)), 500):
+            marks = ", ".join(f"${i + 2}" for i in range(len(chunk)))
+            rows = await self.conn.fetch(
+                f"SELECT {_RES_COLS} FROM resource WHERE res_type = $1 AND res_id IN ({marks}) AND NOT deleted",
+                res_type,
+                *chunk,
+            )
+            for row in rows:
+                found[row[1]] = _stored(row)
+        return [found[i] for i in ids if i in found]
+
+    async def history(
+        self,
+        res_type: str | None,
+        res_id: str | None,
+        since: int | None,
+        count: int,
+        offset: int,
+        at_most: int | None = None,
+    ) -> list[Stored]:
+        """Versions newest first; instance, type or whole-system history."""
+        where: list[str] = []
+        args: list[Any] = []
+        if res_type is not None:
+            args.append(res_type)
+            where.append(f"res_type = ${len(args)}")
+        if res_id is not None:
+            args.append(res_id)
+            where.append(f"res_id = ${len(args)}")
+        if since is not None:
+            args.append(since)
+            where.append(f"last_updated >= ${len(args)}")
+        if at_most is not None:
+            args.append(at_most)
+            where.append(f"last_updated <= ${len(args)}")
+        args += [count, offset]
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        rows = await self.conn.fetch(
+            f"SELECT {_RES_COLS} FROM resource_history {clause} "
+            f"ORDER BY last_updated DESC, version DESC LIMIT ${len(args) - 1} OFFSET ${len(args)}",
+            *args,
+        )
+        return [_stored(r) for r in rows]
+
+    async def count_history(self, res_type: str | None, res_id: str | None, since: int | None) -> int:
+        where: list[str] = []
+        args: list[Any] = []
+        for col, val in (("res_type", res_type), ("res_id", res_id)):
+            if val is not None:
+                args.append(val)
+                where.append(f"{col} = ${len(args)}")
+        if since is not None:
+            args.append(since)
+            where.append(f"last_updated >= ${len(args)}")
+        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        return int(await self.conn.fetchval(f"SELECT count(*) FROM resource_history {clause}", *args))
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    async def apply(self, writes: Sequence[Write]) -> None:
+        """Store new versions with their history and index rows (one statement per chunk on PG)."""
+        for chunk in _unique_key_chunks(writes):
+            if self.dialect == "postgresql":
+                await self._apply_pg(chunk)
+            else:
+                await self._apply_sqlite(chunk)
+
+    async def _apply_pg(self, writes: list[Write]) -> None:
+        args: list[Any] = []
+
+        def arr(values: list[Any], pgtype: str) -> str:
+            args.append(values)
+            return f"${len(args)}::{pgtype}[]"
+
+        t = arr([w.res_type for w in writes], "text")
+        i = arr([w.res_id for w in writes], "text")
+        v = arr([w.version for w in writes], "int4")
+        lu = arr([w.last_updated for w in writes], "int8")
+        d = arr([w.deleted for w in writes], "bool")
+        c = arr([w.content for w in writes], "bytea")
+        m = arr([w.method for w in writes], "text")
+        ctes = [
+            f"w_res AS (INSERT INTO resource ({_RES_COLS}) SELECT * FROM unnest({t}, {i}, {v}, {lu}, {d}, {c}) "
+            "ON CONFLICT (res_type, res_id) DO UPDATE SET version = EXCLUDED.version, "
+            "last_updated = EXCLUDED.last_updated, deleted = EXCLUDED.deleted, content = EXCLUDED.content)",
+            "w_hist AS (INSERT INTO resource_history (res_type, res_id, version, last_updated, deleted, method, "
+            f"content) SELECT * FROM unnest({t}, {i}, {v}, {lu}, {d}, {m}, {c}))",
+        ]
+        replaced = [w for w in writes if w.replace]
+        if replaced:
+            rt = arr([w.res_type for w in replaced], "text")
+            ri = arr([w.res_id for w in replaced], "text")
+            for table in (*(f"sp_{k}" for k in INDEX_COLUMNS), "compartment"):
+                ctes.append(
+                    f"d_{table} AS (DELETE FROM {table} WHERE (res_type, res_id) IN "
+                    f"(SELECT * FROM unnest({rt}, {ri})))"
+                )
+        for kind, cols in INDEX_COLUMNS.items():
+            flat = _flatten(writes, kind)
+            if not flat:
+                continue
+            owner_t = arr([r[0] for r in flat], "text")
+            owner_i = arr([r[1] for r in flat], "text")
+            param = arr([r[2] for r in flat], "text")
+            col_arrays = [arr([r[3 + n] for r in flat], pgtype) for n, (_, pgtype) in enumerate(cols)]
+            names = ", ".join(name for name, _ in cols)
+            ctes.append(
+                f"i_{kind} AS (INSERT INTO sp_{kind} (res_type, res_id, param, {names}) "
+                f"SELECT * FROM unnest({owner_t}, {owner_i}, {param}, {', '.join(col_arrays)}))"
+            )
+        comp = [(w.res_type, w.res_id, p) for w in writes if w.rows is not None for p in w.rows.patients]
+        if comp:
+            ctes.append(
+                "i_compartment AS (INSERT INTO compartment (res_type, res_id, patient_id) SELECT * FROM unnest("
+                f"{arr([x[0] for x in comp], 'text')}, {arr([x[1] for x in comp], 'text')}, "
+                f"{arr([x[2] for x in comp], 'text')}))"
+            )
+        await self.conn.execute("WITH " + ",\n".join(ctes) + " SELECT 1", *args)
+
+    async def _apply_sqlite(self, writes: list[Write]) -> None:
+        conn = self.conn
+        await conn.executemany(
+            f"INSERT INTO resource ({_RES_COLS}) VALUES ($1, $2, $3, $4, $5, $6) "
+            "ON CONFLICT (res_type, res_id) DO UPDATE SET version = excluded.version, "
+            "last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
+            [(w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content) for w in writes],
+        )
+        await conn.executemany(
+            "INSERT INTO resource_history (res_type, res_id, version, last_updated, deleted, method, content) "
+            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            [(w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.method, w.content) for w in writes],
+        )
+        replaced = [w.key for w in writes if w.replace]
+        if replaced:
+            for table in (*(f"sp_{k}" for k in INDEX_COLUMNS), "compartment"):
+                await conn.executemany(f"DELETE FROM {table} WHERE res_type = $1 AND res_id = $2", replaced)
+        for kind, cols in INDEX_COLUMNS.items():
+            flat = _flatten(writes, kind)
+            if flat:
+                names = ", ".join(name for name, _ in cols)
+                marks = ", ".join(f"${n + 1}" for n in range(3 + len(cols)))
+                await conn.executemany(
+                    f"INSERT INTO sp_{kind} (res_type, res_id, param, {names}) VALUES ({marks})", flat
+                )
+        comp = [(w.res_type, w.res_id, p) for w in writes if w.rows is not None for p in w.rows.patients]
+        await conn.executemany("INSERT INTO compartment (res_type, res_id, patient_id) VALUES ($1, $2, $3)", comp)
+
+
+def _stored(row: Sequence[Any]) -> Stored:
+    content = row[5]
+    if content is not None and not isinstance(content, bytes):
+        content = bytes(content)
+    return Stored(row[0], row[1], row[2], row[3], bool(row[4]), content)
+
+
+def _flatten(writes: Iterable[Write], kind: str) -> list[tuple[Any, ...]]:
+    out: list[tuple[Any, ...]] = []
+    for w in writes:
+        if w.rows is None:
+            continue
+        for row in getattr(w.rows, kind):
+            out.append((w.res_type, w.res_id, *row))
+    return out
+
+
+def _unique_key_chunks(writes: Sequence[Write]) -> list[list[Write]]:
+    """Split so that no chunk touches the same resource twice (one upsert per row per statement)."""
+    chunks: list[list[Write]] = [[]]
+    seen: set[tuple[str, str]] = set()
+    for w in writes:
+        if w.key in seen:
+            chunks.append([])
+            seen = set()
+        seen.add(w.key)
+        chunks[-1].append(w)
+    return [c for c in chunks if c]
+
+
+def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
