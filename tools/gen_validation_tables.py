@@ -65,9 +65,26 @@ DEFAULT_OUT = REPO_ROOT / "src" / "housecall" / "fhir" / "validation" / "_r4_tab
 FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhir-type"
 PRIMITIVE_NAMES: frozenset[str] = frozenset(
     {
-        "base64Binary", "boolean", "canonical", "code", "date", "dateTime", "decimal", "id",
-        "instant", "integer", "markdown", "oid", "positiveInt", "string", "time", "unsignedInt",
-        "uri", "url", "uuid", "xhtml",
+        "base64Binary",
+        "boolean",
+        "canonical",
+        "code",
+        "date",
+        "dateTime",
+        "decimal",
+        "id",
+        "instant",
+        "integer",
+        "markdown",
+        "oid",
+        "positiveInt",
+        "string",
+        "time",
+        "unsignedInt",
+        "uri",
+        "url",
+        "uuid",
+        "xhtml",
     }
 )
 REGEX_EXT = "http://hl7.org/fhir/StructureDefinition/regex"
@@ -166,11 +183,21 @@ MEDPLUM_TYPE_OVERRIDES: dict[tuple[str, str], str] = {
 # types at all (Medplum's Bot, ClientApplication, ...) are dropped generically.
 MEDPLUM_TARGET_OVERRIDES: dict[tuple[str, str], list[str]] = {
     ("AuditEvent.source", "observer"): [
-        "Device", "Organization", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson",
+        "Device",
+        "Organization",
+        "Patient",
+        "Practitioner",
+        "PractitionerRole",
+        "RelatedPerson",
     ],
     ("ResearchStudy", "site"): ["Location"],
     ("MeasureReport", "subject"): [
-        "Device", "Group", "Location", "Patient", "Practitioner", "PractitionerRole",
+        "Device",
+        "Group",
+        "Location",
+        "Patient",
+        "Practitioner",
+        "PractitionerRole",
         "RelatedPerson",
     ],
 }
@@ -298,12 +325,9 @@ def compile_sd(
             nested_kind[path] = codes[0]
 
     for path, kids in children.items():
-        if path == root_path:
-            name = type_name
-        else:
-            # Synthetic backbone type name: the element path with the root renamed, so that
-            # SimpleQuantity's own paths (which start with "Quantity") cannot collide.
-            name = type_name + path[len(root_path):]
+        # Synthetic backbone type name: the element path with the root renamed, so that
+        # SimpleQuantity's own paths (which start with "Quantity") cannot collide.
+        name = type_name if path == root_path else type_name + path[len(root_path) :]
         fields: dict[str, list[Any]] = {}
         for el in kids:
             if el["max"] == "0":
@@ -317,7 +341,7 @@ def compile_sd(
                 ref = el["contentReference"].lstrip("#")
                 ref_root = ref.split(".", 1)[0]
                 target = sd["type"] if ref_root == root_path else ref_root
-                fields[local] = [target + ref[len(ref_root):], many, required, None, None]
+                fields[local] = [target + ref[len(ref_root) :], many, required, None, None]
                 continue
             types = el.get("type", ())
             if local.endswith("[x]"):
@@ -370,9 +394,7 @@ def factor_bases(types: dict[str, dict[str, Any]]) -> None:
             base_fields = types[base]["fields"]
             if all(spec["fields"].get(k) == v for k, v in base_fields.items()):
                 spec["base"] = base
-                spec["fields"] = {
-                    k: v for k, v in spec["fields"].items() if base_fields.get(k) != v
-                }
+                spec["fields"] = {k: v for k, v in spec["fields"].items() if base_fields.get(k) != v}
                 break
 
 
@@ -403,9 +425,8 @@ def build(definitions: Path) -> dict[str, Any]:
         kind = sd["kind"]
         if kind == "primitive-type" or kind == "logical":
             continue
-        if sd.get("derivation") == "constraint":
-            if sd_id != "SimpleQuantity":
-                continue  # MoneyQuantity is not used by any R4 core element
+        if sd.get("derivation") == "constraint" and sd_id != "SimpleQuantity":
+            continue  # MoneyQuantity is not used by any R4 core element
         compile_sd(sd, sd_id, types)
         if kind == "resource" and not sd.get("abstract"):
             resources.append(sd_id)
