@@ -1,0 +1,542 @@
+"""The validator's engine: table-driven recursive checks over parsed JSON.
+
+Design (why it is fast): the generated table is turned, lazily and once per type, into
+``_TypeSpec`` objects whose ``fields`` dict maps every JSON property name (``valueQuantity``,
+``_birthDate``, ...) straight to a small tuple ``(kind, sub_type, repeats, choice_group)``.
+Validating an object is then one dict lookup per JSON property plus an ``int`` dispatch; no
+objects are created on the success path except the dotted path strings handed to nested
+objects (strings are cheap compared with the dict walks).  Issue objects are only created for
+problems.  Every regex is compiled once at import.
+"""
+
+from __future__ import annotations
+
+import decimal
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import _r4_tables as _tables
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One problem found in a resource.
+
+    ``path`` is a FHIRPath-like location built from JSON property names, rooted at the resource
+    type, with array indexes in brackets: ``Questionnaire.item[0].item[1].linkId``,
+    ``Observation.valueQuantity.value``, ``Patient._birthDate.extension[0].url``,
+    ``Bundle.entry[3].resource.status``.  Choice elements keep their type suffix and primitive
+    extensions their leading underscore, so a path always names the JSON property at fault.
+    ``message`` is plain English.  ``code`` is an OperationOutcome ``issue-type`` code:
+    ``structure`` (JSON shape: unknown element, wrong JSON type, array vs single value, null,
+    empty object/array, conflicting choice types), ``required`` (missing required element),
+    ``value`` (a primitive that does not match its R4 format or range), ``too-long``,
+    ``invalid`` (unknown/unexpected resourceType), ``invariant`` (ext-1).
+    """
+
+    path: str
+    message: str
+    code: str
+
+
+RESOURCE_TYPES: frozenset[str] = frozenset(_tables.RESOURCE_TYPES)
+
+# --- field kinds --------------------------------------------------------------------------
+K_OBJECT = 1  # complex datatype or backbone element; sub = type name
+K_RESOURCE = 2  # any resource (contained, Bundle.entry.resource, Parameters.parameter.resource)
+K_PEXT = 3  # ``_name``: the id/extension holder of a primitive
+# Primitive kinds are >= K_PRIMITIVE; each has a checker in _PRIMITIVE_CHECKS.
+K_PRIMITIVE = 10
+_PRIMITIVE_KIND: dict[str, int] = {
+    name: K_PRIMITIVE + i for i, name in enumerate(sorted(_tables.PRIMITIVE_TYPES))
+}
+K_REFERENCE = K_PRIMITIVE + len(_PRIMITIVE_KIND)  # Reference.reference: a string with a shape
+
+_MAX_STRING = 1024 * 1024  # string.value maxLength in the R4 string StructureDefinition
+_INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
+
+_RX: dict[str, re.Pattern[str]] = {k: re.compile(v) for k, v in _tables.PRIMITIVE_REGEX.items()}
+_RX_CODE = _RX["code"].fullmatch
+_RX_ID = _RX["id"].fullmatch
+_RX_DATE = _RX["date"].fullmatch
+_RX_DATETIME = _RX["dateTime"].fullmatch
+_RX_INSTANT = _RX["instant"].fullmatch
+_RX_TIME = _RX["time"].fullmatch
+_RX_OID = _RX["oid"].fullmatch
+_RX_UUID = _RX["uuid"].fullmatch
+_RX_BASE64 = _RX["base64Binary"].fullmatch
+# uri/url/canonical are ``\S*`` in XML-Schema terms: no space, tab, CR or LF anywhere.
+_RX_XSD_SPACE = re.compile(r"[ \t\n\r]").search
+# Fast path for base64 without line breaks: one character-class scan instead of the grouped
+# regex, which matters for inline images (a 700 KB Attachment.data).
+_RX_BASE64_PLAIN = re.compile(r"[0-9A-Za-z+/=]+").fullmatch
+# The literal-reference shapes R4 allows (references.html): "#" / "#id" (contained),
+# urn:uuid: / urn:oid:, an absolute URL, [type]/[id](/_history/[vid]) and, for transactions,
+# a conditional reference [type]?[query].
+_RX_REF_RELATIVE = re.compile(
+    r"([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?"
+).fullmatch
+_RX_REF_CONDITIONAL = re.compile(r"([A-Z][A-Za-z]+)\?[^ \t\n\r]*").fullmatch
+_RX_REF_OTHER = re.compile(
+    r"#[A-Za-z0-9\-.]{0,64}"
+    r"|urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|urn:oid:[0-2](?:\.(?:0|[1-9][0-9]*))+"
+    r"|[A-Za-z][A-Za-z0-9+.\-]*://[^ \t\n\r]+"
+).fullmatch
+
+_DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+CheckResult = tuple[str, str] | None  # (issue code, message) or None when valid
+
+
+def _json_type(v: object) -> str:
+    if v is None:
+        return "null"
+    if v is True or v is False:
+        return "boolean"
+    if isinstance(v, str):
+        return "string"
+    if isinstance(v, int | float | decimal.Decimal):
+        return "number"
+    if isinstance(v, list):
+        return "array"
+    if isinstance(v, dict):
+        return "object"
+    return type(v).__name__
+
+
+def _show(v: str) -> str:
+    return repr(v if len(v) <= 60 else v[:57] + "...")
+
+
+def _wrong_type(fhir_type: str, expected: str, v: object) -> tuple[str, str]:
+    return ("structure", f"{fhir_type} must be a JSON {expected}, not {_json_type(v)}")
+
+
+def _bad_format(fhir_type: str, v: str) -> tuple[str, str]:
+    return ("value", f"{_show(v)} is not a valid {fhir_type}")
+
+
+_EMPTY = ("value", "empty strings are not allowed (R4 JSON: a value is present or absent)")
+
+
+def _valid_day(v: str) -> bool:
+    """Regexes bound the day to 01-31; reject impossible calendar dates (2023-02-29, 04-31)."""
+    if len(v) < 10 or v[8:10] <= "28":
+        return True
+    month, day = int(v[5:7]), int(v[8:10])
+    if day > _DAYS_IN_MONTH[month]:
+        return False
+    if month == 2 and day == 29:
+        year = int(v[:4])
+        return year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    return True
+
+
+def _check_string(v: Any) -> CheckResult:
+    if type(v) is not str:
+        return _wrong_type("string", "string", v)
+    if not v:
+        return _EMPTY
+    if len(v) > _MAX_STRING:
+        return ("too-long", f"string is longer than {_MAX_STRING} characters")
+    return None
+
+
+def _check_markdown(v: Any) -> CheckResult:
+    if type(v) is not str:
+        return _wrong_type("markdown", "string", v)
+    return None if v else _EMPTY
+
+
+def _check_code(v: Any) -> CheckResult:
+    if type(v) is not str:
+        return _wrong_type("code", "string", v)
+    if _RX_CODE(v) is None:
+        if not v:
+            return _EMPTY
+        return ("value", f"{_show(v)} is not a valid code (no leading, trailing or repeated whitespace)")
+    return None
+
+
+def _check_id(v: Any) -> CheckResult:
+    if type(v) is not str:
+        return _wrong_type("id", "string", v)
+    if _RX_ID(v) is None:
+        if not v:
+            return _EMPTY
+        return ("value", f"{_show(v)} is not a valid id (1-64 of A-Z a-z 0-9 - .)")
+    return None
+
+
+def _uri_like(name: str) -> Callable[[Any], CheckResult]:
+    def check(v: Any) -> CheckResult:
+        if type(v) is not str:
+            return _wrong_type(name, "string", v)
+        if not v:
+            return _EMPTY
+        if _RX_XSD_SPACE(v) is not None:
+            return ("value", f"{_show(v)} is not a valid {name} (whitespace is not allowed)")
+        return None
+
+    return check
+
+
+def _regex_string(name: str, fullmatch: Callable[[str], Any]) -> Callable[[Any], CheckResult]:
+    def check(v: Any) -> CheckResult:
+        if type(v) is not str:
+            return _wrong_type(name, "string", v)
+        if fullmatch(v) is None:
+            return _EMPTY if not v else _bad_format(name, v)
+        return None
+
+    return check
+
+
+def _dated(name: str, fullmatch: Callable[[str], Any]) -> Callable[[Any], CheckResult]:
+    def check(v: Any) -> CheckResult:
+        if type(v) is not str:
+            return _wrong_type(name, "string", v)
+        if fullmatch(v) is None:
+            return _EMPTY if not v else _bad_format(name, v)
+        if not _valid_day(v):
+            return ("value", f"{_show(v)} is not a valid {name} (no such calendar day)")
+        return None
+
+    return check
+
+
+def _check_boolean(v: Any) -> CheckResult:
+    if v is True or v is False:
+        return None
+    return _wrong_type("boolean", "boolean (true/false)", v)
+
+
+def _int_range(name: str, low: int) -> Callable[[Any], CheckResult]:
+    def check(v: Any) -> CheckResult:
+        if type(v) is not int:
+            return _wrong_type(name, "integer number", v)
+        if v < low or v > _INT_MAX:
+            return ("value", f"{v} is outside the {name} range {low}..{_INT_MAX}")
+        return None
+
+    return check
+
+
+def _check_decimal(v: Any) -> CheckResult:
+    t = type(v)
+    if t is float:
+        return None if math.isfinite(v) else ("value", f"{v} is not a finite decimal")
+    if t is int or t is decimal.Decimal:
+        return None if t is int or v.is_finite() else ("value", f"{v} is not a finite decimal")
+    return _wrong_type("decimal", "number", v)
+
+
+def _check_base64(v: Any) -> CheckResult:
+    if type(v) is not str:
+        return _wrong_type("base64Binary", "string", v)
+    if not v:
+        return _EMPTY
+    if (_RX_BASE64_PLAIN(v) is not None and len(v) % 4 == 0) or _RX_BASE64(v) is not None:
+        return None
+    return ("value", "not valid base64 (groups of four characters of A-Z a-z 0-9 + / =)")
+
+
+def _check_xhtml(v: Any) -> CheckResult:
+    if type(v) is not str:
+        return _wrong_type("xhtml", "string", v)
+    if not v.startswith("<div") or not v.rstrip().endswith(">"):
+        return ("value", "Narrative.div must be an XHTML <div> element")
+    return None
+
+
+def _check_reference(v: Any) -> CheckResult:
+    if type(v) is not str:
+        return _wrong_type("string", "string", v)
+    if not v:
+        return _EMPTY
+    m = _RX_REF_RELATIVE(v) or _RX_REF_CONDITIONAL(v)
+    if m is not None:
+        if m.group(1) in RESOURCE_TYPES:
+            return None
+        return ("value", f"reference {_show(v)} names {m.group(1)!r}, which is not an R4 resource type")
+    if _RX_REF_OTHER(v) is not None:
+        return None
+    return (
+        "value",
+        f"reference {_show(v)} is not a literal reference "
+        "([type]/[id], an absolute URL, urn:uuid:, urn:oid: or #[id])",
+    )
+
+
+_PRIMITIVE_CHECKS_BY_NAME: dict[str, Callable[[Any], CheckResult]] = {
+    "base64Binary": _check_base64,
+    "boolean": _check_boolean,
+    "canonical": _uri_like("canonical"),
+    "code": _check_code,
+    "date": _dated("date", _RX_DATE),
+    "dateTime": _dated("dateTime", _RX_DATETIME),
+    "decimal": _check_decimal,
+    "id": _check_id,
+    "instant": _dated("instant", _RX_INSTANT),
+    "integer": _int_range("integer", _INT_MIN),
+    "markdown": _check_markdown,
+    "oid": _regex_string("oid", _RX_OID),
+    "positiveInt": _int_range("positiveInt", 1),
+    "string": _check_string,
+    "time": _regex_string("time", _RX_TIME),
+    "unsignedInt": _int_range("unsignedInt", 0),
+    "uri": _uri_like("uri"),
+    "url": _uri_like("url"),
+    "uuid": _regex_string("uuid", _RX_UUID),
+    "xhtml": _check_xhtml,
+}
+assert set(_PRIMITIVE_CHECKS_BY_NAME) == set(_PRIMITIVE_KIND), "a primitive type has no checker"
+# Indexed by kind for the hot loop (list indexing beats a dict lookup).
+_PRIMITIVE_CHECKS: list[Callable[[Any], CheckResult] | None] = [None] * (K_REFERENCE + 1)
+for _name, _kind in _PRIMITIVE_KIND.items():
+    _PRIMITIVE_CHECKS[_kind] = _PRIMITIVE_CHECKS_BY_NAME[_name]
+_PRIMITIVE_CHECKS[K_REFERENCE] = _check_reference
+
+
+# --- compiled type specs -------------------------------------------------------------------
+Field = tuple[int, str, bool, str | None]  # (kind, sub type name, repeats, choice group)
+
+
+class _TypeSpec:
+    """Runtime form of one table entry (a resource, datatype or backbone element)."""
+
+    __slots__ = ("fields", "is_extension", "is_resource", "name", "required", "required_groups")
+
+    def __init__(self, name: str) -> None:
+        raw = _tables.TYPES[name]
+        chain = []
+        spec: dict[str, Any] | None = raw
+        while spec is not None:
+            chain.append(spec)
+            spec = _tables.TYPES[spec["base"]] if spec["base"] else None
+        merged: dict[str, list[Any]] = {}
+        for level in reversed(chain):
+            merged.update(level["fields"])
+
+        self.name = name
+        self.is_resource = name in RESOURCE_TYPES
+        self.is_extension = name == "Extension"
+        fields: dict[str, Field] = {}
+        required: list[tuple[str, bool]] = []
+        groups: dict[str, list[str]] = {}
+        required_groups: set[str] = set()
+        for json_name, (fhir_type, many, req, group, _targets) in merged.items():
+            repeats = bool(many)
+            if fhir_type in _PRIMITIVE_KIND:
+                kind = _PRIMITIVE_KIND[fhir_type]
+                if name == "Reference" and json_name == "reference":
+                    kind = K_REFERENCE
+                fields[json_name] = (kind, fhir_type, repeats, group)
+                fields["_" + json_name] = (K_PEXT, "Element", repeats, None)
+            elif fhir_type == "Resource":
+                fields[json_name] = (K_RESOURCE, fhir_type, repeats, group)
+            else:
+                fields[json_name] = (K_OBJECT, fhir_type, repeats, group)
+            if group is not None:
+                groups.setdefault(group, []).append(json_name)
+                if req:
+                    required_groups.add(group)
+            elif req:
+                required.append((json_name, fhir_type in _PRIMITIVE_KIND))
+        self.fields = fields
+        self.required = tuple(required)
+        self.required_groups = tuple((g, tuple(groups[g])) for g in sorted(required_groups))
+
+
+class _SpecCache(dict[str, _TypeSpec]):
+    """Compiles a type's spec on first use, so importing the package stays cheap."""
+
+    def __missing__(self, name: str) -> _TypeSpec:
+        spec = _TypeSpec(name)
+        self[name] = spec
+        return spec
+
+
+_SPECS = _SpecCache()
+
+
+def known_type(name: str) -> bool:
+    """True for any compiled type name (resource, datatype or backbone such as Patient.contact)."""
+    return name in _tables.TYPES
+
+
+# --- the walk ------------------------------------------------------------------------------
+def _has_extension(holder: Any) -> bool:
+    """A ``_name`` object that carries extensions stands in for a missing primitive value."""
+    return type(holder) is dict and bool(holder.get("extension"))
+
+
+def _comments_ok(v: Any) -> bool:
+    # fhir_comments (a DSTU2 leftover some examples still carry) is tolerated as fhir.resources
+    # does: a string or a list of strings, and otherwise ignored.
+    return type(v) is str or (type(v) is list and all(type(c) is str for c in v))
+
+
+def check_resource(res: Any, path: str, out: list[Issue], expected: str | None = None) -> None:
+    """Validate ``res`` as a whole resource (its ``resourceType`` picks the definition)."""
+    if type(res) is not dict:
+        out.append(Issue(path, f"a resource must be a JSON object, not {_json_type(res)}", "structure"))
+        return
+    rt = res.get("resourceType")
+    if rt is None:
+        out.append(Issue(f"{path}.resourceType", "missing resourceType", "required"))
+        return
+    if type(rt) is not str or rt not in RESOURCE_TYPES:
+        shown = _show(rt) if type(rt) is str else _json_type(rt)
+        out.append(Issue(f"{path}.resourceType", f"{shown} is not an R4 resource type", "invalid"))
+        return
+    if expected is not None and rt != expected:
+        out.append(Issue(f"{path}.resourceType", f"expected a {expected}, got a {rt}", "invalid"))
+        return
+    check_object(res, _SPECS[rt], path, out)
+
+
+def check_object(obj: dict[str, Any], spec: _TypeSpec, path: str, out: list[Issue]) -> None:
+    """Validate one JSON object against ``spec``; append problems to ``out``.
+
+    The loop handles the common, valid case with one dict lookup and a few ``type() is``
+    tests per property; everything that builds messages is on the error branches.
+    """
+    if not obj:
+        out.append(Issue(path, "empty objects are not allowed", "structure"))
+        return
+    fields = spec.fields
+    chosen: dict[str, str] | None = None  # choice group -> the JSON name used
+    checks = _PRIMITIVE_CHECKS
+    for key, val in obj.items():
+        f = fields.get(key)
+        if f is None:
+            if key == "resourceType" and spec.is_resource:
+                continue  # checked by check_resource
+            if key == "fhir_comments" and _comments_ok(val):
+                continue
+            out.append(Issue(f"{path}.{key}", f"unknown element {key!r} in {spec.name}", "structure"))
+            continue
+        kind, sub, many, group = f
+        if group is not None:
+            if chosen is None:
+                chosen = {group: key}
+            elif group in chosen:
+                out.append(
+                    Issue(
+                        f"{path}.{key}",
+                        f"{group}[x] allows one type, but both {chosen[group]!r} and {key!r} are present",
+                        "structure",
+                    )
+                )
+            else:
+                chosen[group] = key
+        if val is None:
+            out.append(Issue(f"{path}.{key}", "null is not allowed here", "structure"))
+            continue
+        if many:
+            if type(val) is not list:
+                out.append(
+                    Issue(f"{path}.{key}", f"{key!r} repeats, so it must be a JSON array", "structure")
+                )
+                continue
+            if not val:
+                out.append(Issue(f"{path}.{key}", "empty arrays are not allowed", "structure"))
+                continue
+            if kind >= K_PRIMITIVE:
+                check = checks[kind]
+                for i, v in enumerate(val):
+                    if v is None:
+                        if not _null_slot_ok(obj, "_" + key, i):
+                            out.append(Issue(f"{path}.{key}[{i}]", _NULL_SLOT, "structure"))
+                        continue
+                    r = check(v)  # type: ignore[misc]
+                    if r is not None:
+                        out.append(Issue(f"{path}.{key}[{i}]", r[1], r[0]))
+            elif kind == K_OBJECT:
+                sspec = _SPECS[sub]
+                for i, v in enumerate(val):
+                    if type(v) is dict:
+                        check_object(v, sspec, f"{path}.{key}[{i}]", out)
+                    else:
+                        out.append(_not_object(f"{path}.{key}[{i}]", sub, v, True))
+            elif kind == K_RESOURCE:
+                for i, v in enumerate(val):
+                    check_resource(v, f"{path}.{key}[{i}]", out)
+            else:  # K_PEXT over a primitive array
+                base = obj.get(key[1:])
+                if type(base) is list and len(base) != len(val):
+                    out.append(
+                        Issue(
+                            f"{path}.{key}",
+                            f"{key!r} must have as many entries as {key[1:]!r} ({len(val)} vs {len(base)})",
+                            "structure",
+                        )
+                    )
+                espec = _SPECS["Element"]
+                for i, v in enumerate(val):
+                    if v is None:
+                        if not _null_slot_ok(obj, key[1:], i):
+                            out.append(Issue(f"{path}.{key}[{i}]", _NULL_SLOT, "structure"))
+                    elif type(v) is dict:
+                        check_object(v, espec, f"{path}.{key}[{i}]", out)
+                    else:
+                        out.append(_not_object(f"{path}.{key}[{i}]", "primitive extension", v, True))
+        elif kind >= K_PRIMITIVE:
+            r = checks[kind](val)  # type: ignore[misc]
+            if r is not None:
+                if type(val) is list:
+                    r = ("structure", f"{key!r} does not repeat, so it must not be a JSON array")
+                out.append(Issue(f"{path}.{key}", r[1], r[0]))
+        elif type(val) is dict:
+            if kind == K_RESOURCE:
+                check_resource(val, f"{path}.{key}", out)
+            else:
+                check_object(val, _SPECS[sub], f"{path}.{key}", out)
+        else:
+            out.append(_not_object(f"{path}.{key}", sub, val, False))
+
+    for name, is_primitive in spec.required:
+        if name in obj:
+            continue
+        if is_primitive and _has_extension(obj.get("_" + name)):
+            continue  # R4 allows an extension in place of a required primitive's value
+        out.append(Issue(f"{path}.{name}", f"missing required element {name!r}", "required"))
+    for group, names in spec.required_groups:
+        if chosen is None or group not in chosen:
+            if any(_has_extension(obj.get("_" + n)) for n in names):
+                continue
+            out.append(Issue(f"{path}.{group}[x]", f"missing required element {group}[x]", "required"))
+    if spec.is_extension:
+        has_value = chosen is not None
+        has_extensions = "extension" in obj
+        if has_value == has_extensions:
+            # ext-1 is an invariant, but a structural one: an extension carries either a value
+            # or nested extensions (R4 extensibility.html).
+            out.append(
+                Issue(
+                    path,
+                    "an extension must have either a value[x] or nested extensions, not "
+                    + ("both" if has_value else "neither"),
+                    "invariant",
+                )
+            )
+
+
+_NULL_SLOT = "null is only allowed in a primitive array when the matching '_' entry has content"
+
+
+def _null_slot_ok(obj: dict[str, Any], other_key: str, i: int) -> bool:
+    other = obj.get(other_key)
+    return type(other) is list and i < len(other) and other[i] is not None
+
+
+def _not_object(path: str, type_name: str, v: object, in_array: bool) -> Issue:
+    if type(v) is list and not in_array:
+        name = path.rsplit(".", 1)[-1]
+        return Issue(path, f"{name!r} does not repeat, so it must not be a JSON array", "structure")
+    return Issue(path, f"{type_name} must be a JSON object, not {_json_type(v)}", "structure")
