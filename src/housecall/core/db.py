@@ -1,4 +1,5 @@
-"""One small async database interface over asyncpg (PostgreSQL) and aiosqlite (SQLite).
+"""One small async database interface over asyncpg (PostgreSQL) and sqlite3 on
+its own thread per connection (SQLite).
 
 The resource store writes SQL once, with ``$1``-style placeholders; on SQLite they become ``?1``.
 Why not SQLAlchemy's async engine on the request path: see docs/decisions/0002-raw-drivers-on-hot-path.md
@@ -12,8 +13,11 @@ is for read-only work. SQLite has one writer at a time (its own rule); readers r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,7 @@ class Conn(Protocol):
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
     async def execute(self, sql: str, *args: Any) -> int: ...
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
+    async def execute_batch(self, statements: list[tuple[str, list[Any]]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,10 @@ class _PgConn:
         if rows:
             await self._c.executemany(sql, rows)
 
+    async def execute_batch(self, statements: list[tuple[str, list[Any]]]) -> None:
+        for sql, rows in statements:
+            await self.executemany(sql, rows)
+
 
 class PostgresDatabase(Database):
     dialect = "postgresql"
@@ -162,33 +171,84 @@ def _sqlite_sql(sql: str, _cache: dict[str, str] = {}) -> str:  # noqa: B006 - d
     return out
 
 
+class _SqliteThread:
+    """One sqlite3 connection owned by one thread; each call is a single hop to that thread.
+
+    (aiosqlite makes several hops per statement - execute, fetch, close - which costs more than
+    the query itself for the store's small indexed statements.)
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite")
+        self._conn: sqlite3.Connection | None = None
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        for pragma in SQLITE_PRAGMAS:
+            conn.execute(pragma)
+        self._conn = conn
+
+    async def call(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def open(self) -> None:
+        await self.call(self._open)
+
+    async def close(self) -> None:
+        def _close() -> None:
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.execute("PRAGMA optimize")
+                self._conn.close()
+                self._conn = None
+
+        await self.call(_close)
+        self._pool.shutdown(wait=True)
+
+    def conn(self) -> sqlite3.Connection:
+        assert self._conn is not None, "connection not open"
+        return self._conn
+
+
 class _SqliteConn:
     dialect = "sqlite"
 
-    def __init__(self, conn: Any) -> None:
-        self._c = conn
+    def __init__(self, worker: _SqliteThread) -> None:
+        self._w = worker
 
     async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
-        async with self._c.execute(_sqlite_sql(sql), args) as cur:
-            return list(await cur.fetchall())
+        c = self._w.conn()
+        return await self._w.call(lambda: c.execute(_sqlite_sql(sql), args).fetchall())  # type: ignore[no-any-return]
 
     async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None:
-        async with self._c.execute(_sqlite_sql(sql), args) as cur:
-            row = await cur.fetchone()
-            return tuple(row) if row is not None else None
+        c = self._w.conn()
+        return await self._w.call(lambda: c.execute(_sqlite_sql(sql), args).fetchone())  # type: ignore[no-any-return]
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         row = await self.fetchrow(sql, *args)
         return row[0] if row is not None else None
 
     async def execute(self, sql: str, *args: Any) -> int:
-        async with self._c.execute(_sqlite_sql(sql), args) as cur:
-            return int(cur.rowcount)
+        c = self._w.conn()
+        return await self._w.call(lambda: c.execute(_sqlite_sql(sql), args).rowcount)  # type: ignore[no-any-return]
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if rows:
-            await self._c.executemany(_sqlite_sql(sql), rows)
+            c = self._w.conn()
+            await self._w.call(lambda: c.executemany(_sqlite_sql(sql), rows))
+
+    async def execute_batch(self, statements: list[tuple[str, list[Any]]]) -> None:
+        """Several executemany calls in one hop to the connection's thread (SQLite only)."""
+        c = self._w.conn()
+
+        def run() -> None:
+            for sql, rows in statements:
+                if rows:
+                    c.executemany(_sqlite_sql(sql), rows)
+
+        await self._w.call(run)
 
 
 SQLITE_PRAGMAS = (
@@ -207,19 +267,16 @@ class SqliteDatabase(Database):
     def __init__(self, path: str, readers: int = 2) -> None:
         self.path = path
         self.n_readers = readers
-        self._writer: Any = None
+        self._writer: _SqliteThread | None = None
         self._write_lock = asyncio.Lock()
-        self._readers: asyncio.Queue[Any] = asyncio.Queue()
-        self._all: list[Any] = []
+        self._readers: asyncio.Queue[_SqliteThread] = asyncio.Queue()
+        self._all: list[_SqliteThread] = []
 
-    async def _open(self) -> Any:
-        import aiosqlite
-
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        for pragma in SQLITE_PRAGMAS:
-            await conn.execute(pragma)
-        self._all.append(conn)
-        return conn
+    async def _open(self) -> _SqliteThread:
+        worker = _SqliteThread(self.path)
+        await worker.open()
+        self._all.append(worker)
+        return worker
 
     async def connect(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -228,30 +285,32 @@ class SqliteDatabase(Database):
             self._readers.put_nowait(await self._open())
 
     async def close(self) -> None:
-        for conn in self._all:
-            await conn.close()
+        for worker in self._all:
+            await worker.close()
         self._all.clear()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
+        assert self._writer is not None
         async with self._write_lock:
+            conn = _SqliteConn(self._writer)
             # IMMEDIATE takes the write lock at BEGIN, so a read-then-write inside the block can
             # never be overtaken by another writer (no lost updates, no SQLITE_BUSY mid-way).
-            await self._writer.execute("BEGIN IMMEDIATE")
+            await conn.execute("BEGIN IMMEDIATE")
             try:
-                yield _SqliteConn(self._writer)
+                yield conn
             except BaseException:
-                await self._writer.execute("ROLLBACK")
+                await conn.execute("ROLLBACK")
                 raise
-            await self._writer.execute("COMMIT")
+            await conn.execute("COMMIT")
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[Conn]:
-        conn = await self._readers.get()
+        worker = await self._readers.get()
         try:
-            yield _SqliteConn(conn)
+            yield _SqliteConn(worker)
         finally:
-            self._readers.put_nowait(conn)
+            self._readers.put_nowait(worker)
 
 
 def open_database(url: str, pool_size: int = 10) -> Database:

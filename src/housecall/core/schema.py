@@ -64,7 +64,8 @@ def _index_table(name: str, *columns: Column, lookup: tuple[str, ...]) -> Table:
         Column("param", String(64), nullable=False),
         *columns,
         Index(f"ix_{name}_owner", "res_type", "res_id"),
-        Index(f"ix_{name}_lookup", "res_type", "param", *lookup),
+        # res_id last makes the lookup covering: a filter's id list comes from the index alone.
+        Index(f"ix_{name}_lookup", "res_type", "param", *lookup, "res_id"),
     )
 
 

@@ -85,16 +85,6 @@ def _walk_references(node: Any, fix: Callable[[str], str]) -> None:
             _walk_references(item, fix)
 
 
-def _strip_meta(resource: dict[str, Any]) -> dict[str, Any]:
-    out = dict(resource)
-    meta = dict(out.pop("meta", None) or {})
-    meta.pop("versionId", None)
-    meta.pop("lastUpdated", None)
-    if meta:
-        out["meta"] = meta
-    return out
-
-
 async def _resolve_identities(ctx: ix.Ctx, entries: list[Entry], ids: dict[str, str]) -> None:
     """Give each POST its id (its urn:uuid, or a fresh one) and each PUT its target, up front,
     so that references between entries can be rewritten before anything is stored."""
@@ -185,7 +175,7 @@ async def _store_posts(ctx: ix.Ctx, posts: list[Entry]) -> None:
         if found is None:
             w = version_write(resource, res_id, 1, "POST", replace=False)
             e.outcome = ix.Outcome(201, w.stored())
-        elif _strip_meta(found.resource()) == _strip_meta({**resource, "id": res_id}):
+        elif ix.same_content(found.resource(), {**resource, "id": res_id}):
             e.outcome = ix.Outcome(200, found)
             continue
         else:

@@ -99,6 +99,21 @@ def parse_version_header(value: str) -> int | None:
     return int(v) if v.isdigit() else None
 
 
+def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Equal apart from the server-owned ``meta.versionId`` and ``meta.lastUpdated``."""
+
+    def strip(resource: dict[str, Any]) -> dict[str, Any]:
+        out = dict(resource)
+        meta = dict(out.pop("meta", None) or {})
+        meta.pop("versionId", None)
+        meta.pop("lastUpdated", None)
+        if meta:
+            out["meta"] = meta
+        return out
+
+    return strip(a) == strip(b)
+
+
 # -- read ---------------------------------------------------------------------------------------
 
 
@@ -172,6 +187,9 @@ async def update(
     if current is None:
         write = version_write(resource, res_id, 1, method, replace=False)
         status = 201
+    elif not current.deleted and same_content(current.resource(), resource):
+        # No-op update: nothing changed, so no new version (keeps re-imports idempotent).
+        return Outcome(200, current)
     else:
         write = version_write(resource, res_id, current.version + 1, method, replace=True)
         status = 201 if current.deleted else 200

@@ -85,12 +85,12 @@ def parse_search(
     req = SearchRequest(res_type, count=default_count)
     params = _params_for(res_type)
     for key, value in query:
-        base, _, modifier = key.partition(":")
-        if key in CONTROL or base in CONTROL:
+        if key in CONTROL:
             _parse_control(req, key, value, max_count)
             req.used.append((key, value))
             continue
-        code, *chain = base.split(".")
+        head, *chain = key.split(".")
+        code, _, modifier = head.partition(":")
         if code in ("_id", "_lastUpdated"):
             req.filters.append(Filter(code, modifier or None, [], _split_values(value)))
             req.used.append((key, value))
@@ -430,7 +430,11 @@ class SearchBuilder:
                 f"(SELECT {agg}(s.{col}) FROM {_TABLE_OF[sp.type]} s WHERE s.res_type = r.res_type AND "
                 f"s.res_id = r.res_id AND s.param = {self.sql.p(code)}) {direction} NULLS LAST"
             )
-        keys += ["r.last_updated ASC", "r.res_id ASC"] if not req.sort else ["r.res_id ASC"]
+        if not req.sort:
+            # With filters, "+" keeps SQLite from walking the whole type in last_updated order and
+            # probing each row against the filters; it drives from the filters' index lookups instead.
+            keys.append("+r.last_updated ASC" if req.filters else "r.last_updated ASC")
+        keys.append("r.res_id ASC")
         return ", ".join(keys)
 
 

@@ -273,32 +273,32 @@ class Store:
         await self.conn.execute("WITH " + ",\n".join(ctes) + " SELECT 1", *args)
 
     async def _apply_sqlite(self, writes: list[Write]) -> None:
-        conn = self.conn
-        await conn.executemany(
-            f"INSERT INTO resource ({_RES_COLS}) VALUES ($1, $2, $3, $4, $5, $6) "
-            "ON CONFLICT (res_type, res_id) DO UPDATE SET version = excluded.version, "
-            "last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
-            [(w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content) for w in writes],
-        )
-        await conn.executemany(
-            "INSERT INTO resource_history (res_type, res_id, version, last_updated, deleted, method, content) "
-            "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            [(w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.method, w.content) for w in writes],
-        )
+        statements: list[tuple[str, list[Any]]] = [
+            (
+                f"INSERT INTO resource ({_RES_COLS}) VALUES ($1, $2, $3, $4, $5, $6) "
+                "ON CONFLICT (res_type, res_id) DO UPDATE SET version = excluded.version, "
+                "last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
+                [(w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content) for w in writes],
+            ),
+            (
+                "INSERT INTO resource_history (res_type, res_id, version, last_updated, deleted, method, content) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                [(w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.method, w.content) for w in writes],
+            ),
+        ]
         replaced = [w.key for w in writes if w.replace]
         if replaced:
             for table in (*(f"sp_{k}" for k in INDEX_COLUMNS), "compartment"):
-                await conn.executemany(f"DELETE FROM {table} WHERE res_type = $1 AND res_id = $2", replaced)
+                statements.append((f"DELETE FROM {table} WHERE res_type = $1 AND res_id = $2", replaced))
         for kind, cols in INDEX_COLUMNS.items():
-            flat = _flatten(writes, kind)
-            if flat:
-                names = ", ".join(name for name, _ in cols)
-                marks = ", ".join(f"${n + 1}" for n in range(3 + len(cols)))
-                await conn.executemany(
-                    f"INSERT INTO sp_{kind} (res_type, res_id, param, {names}) VALUES ({marks})", flat
-                )
+            names = ", ".join(name for name, _ in cols)
+            marks = ", ".join(f"${n + 1}" for n in range(3 + len(cols)))
+            statements.append(
+                (f"INSERT INTO sp_{kind} (res_type, res_id, param, {names}) VALUES ({marks})", _flatten(writes, kind))
+            )
         comp = [(w.res_type, w.res_id, p) for w in writes if w.rows is not None for p in w.rows.patients]
-        await conn.executemany("INSERT INTO compartment (res_type, res_id, patient_id) VALUES ($1, $2, $3)", comp)
+        statements.append(("INSERT INTO compartment (res_type, res_id, patient_id) VALUES ($1, $2, $3)", comp))
+        await self.conn.execute_batch(statements)
 
 
 def _stored(row: Sequence[Any]) -> Stored:

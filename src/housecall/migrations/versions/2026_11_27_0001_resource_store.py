@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-27 05:00:55.000794
+Create Date: 2026-11-27 05:08:01.564136
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def upgrade() -> None:
         sa.Column("hi", sa.BigInteger(), nullable=False),
     )
     with op.batch_alter_table("sp_date", schema=None) as batch_op:
-        batch_op.create_index("ix_sp_date_lookup", ["res_type", "param", "lo", "hi"], unique=False)
+        batch_op.create_index("ix_sp_date_lookup", ["res_type", "param", "lo", "hi", "res_id"], unique=False)
         batch_op.create_index("ix_sp_date_owner", ["res_type", "res_id"], unique=False)
 
     op.create_table(
@@ -77,7 +77,7 @@ def upgrade() -> None:
         sa.Column("value", sa.Float(), nullable=False),
     )
     with op.batch_alter_table("sp_number", schema=None) as batch_op:
-        batch_op.create_index("ix_sp_number_lookup", ["res_type", "param", "value"], unique=False)
+        batch_op.create_index("ix_sp_number_lookup", ["res_type", "param", "value", "res_id"], unique=False)
         batch_op.create_index("ix_sp_number_owner", ["res_type", "res_id"], unique=False)
 
     op.create_table(
@@ -91,7 +91,7 @@ def upgrade() -> None:
         sa.Column("unit", sa.String().with_variant(sa.String(collation="C"), "postgresql"), nullable=True),
     )
     with op.batch_alter_table("sp_quantity", schema=None) as batch_op:
-        batch_op.create_index("ix_sp_quantity_lookup", ["res_type", "param", "value"], unique=False)
+        batch_op.create_index("ix_sp_quantity_lookup", ["res_type", "param", "value", "res_id"], unique=False)
         batch_op.create_index("ix_sp_quantity_owner", ["res_type", "res_id"], unique=False)
 
     op.create_table(
@@ -105,7 +105,9 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("sp_reference", schema=None) as batch_op:
         batch_op.create_index(
-            "ix_sp_reference_lookup", ["res_type", "param", "target_id", "target_type"], unique=False
+            "ix_sp_reference_lookup",
+            ["res_type", "param", "target_id", "target_type", "res_id"],
+            unique=False,
         )
         batch_op.create_index("ix_sp_reference_owner", ["res_type", "res_id"], unique=False)
         batch_op.create_index("ix_sp_reference_target", ["target_type", "target_id"], unique=False)
@@ -119,7 +121,7 @@ def upgrade() -> None:
         sa.Column("exact", sa.String().with_variant(sa.String(collation="C"), "postgresql"), nullable=False),
     )
     with op.batch_alter_table("sp_string", schema=None) as batch_op:
-        batch_op.create_index("ix_sp_string_lookup", ["res_type", "param", "norm"], unique=False)
+        batch_op.create_index("ix_sp_string_lookup", ["res_type", "param", "norm", "res_id"], unique=False)
         batch_op.create_index("ix_sp_string_owner", ["res_type", "res_id"], unique=False)
 
     op.create_table(
@@ -132,7 +134,9 @@ def upgrade() -> None:
         sa.Column("text", sa.String().with_variant(sa.String(collation="C"), "postgresql"), nullable=True),
     )
     with op.batch_alter_table("sp_token", schema=None) as batch_op:
-        batch_op.create_index("ix_sp_token_lookup", ["res_type", "param", "code", "system"], unique=False)
+        batch_op.create_index(
+            "ix_sp_token_lookup", ["res_type", "param", "code", "system", "res_id"], unique=False
+        )
         batch_op.create_index("ix_sp_token_owner", ["res_type", "res_id"], unique=False)
 
     op.create_table(
@@ -143,7 +147,7 @@ def upgrade() -> None:
         sa.Column("value", sa.String().with_variant(sa.String(collation="C"), "postgresql"), nullable=False),
     )
     with op.batch_alter_table("sp_uri", schema=None) as batch_op:
-        batch_op.create_index("ix_sp_uri_lookup", ["res_type", "param", "value"], unique=False)
+        batch_op.create_index("ix_sp_uri_lookup", ["res_type", "param", "value", "res_id"], unique=False)
         batch_op.create_index("ix_sp_uri_owner", ["res_type", "res_id"], unique=False)
 
     # ### end Alembic commands ###

@@ -1,0 +1,54 @@
+# Housecall: `make demo` runs it, `make test` tests it. `make help` lists everything.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HC := $(VENV)/bin/housecall
+STAMP := $(VENV)/.installed
+export HOUSECALL_DATABASE_URL ?= sqlite:///var/housecall.db
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo serve test test-fast lint format migrate bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install Housecall with test and dev tools (pinned)
+
+demo: $(STAMP) ## migrate an SQLite database under var/, load the demo organization, serve on :8000
+	$(HC) demo --host 127.0.0.1 --port 8000
+
+serve: $(STAMP) ## serve the configured database (HOUSECALL_DATABASE_URL) on :8000
+	$(HC) serve --host 127.0.0.1 --port 8000
+
+migrate: $(STAMP) ## apply the migrations to the configured database
+	$(HC) migrate
+
+test: $(STAMP) ## run the whole suite on SQLite and PostgreSQL (starts PostgreSQL if needed)
+	./scripts/services.sh
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP) ## the suite without the slow end-to-end tests
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP) ## ruff (lint + format check) and mypy
+	$(VENV)/bin/ruff check src tests tools bench
+	$(VENV)/bin/ruff format --check src tests tools bench
+	$(VENV)/bin/mypy src
+
+format: $(STAMP) ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff format src tests tools bench
+	$(VENV)/bin/ruff check --fix src tests tools bench
+
+bench: $(STAMP) ## run the benchmarks in bench/ (see bench/README.md)
+	./scripts/services.sh
+	$(PY) bench/run_all.py
+
+clean: ## remove the virtual environment and local databases
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache

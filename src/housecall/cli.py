@@ -1,0 +1,283 @@
+"""The ``housecall`` command: serve, demo, migrate, import, export, backup, restore, check."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from housecall.core import migrate as migrations
+from housecall.core.db import DatabaseURL, open_database
+from housecall.core.settings import Settings, get_settings
+from housecall.fhir import loader
+
+app = typer.Typer(help="Housecall: telehealth on a FHIR R4 store.", no_args_is_help=True, add_completion=False)
+console = Console()
+err = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return get_settings()
+
+
+def _fail(message: str) -> None:
+    err.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the configured database's schema up to date (Alembic, both engines)."""
+    url = _settings().database_url
+    migrations.upgrade(url)
+    console.print(f"migrated {DatabaseURL.parse(url).dialect} database to head")
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    workers: Annotated[int, typer.Option(help="processes (PostgreSQL only; SQLite runs one)")] = 1,
+) -> None:
+    """Serve the configured database; an empty database is migrated first."""
+    import uvicorn
+
+    settings = _settings()
+    if migrations.is_empty(settings.database_url):
+        console.print("empty database: migrating")
+        migrations.upgrade(settings.database_url)
+    if workers > 1 and DatabaseURL.parse(settings.database_url).dialect == "sqlite":
+        _fail("SQLite serves from one process; use PostgreSQL for --workers > 1")
+    uvicorn.run(
+        "housecall.app:create_app", factory=True, host=host, port=port, workers=workers,
+        loop="uvloop", http="httptools", access_log=False, log_level="info",
+    )  # fmt: skip
+
+
+async def _load_demo(settings: Settings) -> dict[str, int]:
+    from housecall.demo.generate import demo_bundle, demo_summary
+
+    bundle = demo_bundle()
+    db = open_database(settings.database_url)
+    await db.connect()
+    try:
+        await loader.load_bundle(db, settings, "transaction", bundle)
+    finally:
+        await db.close()
+    return demo_summary(bundle)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    load_only: Annotated[bool, typer.Option("--load-only", help="load the demo data and stop")] = False,
+) -> None:
+    """Migrate, load the demo organization (idempotent) and serve it."""
+    settings = _settings()
+    migrations.upgrade(settings.database_url)
+    summary = asyncio.run(_load_demo(settings))
+    table = Table(title="Demo organization loaded")
+    table.add_column("resource")
+    table.add_column("count", justify="right")
+    for name, n in sorted(summary.items()):
+        table.add_row(name, str(n))
+    console.print(table)
+    if not load_only:
+        console.print(f"Housecall is at http://{host}:{port}/ (FHIR API at /fhir)")
+        serve(host=host, port=port, workers=1)
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="Bundle (.json) and NDJSON files or folders")],
+) -> None:
+    """Load FHIR Bundles (transaction, batch, collection) and NDJSON; importing twice changes nothing."""
+    settings = _settings()
+    files = loader.expand(paths)
+    missing = [str(p) for p in files if not p.exists()]
+    if missing:
+        _fail(f"no such file: {', '.join(missing)}")
+    total = sum(loader.count_entries(p) for p in files)
+
+    async def run() -> loader.ImportReport:
+        db = open_database(settings.database_url)
+        await db.connect()
+        try:
+            with Progress(
+                TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
+            ) as bar:
+                task = bar.add_task("import", total=total)
+                return await loader.import_paths(db, settings, files, lambda n: bar.advance(task, n))
+        finally:
+            await db.close()
+
+    if migrations.is_empty(settings.database_url):
+        migrations.upgrade(settings.database_url)
+    try:
+        report = asyncio.run(run())
+    except Exception as exc:  # a FhirError names the entry and the element
+        _fail(str(exc))
+        return
+    console.print(
+        f"{report.files} files, {report.resources} entries: {report.created} created, "
+        f"{report.updated} already present or updated, {len(report.errors)} failed"
+    )
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    out: Annotated[Path, typer.Option(help="folder for <Type>.ndjson files")] = Path("export"),
+    types: Annotated[str, typer.Option("--type", help="comma-separated resource types (default all)")] = "",
+) -> None:
+    """Write the current version of every live resource as NDJSON, one file per type."""
+    settings = _settings()
+    wanted = [t for t in types.split(",") if t]
+
+    async def run() -> dict[str, int]:
+        db = open_database(settings.database_url)
+        await db.connect()
+        counts: dict[str, int] = {}
+        out.mkdir(parents=True, exist_ok=True)
+        try:
+            async with db.reader() as conn:
+                for (res_type,) in await conn.fetch("SELECT DISTINCT res_type FROM resource WHERE NOT deleted"):
+                    if wanted and res_type not in wanted:
+                        continue
+                    rows = await conn.fetch(
+                        "SELECT content FROM resource WHERE res_type = $1 AND NOT deleted ORDER BY res_id", res_type
+                    )
+                    with (out / f"{res_type}.ndjson").open("wb") as fh:
+                        for (content,) in rows:
+                            fh.write(bytes(content) + b"\n")
+                    counts[res_type] = len(rows)
+        finally:
+            await db.close()
+        return counts
+
+    counts = asyncio.run(run())
+    for name, n in sorted(counts.items()):
+        console.print(f"{name}: {n}")
+
+
+@app.command()
+def backup(path: Annotated[Path, typer.Argument(help="backup file to write")]) -> None:
+    """Consistent online backup: SQLite's backup API, or pg_dump's snapshot on PostgreSQL."""
+    url = DatabaseURL.parse(_settings().database_url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if url.dialect == "sqlite":
+        src = sqlite3.connect(url.path)
+        dst = sqlite3.connect(path)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+    else:
+        _pg_tool("pg_dump", "--format=custom", f"--file={path}", url.path)
+    console.print(f"backup written to {path}")
+
+
+@app.command()
+def restore(
+    path: Annotated[Path, typer.Argument(help="backup file made by `housecall backup`")],
+    yes: Annotated[bool, typer.Option("--yes", help="replace the current database without asking")] = False,
+) -> None:
+    """Replace the configured database with a backup (stop the server first)."""
+    if not path.exists():
+        _fail(f"no such backup: {path}")
+    if not yes and not typer.confirm("This replaces every resource in the configured database. Go on?"):
+        raise typer.Exit(1)
+    url = DatabaseURL.parse(_settings().database_url)
+    if url.dialect == "sqlite":
+        src = sqlite3.connect(path)
+        dst = sqlite3.connect(url.path)
+        try:
+            src.backup(dst)
+        finally:
+            dst.close()
+            src.close()
+    else:
+        _pg_tool("pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={url.path}", str(path))
+    console.print(f"restored from {path}")
+
+
+def _pg_tool(name: str, *args: str) -> None:
+    exe = shutil.which(name)
+    if exe is None:
+        _fail(f"{name} is not installed (Debian: apt-get install postgresql-client)")
+    proc = subprocess.run([exe, *args], capture_output=True, text=True, check=False)  # noqa: S603
+    if proc.returncode != 0:
+        _fail(f"{name} failed: {proc.stderr.strip()}")
+
+
+@app.command()
+def check() -> None:
+    """Check configuration and database: reachable, migrated, no drift, durable settings."""
+    settings = _settings()
+    problems: list[str] = []
+    try:
+        url = DatabaseURL.parse(settings.database_url)
+    except ValueError as exc:
+        _fail(str(exc))
+        return
+    console.print(f"database: {url.dialect}")
+    try:
+        if migrations.is_empty(settings.database_url):
+            problems.append("the database is not migrated (run `housecall migrate`)")
+        else:
+            migrations.check(settings.database_url)
+    except Exception as exc:
+        problems.append(f"schema: {exc}")
+    problems += durability_problems(settings)
+    if problems:
+        for p in problems:
+            err.print(f"[red]✗[/red] {p}")
+        raise typer.Exit(1)
+    console.print("[green]✓[/green] configuration and database are sound")
+
+
+def durability_problems(settings: Settings) -> list[str]:
+    """Settings that would lose acknowledged writes on a crash; refused unless the operator insists."""
+    url = DatabaseURL.parse(settings.database_url)
+    found: list[str] = []
+    if url.dialect == "sqlite":
+        conn = sqlite3.connect(url.path)
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        finally:
+            conn.close()
+        if mode != "wal":
+            found.append(f"SQLite journal_mode is {mode}, expected wal")
+    else:
+        import psycopg
+
+        with psycopg.connect(url.path) as conn:
+            for name in ("fsync", "synchronous_commit", "full_page_writes"):
+                value = conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+                if value == "off":
+                    found.append(f"PostgreSQL {name} is off: acknowledged writes could be lost in a crash")
+    if found and settings.allow_unsafe_durability:
+        err.print("[yellow]unsafe durability allowed by HOUSECALL_ALLOW_UNSAFE_DURABILITY[/yellow]")
+        return []
+    return found
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Shared fixtures. Every test that touches data runs on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from housecall.app import create_app
+from housecall.core.db import Database, open_database
+from housecall.core.settings import Settings
+from tests.support import ENGINES, drop_database, fixtures_dir, new_database
+
+
+@pytest.fixture(scope="session")
+def fixtures() -> Path:
+    return fixtures_dir()
+
+
+@pytest.fixture(scope="session", params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def database_url(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One migrated database per engine, shared by the tests that need no clean slate."""
+    url = new_database(engine, tmp_path_factory.mktemp(engine))
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture
+def fresh_database_url(engine: str, tmp_path: Path) -> Iterator[str]:
+    """A database of the test's own, for tests that count what is stored."""
+    url = new_database(engine, tmp_path)
+    yield url
+    drop_database(url)
+
+
+async def _client(url: str, **settings: object) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(Settings(database_url=url, **settings))  # type: ignore[arg-type]
+    db: Database = open_database(url)
+    await db.connect()
+    app.state.db = db
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        yield client
+    await db.close()
+
+
+@pytest.fixture(scope="session")
+async def client(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process HTTP client on the shared database of the engine."""
+    async for c in _client(database_url):
+        yield c
+
+
+@pytest.fixture
+async def fresh_client(fresh_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async for c in _client(fresh_database_url):
+        yield c
