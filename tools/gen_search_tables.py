@@ -246,6 +246,15 @@ class Structures:
                 code = FHIRPATH_SYSTEM.get(t["code"], t["code"])
                 out.append((name + code[0].upper() + code[1:], code, self._ctx_for(sd, "", code)))
             return out
+        # Some published expressions use the JSON name of one choice alternative (US Core:
+        # ``extension.where(...).valueDateTime``); accept it as ``value.ofType(dateTime)``.
+        for epath, el in els.items():
+            if epath.startswith(f"{path}.") and epath.endswith("[x]") and "." not in epath[len(path) + 1 :]:
+                stem = epath[len(path) + 1 : -3]
+                for t in el.get("type", []):
+                    code = FHIRPATH_SYSTEM.get(t["code"], t["code"])
+                    if name == stem + code[0].upper() + code[1:]:
+                        return [(name, code, self._ctx_for(sd, "", code))]
         raise Uncompilable(f"no element {path}.{name}")
 
     def _ctx_for(self, sd: str, path: str, code: str) -> tuple[str, str] | None:
@@ -386,15 +395,29 @@ def compile_part(s: Structures, base: str, part: str) -> list[Branch]:
 
 
 def _descend(s: Structures, branches: list[Branch], name: str, part: str) -> list[Branch]:
+    """Navigate to child ``name`` from every branch.
+
+    As in FHIRPath, navigating to a child a type does not have yields nothing: a branch (say the
+    ``valueString`` alternative of ``value[x]``) without that child is dropped. It is an error only
+    when no branch has the child.
+    """
     out = []
+    errors = []
     for b in branches:
         if b.ctx is None:
-            raise Uncompilable(f"navigating into primitive {b.ftype} in {part!r}")
-        for key, ftype, ctx in s.children(b.ctx, name):
-            out.append(Branch([*(list(x) for x in b.steps), [key, [], False]], ftype, ctx, b.restrict))
-    # Copy nested filter lists so choice alternatives do not share them.
-    for b in out:
-        b.steps = [[k, list(f), first] for k, f, first in b.steps]
+            errors.append(f"navigating into primitive {b.ftype} in {part!r}")
+            continue
+        try:
+            kids = s.children(b.ctx, name)
+        except Uncompilable as exc:
+            errors.append(str(exc))
+            continue
+        for key, ftype, ctx in kids:
+            # Copy the step lists so choice alternatives never share a filter list.
+            steps = [[k, list(f), first] for k, f, first in b.steps]
+            out.append(Branch([*steps, [key, [], False]], ftype, ctx, b.restrict))
+    if not out:
+        raise Uncompilable(errors[0] if errors else f"no element {name} in {part!r}")
     return out
 
 

@@ -952,11 +952,11 @@ def test_compartment_examples() -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-def test_generated_table_and_doc_are_current() -> None:
-    """``tools/gen_search_tables.py --check``: the committed table/doc match the R4 definitions."""
+@cache
+def generator() -> Any:
+    """The table generator, imported from tools/ (it is a script, not part of the package)."""
     import importlib.util
 
-    require_fixtures(FIXTURES / "fhir-r4-definitions")
     tool = Path(__file__).resolve().parents[2] / "tools" / "gen_search_tables.py"
     spec = importlib.util.spec_from_file_location("gen_search_tables", tool)
     assert spec is not None
@@ -967,7 +967,143 @@ def test_generated_table_and_doc_are_current() -> None:
         spec.loader.exec_module(mod)
     finally:
         del sys.modules[spec.name]
-    assert mod.main(["--check", "--fixtures", str(FIXTURES)]) == 0
+    return mod
+
+
+@cache
+def structures() -> Any:
+    return generator().Structures.load(require_fixtures(FIXTURES / "fhir-r4-definitions"))
+
+
+def test_generated_table_and_doc_are_current() -> None:
+    """``tools/gen_search_tables.py --check``: the committed table/doc match the R4 definitions."""
+    require_fixtures(FIXTURES / "fhir-r4-definitions")
+    assert generator().main(["--check", "--fixtures", str(FIXTURES)]) == 0
+
+
+def compiled(base: str, ptype: str, expression: str) -> Any:
+    sp = {"code": "x", "type": ptype, "base": [base], "expression": expression}
+    return generator().compile_param(structures(), base, sp)
+
+
+def values(c: Any, resource: dict[str, Any]) -> list[Any]:
+    from housecall.fhir import indexing
+
+    out = []
+    for _code, steps, _leaf, _restrict in c.branches:
+        out.extend(indexing._walk((resource,), steps))
+    return out
+
+
+US_CORE_PATIENT = {
+    "resourceType": "Patient",
+    "id": "u",
+    "extension": [
+        {
+            "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-race",
+            "extension": [
+                {
+                    "url": "ombCategory",
+                    "valueCoding": {"system": "urn:oid:2.16.840.1.113883.6.238", "code": "2106-3"},
+                },
+                {"url": "text", "valueString": "White"},
+            ],
+        },
+        {
+            "url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-genderIdentity",
+            "valueCodeableConcept": {"coding": [{"code": "446141000124107"}]},
+        },
+        {"url": "http://example.org/birth-time", "valueDateTime": "1980-01-01T04:05:00Z"},
+    ],
+    "name": [{"family": "First"}, {"family": "Second"}],
+    "deceasedDateTime": "2020-01-01",
+    "telecom": [{"system": "phone", "value": "1"}],
+}
+
+
+def test_compiler_extension_where_url_and_nested_choice() -> None:
+    race = compiled(
+        "Patient",
+        "token",
+        "Patient.extension.where(url = 'http://hl7.org/fhir/us/core/StructureDefinition/us-core-race')"
+        ".extension.value.code",
+    )
+    assert race.indexed, race.reason
+    # value[x] of Extension has ~50 types; those with a `code` child remain (Coding.code, Quantity.code,
+    # and also Timing.code / UsageContext.code, as FHIRPath would navigate them).
+    assert {"code", "CodeableConcept", "Coding"} == {leaf for _c, _s, leaf, _r in race.branches}
+    assert values(race, US_CORE_PATIENT) == ["2106-3"]
+    gi = compiled(
+        "Patient",
+        "token",
+        "Patient.extension.where(url='http://hl7.org/fhir/us/core/StructureDefinition/us-core-genderIdentity')"
+        ".value.coding.code",
+    )
+    assert values(gi, US_CORE_PATIENT) == ["446141000124107"]
+
+
+def test_compiler_extension_function_and_json_choice_name() -> None:
+    c = compiled("Patient", "date", "Patient.extension('http://example.org/birth-time').value")
+    assert c.indexed
+    assert {leaf for _c, _s, leaf, _r in c.branches} == {"date", "dateTime", "instant", "Period", "Timing"}
+    assert values(c, US_CORE_PATIENT) == ["1980-01-01T04:05:00Z"]
+    c = compiled(
+        "Condition",
+        "date",
+        "Condition.extension.where(url = 'http://hl7.org/fhir/StructureDefinition/condition-assertedDate')"
+        ".valueDateTime",
+    )
+    assert c.indexed, c.reason
+    cond = {
+        "resourceType": "Condition",
+        "extension": [
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/condition-assertedDate",
+                "valueDateTime": "2019",
+            },
+            {"url": "http://example.org/other", "valueDateTime": "2018"},
+        ],
+    }
+    assert values(c, cond) == ["2019"]
+
+
+@pytest.mark.parametrize(
+    ("expression", "keys"),
+    [
+        ("(Observation.effective as dateTime)", [("effectiveDateTime",)]),
+        ("Observation.effective.as(Period)", [("effectivePeriod",)]),
+        ("(Observation.effective.ofType(instant))", [("effectiveInstant",)]),
+        (
+            "Observation.effective",
+            [("effectiveDateTime",), ("effectivePeriod",), ("effectiveTiming",), ("effectiveInstant",)],
+        ),
+    ],
+)
+def test_compiler_type_casts(expression: str, keys: list[tuple[str, ...]]) -> None:
+    c = compiled("Observation", "date", expression)
+    assert c.indexed
+    assert [tuple(k for k, _f, _first in steps) for _c, steps, _l, _r in c.branches] == keys
+
+
+def test_compiler_first_exists_and_failures() -> None:
+    first = compiled("Patient", "string", "Patient.name.first().family")
+    assert values(first, US_CORE_PATIENT) == ["First"]
+    ex = compiled("Patient", "token", "Patient.telecom.exists()")
+    assert ex.indexed
+    assert ex.exists[0] == "exists"
+    nf = compiled("Patient", "token", "Patient.deceased.exists() and Patient.deceased != false")
+    assert nf.exists[0] == "not_false"
+    restricted = compiled("Observation", "reference", "Observation.subject.where(resolve() is Group)")
+    assert [r for *_x, r in restricted.branches] == ["Group"]
+    for expr in (
+        "Patient.name.select(family + given)",
+        "Observation.value.as(Foo)",
+        "Patient.nosuchelement",
+        "Observation.subject.resolve().name",
+    ):
+        c = compiled("Patient" if expr.startswith("Patient") else "Observation", "string", expr)
+        assert not c.indexed, expr
+        assert c.reason, expr
 
 
 def test_extract_index_does_not_modify_the_resource() -> None:
