@@ -69,8 +69,15 @@ class DatabaseURL:
         return "postgresql+psycopg://" + self.path.split("://", 1)[1]
 
 
+class StatementCounter:
+    """Statements sent to the database; tests assert it on hot paths (no N+1)."""
+
+    statements: int = 0
+
+
 class Database:
     dialect: str
+    counter: StatementCounter
 
     async def connect(self) -> None: ...
     async def close(self) -> None: ...
@@ -86,19 +93,24 @@ class Database:
 class _PgConn:
     dialect = "postgresql"
 
-    def __init__(self, conn: Any) -> None:
+    def __init__(self, conn: Any, counter: StatementCounter) -> None:
         self._c = conn
+        self._n = counter
 
     async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        self._n.statements += 1
         return await self._c.fetch(sql, *args)  # type: ignore[no-any-return]
 
     async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        self._n.statements += 1
         return await self._c.fetchrow(sql, *args)  # type: ignore[no-any-return]
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
+        self._n.statements += 1
         return await self._c.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> int:
+        self._n.statements += 1
         status = await self._c.execute(sql, *args)
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
@@ -106,6 +118,7 @@ class _PgConn:
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if rows:
+            self._n.statements += 1
             await self._c.executemany(sql, rows)
 
     async def execute_batch(self, statements: list[tuple[str, list[Any]]]) -> None:
@@ -119,6 +132,7 @@ class PostgresDatabase(Database):
     def __init__(self, dsn: str, pool_size: int = 10) -> None:
         self.dsn = dsn
         self.pool_size = pool_size
+        self.counter = StatementCounter()
         self._pool: Any = None
 
     async def connect(self) -> None:
@@ -152,12 +166,12 @@ class PostgresDatabase(Database):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         async with self._acquire() as conn, conn.transaction():
-            yield _PgConn(conn)
+            yield _PgConn(conn, self.counter)
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[Conn]:
         async with self._acquire() as conn:
-            yield _PgConn(conn)
+            yield _PgConn(conn, self.counter)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -214,14 +228,17 @@ class _SqliteThread:
 class _SqliteConn:
     dialect = "sqlite"
 
-    def __init__(self, worker: _SqliteThread) -> None:
+    def __init__(self, worker: _SqliteThread, counter: StatementCounter) -> None:
         self._w = worker
+        self._n = counter
 
     async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        self._n.statements += 1
         c = self._w.conn()
         return await self._w.call(lambda: c.execute(_sqlite_sql(sql), args).fetchall())  # type: ignore[no-any-return]
 
     async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        self._n.statements += 1
         c = self._w.conn()
         return await self._w.call(lambda: c.execute(_sqlite_sql(sql), args).fetchone())  # type: ignore[no-any-return]
 
@@ -230,17 +247,20 @@ class _SqliteConn:
         return row[0] if row is not None else None
 
     async def execute(self, sql: str, *args: Any) -> int:
+        self._n.statements += 1
         c = self._w.conn()
         return await self._w.call(lambda: c.execute(_sqlite_sql(sql), args).rowcount)  # type: ignore[no-any-return]
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if rows:
+            self._n.statements += 1
             c = self._w.conn()
             await self._w.call(lambda: c.executemany(_sqlite_sql(sql), rows))
 
     async def execute_batch(self, statements: list[tuple[str, list[Any]]]) -> None:
         """Several executemany calls in one hop to the connection's thread (SQLite only)."""
+        self._n.statements += sum(1 for _, rows in statements if rows)
         c = self._w.conn()
 
         def run() -> None:
@@ -271,6 +291,7 @@ class SqliteDatabase(Database):
         self._write_lock = asyncio.Lock()
         self._readers: asyncio.Queue[_SqliteThread] = asyncio.Queue()
         self._all: list[_SqliteThread] = []
+        self.counter = StatementCounter()
 
     async def _open(self) -> _SqliteThread:
         worker = _SqliteThread(self.path)
@@ -293,7 +314,7 @@ class SqliteDatabase(Database):
     async def transaction(self) -> AsyncIterator[Conn]:
         assert self._writer is not None
         async with self._write_lock:
-            conn = _SqliteConn(self._writer)
+            conn = _SqliteConn(self._writer, self.counter)
             # IMMEDIATE takes the write lock at BEGIN, so a read-then-write inside the block can
             # never be overtaken by another writer (no lost updates, no SQLITE_BUSY mid-way).
             await conn.execute("BEGIN IMMEDIATE")
@@ -308,7 +329,7 @@ class SqliteDatabase(Database):
     async def reader(self) -> AsyncIterator[Conn]:
         worker = await self._readers.get()
         try:
-            yield _SqliteConn(worker)
+            yield _SqliteConn(worker, self.counter)
         finally:
             self._readers.put_nowait(worker)
 

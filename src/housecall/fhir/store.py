@@ -243,13 +243,18 @@ class Store:
         ]
         replaced = [w for w in writes if w.replace]
         if replaced:
-            rt = arr([w.res_type for w in replaced], "text")
-            ri = arr([w.res_id for w in replaced], "text")
-            for table in (*(f"sp_{k}" for k in INDEX_COLUMNS), "compartment"):
-                ctes.append(
-                    f"d_{table} AS (DELETE FROM {table} WHERE (res_type, res_id) IN "
-                    f"(SELECT * FROM unnest({rt}, {ri})))"
-                )
+            # A separate statement: within one statement PostgreSQL still sees the old rows when
+            # checking the unique keys of the new ones.
+            deletes = [
+                f"d_{table} AS (DELETE FROM {table} WHERE (res_type, res_id) IN (SELECT * FROM unnest($1::text[], "
+                "$2::text[])))"
+                for table in (*(f"sp_{k}" for k in INDEX_COLUMNS), "compartment")
+            ]
+            await self.conn.execute(
+                "WITH " + ",\n".join(deletes) + " SELECT 1",
+                [w.res_type for w in replaced],
+                [w.res_id for w in replaced],
+            )
         for kind, cols in INDEX_COLUMNS.items():
             flat = _flatten(writes, kind)
             if not flat:

@@ -1,0 +1,137 @@
+"""The REST interactions end to end through the ASGI app, on both engines."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+FHIR = "application/fhir+json"
+
+
+def patient(family: str = "Rivera", **extra: object) -> dict[str, object]:
+    return {"resourceType": "Patient", "name": [{"family": family, "given": ["Ana"]}], "gender": "female", **extra}
+
+
+async def test_create_read_update_delete_history(client: httpx.AsyncClient) -> None:
+    r = await client.post("/fhir/Patient", json=patient(), headers={"Content-Type": FHIR})
+    assert r.status_code == 201, r.text
+    body = r.json()
+    pid = body["id"]
+    assert body["meta"]["versionId"] == "1"
+    assert r.headers["etag"] == 'W/"1"'
+    assert r.headers["location"] == f"http://testserver/fhir/Patient/{pid}/_history/1"
+    assert "last-modified" in r.headers
+
+    r = await client.get(f"/fhir/Patient/{pid}")
+    assert r.status_code == 200 and r.json()["name"][0]["family"] == "Rivera"
+
+    updated = {**body, "gender": "other"}
+    r = await client.put(f"/fhir/Patient/{pid}", json=updated, headers={"If-Match": 'W/"1"'})
+    assert r.status_code == 200 and r.json()["meta"]["versionId"] == "2"
+
+    r = await client.put(f"/fhir/Patient/{pid}", json=updated, headers={"If-Match": 'W/"1"'})
+    assert r.status_code == 412 and r.json()["resourceType"] == "OperationOutcome"
+
+    r = await client.get(f"/fhir/Patient/{pid}/_history/1")
+    assert r.status_code == 200 and r.json()["gender"] == "female"
+
+    r = await client.get(f"/fhir/Patient/{pid}", headers={"If-None-Match": "2"})
+    assert r.status_code == 304
+
+    r = await client.delete(f"/fhir/Patient/{pid}")
+    assert r.status_code == 204
+    r = await client.get(f"/fhir/Patient/{pid}")
+    assert r.status_code == 410 and r.json()["issue"][0]["code"] == "deleted"
+
+    r = await client.get(f"/fhir/Patient/{pid}/_history")
+    history = r.json()
+    assert history["type"] == "history" and history["total"] == 3
+    assert [e["response"]["status"] for e in history["entry"]] == ["204", "200", "201"]
+
+
+async def test_update_as_create_and_noop_update(client: httpx.AsyncClient) -> None:
+    res = patient("Okafor", id="client-chosen-1")
+    r = await client.put("/fhir/Patient/client-chosen-1", json=res)
+    assert r.status_code == 201
+    r = await client.put("/fhir/Patient/client-chosen-1", json=res)
+    assert r.status_code == 200 and r.json()["meta"]["versionId"] == "1"
+
+
+async def test_conditional_create(client: httpx.AsyncClient) -> None:
+    res = patient("Conditional", identifier=[{"system": "urn:test:mrn", "value": "cc-1"}])
+    first = await client.post("/fhir/Patient", json=res, headers={"If-None-Exist": "identifier=urn:test:mrn|cc-1"})
+    again = await client.post("/fhir/Patient", json=res, headers={"If-None-Exist": "identifier=urn:test:mrn|cc-1"})
+    fhirpy_form = await client.post("/fhir/Patient?identifier=urn:test:mrn|cc-1", json=res)
+    assert first.status_code == 201
+    assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
+    assert fhirpy_form.status_code == 200 and fhirpy_form.json()["id"] == first.json()["id"]
+
+
+async def test_patch_json_patch_and_merge(client: httpx.AsyncClient) -> None:
+    pid = (await client.post("/fhir/Patient", json=patient("Patchy"))).json()["id"]
+    r = await client.patch(
+        f"/fhir/Patient/{pid}",
+        content=b'[{"op":"replace","path":"/gender","value":"male"}]',
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert r.status_code == 200 and r.json()["gender"] == "male"
+    r = await client.patch(
+        f"/fhir/Patient/{pid}", json={"birthDate": "1990-01-02"}, headers={"Content-Type": "application/merge-patch+json"}
+    )
+    assert r.status_code == 200 and r.json()["birthDate"] == "1990-01-02" and r.json()["meta"]["versionId"] == "3"
+    r = await client.patch(
+        f"/fhir/Patient/{pid}",
+        content=b'[{"op":"replace","path":"/birthDate","value":"not-a-date"}]',
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert r.status_code == 400 and r.json()["issue"][0]["expression"] == ["Patient.birthDate"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status"),
+    [
+        ("POST", "/fhir/Patient", b"{not json", 400),
+        ("POST", "/fhir/Patient", b'{"resourceType":"Observation","status":"final","code":{}}', 400),
+        ("POST", "/fhir/Patient", b'{"resourceType":"Patient","birthDate":"12/03/1980"}', 400),
+        ("POST", "/fhir/NotAType", b'{"resourceType":"NotAType"}', 404),
+        ("GET", "/fhir/Patient/does-not-exist", None, 404),
+        ("GET", "/fhir/Patient?_count=100000", None, 400),
+        ("PUT", "/fhir/Patient/abc", b'{"resourceType":"Patient","id":"xyz"}', 400),
+        ("POST", "/fhir", b'{"resourceType":"Bundle","type":"collection"}', 400),
+    ],
+)
+async def test_errors_are_operation_outcomes(
+    client: httpx.AsyncClient, method: str, path: str, body: bytes | None, status: int
+) -> None:
+    r = await client.request(method, path, content=body, headers={"Content-Type": FHIR})
+    assert r.status_code == status, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_body_limit_is_413(fresh_database_url: str) -> None:
+    from tests.conftest import _client
+
+    async for c in _client(fresh_database_url, max_body_bytes=1000):
+        r = await c.post("/fhir/Patient", content=b'{"resourceType":"Patient","x":"' + b"a" * 2000 + b'"}')
+        assert r.status_code == 413 and r.json()["resourceType"] == "OperationOutcome"
+
+
+async def test_paging_links_follow_forwarded_headers(client: httpx.AsyncClient) -> None:
+    for n in range(3):
+        await client.post("/fhir/Patient", json=patient(f"Pager{n}"))
+    r = await client.get(
+        "/fhir/Patient?family=Pager&_count=1",
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "portal.example.org", "X-Forwarded-Prefix": "/api"},
+    )
+    links = {link["relation"]: link["url"] for link in r.json()["link"]}
+    assert links["next"].startswith("https://portal.example.org/api/fhir/Patient?")
+    r = await client.get("/fhir/Patient?family=Pager&_count=1", headers={"Forwarded": 'proto=https;host="h.example"'})
+    assert r.json()["entry"][0]["fullUrl"].startswith("https://h.example/fhir/Patient/")
+
+
+async def test_read_is_one_statement(client: httpx.AsyncClient) -> None:
+    pid = (await client.post("/fhir/Patient", json=patient("Counted"))).json()["id"]
+    db = client._transport.app.state.db  # type: ignore[attr-defined]
+    before = db.counter.statements
+    assert (await client.get(f"/fhir/Patient/{pid}")).status_code == 200
+    assert db.counter.statements - before == 1
