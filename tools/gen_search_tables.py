@@ -316,7 +316,9 @@ def normalize_part(part: str) -> str:
 
 def split_steps(p: str) -> list[str]:
     """Split on dots outside parentheses and quotes."""
-    out, cur, depth, quote = [], [], 0, False
+    out: list[str] = []
+    cur: list[str] = []
+    depth, quote = 0, False
     for c in p:
         if c == "'":
             quote = not quote
@@ -459,7 +461,9 @@ def parts_for(base: str, expression: str, n_bases: int) -> list[str]:
 
 def split_union(expr: str) -> list[str]:
     """Split on `` | `` outside parentheses."""
-    out, depth, cur, quote = [], 0, [], False
+    out: list[str] = []
+    cur: list[str] = []
+    depth, quote = 0, False
     i = 0
     while i < len(expr):
         c = expr[i]
@@ -576,10 +580,10 @@ def build(defs: Path) -> Tables:
     cd = json.loads((defs / "compartmentdefinition-patient.json").read_text(encoding="utf-8"))
     compartment = {r["code"]: tuple(r["param"]) for r in cd["resource"] if r.get("param")}
     # The compartment is computed from reference rows, so every compartment param must be an
-    # indexed reference parameter (or the magic "{def}", which means "the resource itself").
-    for rtype, codes in compartment.items():
+    # indexed reference parameter.
+    for rtype, comp_codes in compartment.items():
         have = {c.code: c for c in params.get(rtype, [])}
-        for code in codes:
+        for code in comp_codes:
             cp = have.get(code)
             if cp is None or not cp.indexed or cp.type != "reference":
                 raise SystemExit(f"compartment param {rtype}.{code} is not an indexed reference")
@@ -627,6 +631,10 @@ def render_table(t: Tables, source_note: str) -> str:
         "",
         f'FHIR_VERSION = "{FHIR_VERSION}"',
         "",
+        "Step = tuple[str, tuple[tuple[str, str], ...], bool]",
+        "Branch = tuple[str, tuple[Step, ...], str, str | None]",
+        "ExistsRow = tuple[str, str, tuple[tuple[Step, ...], ...]]",
+        "",
         "RESOURCE_TYPES: dict[str, str] = {",
     ]
     for rtype in sorted(t.structures.resource_kind):
@@ -642,7 +650,7 @@ def render_table(t: Tables, source_note: str) -> str:
                 f"        ({c.code!r}, {c.type!r}, {targets_index[c.targets]}, {c.indexed!r}, {c.reason!r}),"
             )
         lines.append("    ),")
-    lines += ["}", "", "BRANCHES: dict[str, tuple[tuple[object, ...], ...]] = {"]
+    lines += ["}", "", "BRANCHES: dict[str, tuple[Branch, ...]] = {"]
     for base in sorted(t.params):
         rows = [b for c in t.params[base] if c.indexed for b in c.branches]
         if not rows:
@@ -651,7 +659,7 @@ def render_table(t: Tables, source_note: str) -> str:
         for row in rows:
             lines.append(f"        {row!r},")
         lines.append("    ),")
-    lines += ["}", "", "EXISTS: dict[str, tuple[tuple[object, ...], ...]] = {"]
+    lines += ["}", "", "EXISTS: dict[str, tuple[ExistsRow, ...]] = {"]
     for base in sorted(t.params):
         rows2 = [(c.code, c.exists[0], c.exists[1]) for c in t.params[base] if c.indexed and c.exists]
         if rows2:

@@ -42,7 +42,7 @@ SYNTHEA = FIXTURES / "synthea"
 
 MIN, MAX = -(2**62), 2**62
 
-VITALS = {
+VITALS: dict[str, Any] = {
     "resourceType": "Observation",
     "id": "x",
     "status": "final",
@@ -989,7 +989,7 @@ def compiled(base: str, ptype: str, expression: str) -> Any:
 def values(c: Any, resource: dict[str, Any]) -> list[Any]:
     from housecall.fhir import indexing
 
-    out = []
+    out: list[Any] = []
     for _code, steps, _leaf, _restrict in c.branches:
         out.extend(indexing._walk((resource,), steps))
     return out

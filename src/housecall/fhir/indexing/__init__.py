@@ -572,12 +572,11 @@ def _build_plans(
         ex: list[_ExistsEntry] = []
         for base in _bases(rtype):
             for row in _table.BRANCHES.get(base, ()):
-                code, steps, leaf, restrict = row  # type: ignore[misc]
-                ptype = params[code].type  # type: ignore[has-type]
-                fn = _EXTRACTORS[(ptype, leaf)]  # type: ignore[has-type]
-                (key, filters, first), *rest = steps  # type: ignore[has-type]
+                code, steps, leaf, restrict = row
+                fn = _EXTRACTORS[(params[code].type, leaf)]
+                (key, filters, first), *rest = steps
                 by_key.setdefault(key, []).append((code, filters, first, tuple(rest), fn, restrict))
-            ex.extend(_table.EXISTS.get(base, ()))  # type: ignore[arg-type]
+            ex.extend(_table.EXISTS.get(base, ()))
         plans[rtype] = {k: tuple(v) for k, v in by_key.items()}
         if ex:
             exists[rtype] = tuple(ex)

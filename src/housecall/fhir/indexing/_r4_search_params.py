@@ -22,6 +22,10 @@ Layout (read by housecall.fhir.indexing):
 
 FHIR_VERSION = "4.0.1"
 
+Step = tuple[str, tuple[tuple[str, str], ...], bool]
+Branch = tuple[str, tuple[Step, ...], str, str | None]
+ExistsRow = tuple[str, str, tuple[tuple[Step, ...], ...]]
+
 RESOURCE_TYPES: dict[str, str] = {
     'Account': 'DomainResource',
     'ActivityDefinition': 'DomainResource',
@@ -2279,7 +2283,7 @@ PARAMS: dict[str, tuple[tuple[str, str, int, bool, str], ...]] = {
     ),
 }
 
-BRANCHES: dict[str, tuple[tuple[object, ...], ...]] = {
+BRANCHES: dict[str, tuple[Branch, ...]] = {
     'Account': (
         ('identifier', (('identifier', (), False),), 'Identifier', None),
         ('name', (('name', (), False),), 'string', None),
@@ -4256,7 +4260,7 @@ BRANCHES: dict[str, tuple[tuple[object, ...], ...]] = {
     ),
 }
 
-EXISTS: dict[str, tuple[tuple[object, ...], ...]] = {
+EXISTS: dict[str, tuple[ExistsRow, ...]] = {
     'Patient': (
         ('deceased', 'not_false', ((('deceasedBoolean', (), False),), (('deceasedDateTime', (), False),))),
     ),
