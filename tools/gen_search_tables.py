@@ -830,8 +830,8 @@ def render_doc(t: Tables) -> str:
     w("## Priority resource types: every parameter\n")
     w(
         "The resource types the telehealth platform needs most. Every compilable parameter of these "
-        "types is indexed\n(the generator fails otherwise); a ✗ marks a composite or special parameter, "
-        "see the tables above.\n"
+        "types is indexed\n(the generator fails otherwise); a ✗ marks a composite or special parameter or "
+        "`_text`/`_content`/`_query`, see the tables above.\n"
     )
     for r in PRIORITY_TYPES:
         w(f"### {r}\n")
