@@ -97,7 +97,8 @@ async def test_every_example_round_trips(client: httpx.AsyncClient, fixtures: Pa
                 continue
             back = without_server_meta(r.json())
             if back != expected:
-                failures.append(f"{path.name}: PUT/GET round trip differs at {first_difference(expected, back)}")
+                where = first_difference(expected, back)
+                failures.append(f"{path.name}: PUT/GET round trip differs at {where}")
 
         # POST gets a new id; the representation returned must be the example again.
         r = await client.post(f"/fhir/{res_type}", content=raw, headers=FHIR)
@@ -106,10 +107,13 @@ async def test_every_example_round_trips(client: httpx.AsyncClient, fixtures: Pa
             continue
         back = without_server_meta(r.json())
         new_id = back.get("id")
-        if not new_id or new_id == res_id or not r.headers.get("location", "").endswith(
-            f"/{res_type}/{new_id}/_history/1"
+        if (
+            not new_id
+            or new_id == res_id
+            or not r.headers.get("location", "").endswith(f"/{res_type}/{new_id}/_history/1")
         ):
-            failures.append(f"{path.name}: POST answered id {new_id!r}, Location {r.headers.get('location')!r}")
+            location = r.headers.get("location")
+            failures.append(f"{path.name}: POST answered id {new_id!r}, Location {location!r}")
             continue
         if back != {**expected, "id": new_id}:
             failures.append(f"{path.name}: POST round trip differs at {first_difference(expected, back)}")
@@ -130,7 +134,7 @@ async def test_questionnaire_without_link_ids_is_rejected(client: httpx.AsyncCli
         outcome = r.json()
         assert outcome["resourceType"] == "OperationOutcome"
         named = {e for issue in outcome["issue"] for e in issue.get("expression", [])}
-        assert named == expected, f"{method}: OperationOutcome names {sorted(named)}, expected {sorted(expected)}"
+        assert named == expected, f"{method}: outcome names {sorted(named)}, expected {sorted(expected)}"
         assert all(i["severity"] == "error" and i["code"] == "required" for i in outcome["issue"])
 
     r = await client.get(f"/fhir/Questionnaire/{sent['id']}")
@@ -154,6 +158,7 @@ async def test_decimal_text_survives_round_trip(client: httpx.AsyncClient, fixtu
         assert r.status_code in (200, 201), r.text
         r = await client.get(f"/fhir/{sent['resourceType']}/{sent['id']}")
         back = json.loads(r.content, parse_float=str)
-        if without_server_meta(back) != without_server_meta(sent):
-            changed.append(f"{name}: {first_difference(without_server_meta(sent), without_server_meta(back))}")
+        want, got = without_server_meta(sent), without_server_meta(back)
+        if got != want:
+            changed.append(f"{name}: {first_difference(want, got)}")
     assert not changed, "decimal text changed:\n" + "\n".join(changed)
