@@ -642,7 +642,9 @@ def extract_index(resource: dict[str, Any]) -> IndexRows:
     malformed element values: they are skipped (validation is a separate step).
     """
     rtype = resource.get("resourceType")
-    plan = _PLANS.get(rtype) if type(rtype) is str else None
+    if not isinstance(rtype, str):
+        return IndexRows()
+    plan = _PLANS.get(rtype)
     if plan is None:
         return IndexRows()
     acc = _Acc(resource)
@@ -661,7 +663,7 @@ def extract_index(resource: dict[str, Any]) -> IndexRows:
                 nodes = _walk(nodes, rest)
             for node in nodes:
                 fn(acc, param, node, restrict)
-    ex = _EXISTS.get(rtype)  # type: ignore[arg-type]
+    ex = _EXISTS.get(rtype)
     if ex is not None:
         for param, mode, chains in ex:
             found = [v for chain in chains for v in _walk((resource,), chain)]
@@ -669,7 +671,7 @@ def extract_index(resource: dict[str, Any]) -> IndexRows:
             acc.token[(param, None, "true" if flag else "false", None)] = None
 
     patients: set[str] = set()
-    comp = _COMPARTMENT.get(rtype)  # type: ignore[arg-type]
+    comp = _COMPARTMENT.get(rtype)
     if comp is not None:
         for param, target_type, target_id, url in acc.reference:
             # Only relative references name a local Patient (see the module docstring).
