@@ -67,12 +67,14 @@ _RX_INSTANT = _RX["instant"].fullmatch
 _RX_TIME = _RX["time"].fullmatch
 _RX_OID = _RX["oid"].fullmatch
 _RX_UUID = _RX["uuid"].fullmatch
-_RX_BASE64 = _RX["base64Binary"].fullmatch
 # uri/url/canonical are ``\S*`` in XML-Schema terms: no space, tab, CR or LF anywhere.
 _RX_XSD_SPACE = re.compile(r"[ \t\n\r]").search
-# Fast path for base64 without line breaks: one character-class scan instead of the grouped
-# regex, which matters for inline images (a 700 KB Attachment.data).
-_RX_BASE64_PLAIN = re.compile(r"[0-9A-Za-z+/=]+").fullmatch
+# base64Binary's R4 regex, (\s*([0-9a-zA-Z\+/=]){4}\s*)+, says: only base64 characters and
+# XML-Schema whitespace, and every whitespace-separated run is a non-empty multiple of four
+# characters long.  Checking it that way (one character-class scan plus a split) is ~100x
+# faster than running the grouped regex over a 700 KB inline image.
+_RX_BASE64_CHARS = re.compile(r"[0-9A-Za-z+/=]+").fullmatch
+_RX_BASE64_CHARS_WS = re.compile(r"[0-9A-Za-z+/= \t\n\r]+").fullmatch
 # The literal-reference shapes R4 allows (references.html): "#" / "#id" (contained),
 # urn:uuid: / urn:oid:, an absolute URL, [type]/[id](/_history/[vid]) and, for transactions,
 # a conditional reference [type]?[query].
@@ -240,8 +242,13 @@ def _check_base64(v: Any) -> CheckResult:
         return _wrong_type("base64Binary", "string", v)
     if not v:
         return _EMPTY
-    if (_RX_BASE64_PLAIN(v) is not None and len(v) % 4 == 0) or _RX_BASE64(v) is not None:
-        return None
+    if _RX_BASE64_CHARS(v) is not None:
+        if len(v) % 4 == 0:
+            return None
+    elif _RX_BASE64_CHARS_WS(v) is not None:
+        runs = v.split()  # the characters are restricted, so this splits on XSD whitespace only
+        if runs and all(len(run) % 4 == 0 for run in runs):
+            return None
     return ("value", "not valid base64 (groups of four characters of A-Z a-z 0-9 + / =)")
 
 
@@ -408,7 +415,7 @@ def check_object(obj: dict[str, Any], spec: _TypeSpec, path: str, out: list[Issu
     """
     if not obj:
         out.append(Issue(path, "empty objects are not allowed", "structure"))
-        return
+        # fall through: the required-element checks below name what is missing
     fields = spec.fields
     chosen: dict[str, str] | None = None  # choice group -> the JSON name used
     checks = _PRIMITIVE_CHECKS
