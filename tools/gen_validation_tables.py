@@ -452,20 +452,23 @@ Do not edit by hand; re-run the generator.  Layout (see the generator's docstrin
 """
 
 # fmt: off
+from typing import Any
+
 '''
 
 
 def render(tables: dict[str, Any]) -> str:
     """Render the tables as a compact, deterministic Python module."""
     lines = [HEADER]
-    lines.append(f"FHIR_VERSION = {tables['fhir_version']!r}\n")
-    lines.append("PRIMITIVE_REGEX = " + pprint.pformat(tables["primitive_regex"], width=200) + "\n")
-    lines.append("PRIMITIVE_TYPES = " + repr(tuple(tables["primitive_types"])) + "\n")
-    lines.append("RESOURCE_TYPES = (\n")
+    lines.append(f"FHIR_VERSION: str = {tables['fhir_version']!r}\n")
+    regex = pprint.pformat(tables["primitive_regex"], width=200)
+    lines.append("PRIMITIVE_REGEX: dict[str, str] = " + regex + "\n")
+    lines.append("PRIMITIVE_TYPES: tuple[str, ...] = " + repr(tuple(tables["primitive_types"])) + "\n")
+    lines.append("RESOURCE_TYPES: tuple[str, ...] = (\n")
     for name in tables["resource_types"]:
         lines.append(f"    {name!r},\n")
     lines.append(")\n")
-    lines.append("TYPES = {\n")
+    lines.append("TYPES: dict[str, dict[str, Any]] = {\n")
     for name in sorted(tables["types"]):
         spec = tables["types"][name]
         lines.append(f"    {name!r}: {{'base': {spec['base']!r}, 'kind': {spec['kind']!r}, 'fields': {{\n")

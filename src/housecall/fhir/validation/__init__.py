@@ -66,7 +66,12 @@ def validate_resource(resource: object, expected_type: str | None = None) -> lis
     root = resource.get("resourceType") if type(resource) is dict else None
     if type(root) is not str or root not in RESOURCE_TYPES:
         root = expected_type if expected_type in RESOURCE_TYPES else "Resource"
-    check_resource(resource, root, out, expected_type)
+    try:
+        check_resource(resource, root, out, expected_type)
+    except RecursionError:
+        # Only reachable with absurdly deep input (orjson itself refuses > 1024 levels); the
+        # contract is to report, never to raise.
+        out.append(Issue(root, "the resource is nested too deeply to validate", "too-costly"))
     return out
 
 

@@ -55,6 +55,17 @@ _PRIMITIVE_KIND: dict[str, int] = {
 }
 K_REFERENCE = K_PRIMITIVE + len(_PRIMITIVE_KIND)  # Reference.reference: a string with a shape
 
+# Modes of the inline fast path in check_object (see Field below).
+M_OBJECT = K_OBJECT << 1
+M_OBJECTS = K_OBJECT << 1 | 1
+M_CODE = _PRIMITIVE_KIND["code"] << 1
+M_URI = _PRIMITIVE_KIND["uri"] << 1
+M_STRING = _PRIMITIVE_KIND["string"] << 1
+M_REFERENCE = K_REFERENCE << 1
+M_DATETIME = _PRIMITIVE_KIND["dateTime"] << 1
+M_DECIMAL = _PRIMITIVE_KIND["decimal"] << 1
+M_ID = _PRIMITIVE_KIND["id"] << 1
+
 _MAX_STRING = 1024 * 1024  # string.value maxLength in the R4 string StructureDefinition
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
@@ -310,13 +321,28 @@ _PRIMITIVE_CHECKS[K_REFERENCE] = _check_reference
 
 
 # --- compiled type specs -------------------------------------------------------------------
-Field = tuple[int, str, bool, str | None]  # (kind, sub type name, repeats, choice group)
+# A compiled field: (mode, sub type name, choice group), where mode = kind << 1 | repeats, so
+# the hot loop can branch on one int.
+Field = tuple[int, str, str | None]
+
+
+def pack_mode(kind: int, repeats: bool) -> int:
+    """Pack a field kind and its repetition into the single int the hot loop dispatches on."""
+    return kind << 1 | int(repeats)
 
 
 class _TypeSpec:
     """Runtime form of one table entry (a resource, datatype or backbone element)."""
 
-    __slots__ = ("fields", "is_extension", "is_resource", "name", "required", "required_groups")
+    __slots__ = (
+        "fields",
+        "has_post_checks",
+        "is_extension",
+        "is_resource",
+        "name",
+        "required",
+        "required_groups",
+    )
 
     def __init__(self, name: str) -> None:
         raw = _tables.TYPES[name]
@@ -342,12 +368,12 @@ class _TypeSpec:
                 kind = _PRIMITIVE_KIND[fhir_type]
                 if name == "Reference" and json_name == "reference":
                     kind = K_REFERENCE
-                fields[json_name] = (kind, fhir_type, repeats, group)
-                fields["_" + json_name] = (K_PEXT, "Element", repeats, None)
+                fields[json_name] = (pack_mode(kind, repeats), fhir_type, group)
+                fields["_" + json_name] = (pack_mode(K_PEXT, repeats), "Element", None)
             elif fhir_type == "Resource":
-                fields[json_name] = (K_RESOURCE, fhir_type, repeats, group)
+                fields[json_name] = (pack_mode(K_RESOURCE, repeats), fhir_type, group)
             else:
-                fields[json_name] = (K_OBJECT, fhir_type, repeats, group)
+                fields[json_name] = (pack_mode(K_OBJECT, repeats), fhir_type, group)
             if group is not None:
                 groups.setdefault(group, []).append(json_name)
                 if req:
@@ -357,6 +383,9 @@ class _TypeSpec:
         self.fields = fields
         self.required = tuple(required)
         self.required_groups = tuple((g, tuple(groups[g])) for g in sorted(required_groups))
+        # Most datatypes have nothing to check once their properties are done; one flag lets
+        # check_object skip three loops/tests per object for them.
+        self.has_post_checks = bool(self.required or self.required_groups or self.is_extension)
 
 
 class _SpecCache(dict[str, _TypeSpec]):
@@ -410,25 +439,26 @@ def check_resource(res: Any, path: str, out: list[Issue], expected: str | None =
 def check_object(obj: dict[str, Any], spec: _TypeSpec, path: str, out: list[Issue]) -> None:
     """Validate one JSON object against ``spec``; append problems to ``out``.
 
-    The loop handles the common, valid case with one dict lookup and a few ``type() is``
-    tests per property; everything that builds messages is on the error branches.
+    The loop has an inline fast path for the value shapes that make up ~95% of real
+    resources (a single object, an array of objects, and valid code / uri / string /
+    Reference.reference / dateTime / decimal / id values); anything else -- other types, and
+    every value that is about to fail -- goes through ``_check_value``, which holds the
+    complete rules and builds the messages.
     """
     if not obj:
         out.append(Issue(path, "empty objects are not allowed", "structure"))
         # fall through: the required-element checks below name what is missing
     fields = spec.fields
+    specs = _SPECS
     chosen: dict[str, str] | None = None  # choice group -> the JSON name used
-    checks = _PRIMITIVE_CHECKS
     for key, val in obj.items():
-        f = fields.get(key)
-        if f is None:
-            if key == "resourceType" and spec.is_resource:
-                continue  # checked by check_resource
-            if key == "fhir_comments" and _comments_ok(val):
-                continue
+        try:
+            mode, sub, group = fields[key]
+        except KeyError:
+            if (key == "resourceType" and spec.is_resource) or (key == "fhir_comments" and _comments_ok(val)):
+                continue  # resourceType is checked by check_resource
             out.append(Issue(f"{path}.{key}", f"unknown element {key!r} in {spec.name}", "structure"))
             continue
-        kind, sub, many, group = f
         if group is not None:
             if chosen is None:
                 chosen = {group: key}
@@ -442,71 +472,49 @@ def check_object(obj: dict[str, Any], spec: _TypeSpec, path: str, out: list[Issu
                 )
             else:
                 chosen[group] = key
-        if val is None:
-            out.append(Issue(f"{path}.{key}", "null is not allowed here", "structure"))
-            continue
-        if many:
-            if type(val) is not list:
-                out.append(
-                    Issue(f"{path}.{key}", f"{key!r} repeats, so it must be a JSON array", "structure")
-                )
+        # --- fast path: valid common values `continue`; everything else falls through ---
+        if mode == M_OBJECT:
+            if type(val) is dict:
+                check_object(val, specs[sub], f"{path}.{key}", out)
                 continue
-            if not val:
-                out.append(Issue(f"{path}.{key}", "empty arrays are not allowed", "structure"))
+        elif mode == M_CODE:
+            if type(val) is str and _RX_CODE(val) is not None:
                 continue
-            if kind >= K_PRIMITIVE:
-                check = checks[kind]
-                for i, v in enumerate(val):
-                    if v is None:
-                        if not _null_slot_ok(obj, "_" + key, i):
-                            out.append(Issue(f"{path}.{key}[{i}]", _NULL_SLOT, "structure"))
-                        continue
-                    r = check(v)  # type: ignore[misc]
-                    if r is not None:
-                        out.append(Issue(f"{path}.{key}[{i}]", r[1], r[0]))
-            elif kind == K_OBJECT:
-                sspec = _SPECS[sub]
+        elif mode == M_URI:
+            if type(val) is str and val and _RX_XSD_SPACE(val) is None:
+                continue
+        elif mode == M_STRING:
+            if type(val) is str and val and len(val) <= _MAX_STRING:
+                continue
+        elif mode == M_OBJECTS:
+            if type(val) is list and val:
+                item_spec = specs[sub]
                 for i, v in enumerate(val):
                     if type(v) is dict:
-                        check_object(v, sspec, f"{path}.{key}[{i}]", out)
+                        check_object(v, item_spec, f"{path}.{key}[{i}]", out)
                     else:
                         out.append(_not_object(f"{path}.{key}[{i}]", sub, v, True))
-            elif kind == K_RESOURCE:
-                for i, v in enumerate(val):
-                    check_resource(v, f"{path}.{key}[{i}]", out)
-            else:  # K_PEXT over a primitive array
-                base = obj.get(key[1:])
-                if type(base) is list and len(base) != len(val):
-                    out.append(
-                        Issue(
-                            f"{path}.{key}",
-                            f"{key!r} must have as many entries as {key[1:]!r} ({len(val)} vs {len(base)})",
-                            "structure",
-                        )
-                    )
-                espec = _SPECS["Element"]
-                for i, v in enumerate(val):
-                    if v is None:
-                        if not _null_slot_ok(obj, key[1:], i):
-                            out.append(Issue(f"{path}.{key}[{i}]", _NULL_SLOT, "structure"))
-                    elif type(v) is dict:
-                        check_object(v, espec, f"{path}.{key}[{i}]", out)
-                    else:
-                        out.append(_not_object(f"{path}.{key}[{i}]", "primitive extension", v, True))
-        elif kind >= K_PRIMITIVE:
-            r = checks[kind](val)  # type: ignore[misc]
-            if r is not None:
-                if type(val) is list:
-                    r = ("structure", f"{key!r} does not repeat, so it must not be a JSON array")
-                out.append(Issue(f"{path}.{key}", r[1], r[0]))
-        elif type(val) is dict:
-            if kind == K_RESOURCE:
-                check_resource(val, f"{path}.{key}", out)
-            else:
-                check_object(val, _SPECS[sub], f"{path}.{key}", out)
-        else:
-            out.append(_not_object(f"{path}.{key}", sub, val, False))
+                continue
+        elif mode == M_REFERENCE:
+            if type(val) is str and _check_reference(val) is None:
+                continue
+        elif mode == M_DATETIME:
+            if (
+                type(val) is str
+                and _RX_DATETIME(val) is not None
+                and (len(val) < 10 or val[8:10] <= "28" or _valid_day(val))
+            ):
+                continue
+        elif mode == M_DECIMAL:
+            t = type(val)
+            if t is int or (t is float and math.isfinite(val)):
+                continue
+        elif mode == M_ID and type(val) is str and _RX_ID(val) is not None:
+            continue
+        _check_value(obj, key, val, mode >> 1, sub, mode & 1, path, out)
 
+    if not spec.has_post_checks:
+        return
     for name, is_primitive in spec.required:
         if name in obj:
             continue
@@ -532,6 +540,75 @@ def check_object(obj: dict[str, Any], spec: _TypeSpec, path: str, out: list[Issu
                     "invariant",
                 )
             )
+
+
+def _check_value(
+    obj: dict[str, Any], key: str, val: Any, kind: int, sub: str, many: int, path: str, out: list[Issue]
+) -> None:
+    """The complete rules for one property value (every kind, arrays, nulls, messages)."""
+    if val is None:
+        out.append(Issue(f"{path}.{key}", "null is not allowed here", "structure"))
+        return
+    checks = _PRIMITIVE_CHECKS
+    if many:
+        if type(val) is not list:
+            out.append(Issue(f"{path}.{key}", f"{key!r} repeats, so it must be a JSON array", "structure"))
+            return
+        if not val:
+            out.append(Issue(f"{path}.{key}", "empty arrays are not allowed", "structure"))
+            return
+        if kind >= K_PRIMITIVE:
+            check = checks[kind]
+            for i, v in enumerate(val):
+                if v is None:
+                    if not _null_slot_ok(obj, "_" + key, i):
+                        out.append(Issue(f"{path}.{key}[{i}]", _NULL_SLOT, "structure"))
+                    continue
+                r = check(v)  # type: ignore[misc]
+                if r is not None:
+                    out.append(Issue(f"{path}.{key}[{i}]", r[1], r[0]))
+        elif kind == K_OBJECT:
+            sspec = _SPECS[sub]
+            for i, v in enumerate(val):
+                if type(v) is dict:
+                    check_object(v, sspec, f"{path}.{key}[{i}]", out)
+                else:
+                    out.append(_not_object(f"{path}.{key}[{i}]", sub, v, True))
+        elif kind == K_RESOURCE:
+            for i, v in enumerate(val):
+                check_resource(v, f"{path}.{key}[{i}]", out)
+        else:  # K_PEXT over a primitive array
+            base = obj.get(key[1:])
+            if type(base) is list and len(base) != len(val):
+                out.append(
+                    Issue(
+                        f"{path}.{key}",
+                        f"{key!r} must have as many entries as {key[1:]!r} ({len(val)} vs {len(base)})",
+                        "structure",
+                    )
+                )
+            espec = _SPECS["Element"]
+            for i, v in enumerate(val):
+                if v is None:
+                    if not _null_slot_ok(obj, key[1:], i):
+                        out.append(Issue(f"{path}.{key}[{i}]", _NULL_SLOT, "structure"))
+                elif type(v) is dict:
+                    check_object(v, espec, f"{path}.{key}[{i}]", out)
+                else:
+                    out.append(_not_object(f"{path}.{key}[{i}]", "primitive extension", v, True))
+    elif kind >= K_PRIMITIVE:
+        r = checks[kind](val)  # type: ignore[misc]
+        if r is not None:
+            if type(val) is list:
+                r = ("structure", f"{key!r} does not repeat, so it must not be a JSON array")
+            out.append(Issue(f"{path}.{key}", r[1], r[0]))
+    elif type(val) is dict:
+        if kind == K_RESOURCE:
+            check_resource(val, f"{path}.{key}", out)
+        else:
+            check_object(val, _SPECS[sub], f"{path}.{key}", out)
+    else:
+        out.append(_not_object(f"{path}.{key}", sub, val, False))
 
 
 _NULL_SLOT = "null is only allowed in a primitive array when the matching '_' entry has content"

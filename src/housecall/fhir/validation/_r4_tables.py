@@ -7,8 +7,10 @@ Do not edit by hand; re-run the generator.  Layout (see the generator's docstrin
 """
 
 # fmt: off
-FHIR_VERSION = '4.0.1'
-PRIMITIVE_REGEX = {'base64Binary': '(?:[ \\t\\n\\r]*[0-9a-zA-Z+/=]{4}[ \\t\\n\\r]*)+',
+from typing import Any
+
+FHIR_VERSION: str = '4.0.1'
+PRIMITIVE_REGEX: dict[str, str] = {'base64Binary': '(?:[ \\t\\n\\r]*[0-9a-zA-Z+/=]{4}[ \\t\\n\\r]*)+',
  'boolean': 'true|false',
  'canonical': '[^ \\t\\n\\r]*',
  'code': '[^ \\t\\n\\r]+(?:[ \\t\\n\\r][^ \\t\\n\\r]+)*',
@@ -27,8 +29,8 @@ PRIMITIVE_REGEX = {'base64Binary': '(?:[ \\t\\n\\r]*[0-9a-zA-Z+/=]{4}[ \\t\\n\\r
  'uri': '[^ \\t\\n\\r]*',
  'url': '[^ \\t\\n\\r]*',
  'uuid': 'urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}'}
-PRIMITIVE_TYPES = ('base64Binary', 'boolean', 'canonical', 'code', 'date', 'dateTime', 'decimal', 'id', 'instant', 'integer', 'markdown', 'oid', 'positiveInt', 'string', 'time', 'unsignedInt', 'uri', 'url', 'uuid', 'xhtml')
-RESOURCE_TYPES = (
+PRIMITIVE_TYPES: tuple[str, ...] = ('base64Binary', 'boolean', 'canonical', 'code', 'date', 'dateTime', 'decimal', 'id', 'instant', 'integer', 'markdown', 'oid', 'positiveInt', 'string', 'time', 'unsignedInt', 'uri', 'url', 'uuid', 'xhtml')
+RESOURCE_TYPES: tuple[str, ...] = (
     'Account',
     'ActivityDefinition',
     'AdverseEvent',
@@ -176,7 +178,7 @@ RESOURCE_TYPES = (
     'VerificationResult',
     'VisionPrescription',
 )
-TYPES = {
+TYPES: dict[str, dict[str, Any]] = {
     'Account': {'base': 'DomainResource', 'kind': 'resource', 'fields': {
         'identifier': ['Identifier', 1, 0, None, None],
         'status': ['code', 0, 1, None, None],
