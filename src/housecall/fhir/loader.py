@@ -19,6 +19,7 @@ from housecall.core.db import Database
 from housecall.core.settings import Settings
 from housecall.fhir import bundles
 from housecall.fhir import interactions as ix
+from housecall.fhir.errors import FhirError
 
 NDJSON_CHUNK = 1000
 
@@ -54,9 +55,12 @@ def units(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if path.suffix == ".ndjson":
         chunk: list[dict[str, Any]] = []
         with path.open("rb") as fh:
-            for line in fh:
+            for number, line in enumerate(fh, 1):
                 if line.strip():
-                    chunk.append(orjson.loads(line))
+                    resource = orjson.loads(line)
+                    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+                        raise ValueError(f"{path}, line {number}: not a FHIR resource (no resourceType)")
+                    chunk.append(resource)
                     if len(chunk) >= NDJSON_CHUNK:
                         yield "transaction", as_transaction(chunk)
                         chunk = []
@@ -114,7 +118,11 @@ async def import_paths(
     for path in paths:
         report.files += 1
         for kind, bundle in units(path):
-            body = await load_bundle(db, settings, kind, bundle)
+            try:
+                body = await load_bundle(db, settings, kind, bundle)
+            except FhirError as exc:
+                exc.diagnostics = f"{path}: {exc.diagnostics}"
+                raise
             _tally(report, body)
             if progress:
                 progress(len(bundle.get("entry") or []))
