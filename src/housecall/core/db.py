@@ -126,6 +126,72 @@ class _PgConn:
             await self.executemany(sql, rows)
 
 
+class _PgUnitOfWork(_PgConn):
+    """A transaction that costs one round trip when the unit of work is a single write.
+
+    ``BEGIN`` is not sent up front. A first ``execute`` (whose result nobody reads) is held back:
+    if the block ends with nothing else done, it runs alone - one statement is atomic on its own -
+    and its error, if any, surfaces as the block exits. Any further statement, or any read, first
+    opens a real transaction (``BEGIN``, then the held statement). A create is therefore one round
+    trip instead of three, and every multi-statement unit of work is still all-or-nothing.
+    """
+
+    def __init__(self, conn: Any, counter: StatementCounter) -> None:
+        super().__init__(conn, counter)
+        self._state = "idle"  # idle -> held -> open
+        self._held: tuple[str, tuple[Any, ...]] | None = None
+
+    async def _open(self) -> None:
+        if self._state == "open":
+            return
+        await self._c.execute("BEGIN")
+        held, self._held = self._held, None
+        self._state = "open"
+        if held is not None:
+            await super().execute(held[0], *held[1])
+
+    async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
+        await self._open()
+        return await super().fetch(sql, *args)
+
+    async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None:
+        await self._open()
+        return await super().fetchrow(sql, *args)
+
+    async def fetchval(self, sql: str, *args: Any) -> Any:
+        await self._open()
+        return await super().fetchval(sql, *args)
+
+    async def execute(self, sql: str, *args: Any) -> int:
+        if self._state == "idle":
+            self._held = (sql, args)
+            self._state = "held"
+            return -1  # not known yet; callers of a first write do not read it
+        await self._open()
+        return await super().execute(sql, *args)
+
+    async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        await self._open()
+        await super().executemany(sql, rows)
+
+    async def finish(self) -> None:
+        if self._state == "held" and self._held is not None:
+            held, self._held = self._held, None
+            await super().execute(held[0], *held[1])
+        elif self._state == "open":
+            await self._c.execute("COMMIT")
+
+    async def abort(self) -> None:
+        self._held = None
+        if self._state == "open":
+            await self._c.execute("ROLLBACK")
+
+
+async def _keep_session(conn: Any) -> None:
+    """Pool reset hook: nothing to undo. The store never changes session state (no SET, LISTEN or
+    advisory locks), so the default reset query would be a wasted round trip per request."""
+
+
 class PostgresDatabase(Database):
     dialect = "postgresql"
 
@@ -140,7 +206,14 @@ class PostgresDatabase(Database):
 
         try:
             self._pool = await asyncpg.create_pool(
-                self.dsn, min_size=1, max_size=self.pool_size, statement_cache_size=512
+                self.dsn,
+                min_size=1,
+                max_size=self.pool_size,
+                statement_cache_size=512,
+                # The store's lookups are index probes on SSD-backed storage; the default cost of
+                # 4.0 per random page makes the planner prefer scanning whole tables.
+                server_settings={"random_page_cost": "1.1"},
+                reset=_keep_session,
             )
         except (OSError, asyncpg.PostgresError) as exc:
             raise DatabaseUnavailable(str(exc)) from exc
@@ -165,8 +238,14 @@ class PostgresDatabase(Database):
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
-        async with self._acquire() as conn, conn.transaction():
-            yield _PgConn(conn, self.counter)
+        async with self._acquire() as conn:
+            unit = _PgUnitOfWork(conn, self.counter)
+            try:
+                yield unit
+            except BaseException:
+                await unit.abort()
+                raise
+            await unit.finish()
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[Conn]:

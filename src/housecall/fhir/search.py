@@ -396,9 +396,17 @@ class SearchBuilder:
     def where(self, req: SearchRequest, restrict: str | None = None) -> str:
         sql = self.sql
         clauses = [f"r.res_type = {sql.p(req.res_type)}", "NOT r.deleted"]
+        positive: list[str] = []
         for flt in req.filters:
             sub, negate = self.ids_matching(req.res_type, flt)
-            clauses.append(f"r.res_id {'NOT IN' if negate else 'IN'} ({sub})")
+            if negate:
+                clauses.append(f"r.res_id NOT IN ({sub})")
+            else:
+                positive.append(sub)
+        if positive:
+            # One INTERSECT of the filters' id lists (each an index-only scan), then primary-key
+            # lookups of the few survivors - rather than probing every resource of the type.
+            clauses.append(f"r.res_id IN ({' INTERSECT '.join(positive)})")
         if restrict:
             clauses.append(restrict)
         return " AND ".join(clauses)
