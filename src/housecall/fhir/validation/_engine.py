@@ -89,14 +89,14 @@ _RX_BASE64_CHARS_WS = re.compile(r"[0-9A-Za-z+/= \t\n\r]+").fullmatch
 # The literal-reference shapes R4 allows (references.html): "#" / "#id" (contained),
 # urn:uuid: / urn:oid:, an absolute URL, [type]/[id](/_history/[vid]) and, for transactions,
 # a conditional reference [type]?[query].
-_RX_REF_RELATIVE = re.compile(
-    r"([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?"
-).fullmatch
-_RX_REF_CONDITIONAL = re.compile(r"([A-Z][A-Za-z]+)\?[^ \t\n\r]*").fullmatch
-_RX_REF_OTHER = re.compile(
-    r"#[A-Za-z0-9\-.]{0,64}"
+# One regex, so a reference costs one match: the first branch captures the resource type of a
+# relative or conditional reference, which must then be an R4 type.
+_RX_REFERENCE = re.compile(
+    r"(?P<type>[A-Z][A-Za-z]+)"
+    r"(?:/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?|\?[^ \t\n\r]*)"
     r"|urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
     r"|urn:oid:[0-2](?:\.(?:0|[1-9][0-9]*))+"
+    r"|#[A-Za-z0-9\-.]{0,64}"
     r"|[A-Za-z][A-Za-z0-9+.\-]*://[^ \t\n\r]+"
 ).fullmatch
 
@@ -276,13 +276,12 @@ def _check_reference(v: Any) -> CheckResult:
         return _wrong_type("string", "string", v)
     if not v:
         return _EMPTY
-    m = _RX_REF_RELATIVE(v) or _RX_REF_CONDITIONAL(v)
+    m = _RX_REFERENCE(v)
     if m is not None:
-        if m.group(1) in RESOURCE_TYPES:
+        rtype = m.group("type")
+        if rtype is None or rtype in RESOURCE_TYPES:
             return None
-        return ("value", f"reference {_show(v)} names {m.group(1)!r}, which is not an R4 resource type")
-    if _RX_REF_OTHER(v) is not None:
-        return None
+        return ("value", f"reference {_show(v)} names {rtype!r}, which is not an R4 resource type")
     return (
         "value",
         f"reference {_show(v)} is not a literal reference "
