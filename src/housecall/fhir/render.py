@@ -6,6 +6,7 @@ for a subset with ``_elements`` or ``_summary``.
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 from urllib.parse import urlencode
 
@@ -13,17 +14,29 @@ import orjson
 
 from housecall.fhir.search import SearchRequest, SearchResult
 from housecall.fhir.store import Stored, instant, now_us
+from housecall.fhir.validation import _r4_tables
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 _ALWAYS = ("resourceType", "id", "meta")
 
 
+@cache
+def _mandatory(res_type: str) -> frozenset[str]:
+    """Top-level elements with min >= 1 (and their ``_name`` siblings): a subset must keep them or it
+    is not valid R4 (search.html: _summary=text returns "only the text, id, meta, and only top-level
+    mandatory elements"; _elements: "Servers SHOULD always return mandatory elements")."""
+    spec = _r4_tables.TYPES.get(res_type)
+    names = {name for name, f in spec["fields"].items() if f[2]} if spec else set()
+    return frozenset(names | {f"_{n}" for n in names})
+
+
 def subset(resource: dict[str, Any], elements: list[str] | None, summary: str | None) -> dict[str, Any]:
+    mandatory = _mandatory(str(resource.get("resourceType")))
     if elements:
-        keep = set(elements) | set(_ALWAYS)
+        keep = set(elements) | set(_ALWAYS) | mandatory
         out = {k: v for k, v in resource.items() if k in keep}
     elif summary == "text":
-        out = {k: v for k, v in resource.items() if k in (*_ALWAYS, "text")}
+        out = {k: v for k, v in resource.items() if k in (*_ALWAYS, "text") or k in mandatory}
     elif summary == "data":
         out = {k: v for k, v in resource.items() if k != "text"}
     else:

@@ -367,7 +367,7 @@ class SearchBuilder:
         inner_code = flt.chain[0]
         alternatives = []
         for target in targets:
-            if inner_code not in _params_for(target) and inner_code not in ("_id", "_lastUpdated"):
+            if inner_code.split(":")[0] not in {*_params_for(target), "_id", "_lastUpdated"}:
                 continue
             sub = Filter(inner_code, None, flt.chain[1:], flt.values)
             if ":" in inner_code:
