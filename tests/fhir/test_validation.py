@@ -24,6 +24,7 @@ exists the tests fail (they never skip).
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import inspect
 import json
@@ -1001,6 +1002,7 @@ def base_resources() -> list[tuple[str, dict[str, Any]]]:
 
 
 def build_corpus() -> list[Variant]:
+    """The mutated variants, in a fixed order (seeded per base resource by its name)."""
     corpus = []
     for name, res in base_resources():
         text = json.dumps(res)
@@ -1013,8 +1015,13 @@ def build_corpus() -> list[Variant]:
     return corpus
 
 
+@cache
+def cached_corpus() -> list[Variant]:
+    return build_corpus()
+
+
 def test_mutation_corpus_verdicts_match_oracle() -> None:
-    corpus = build_corpus()
+    corpus = cached_corpus()
     kinds = Counter(v.kind.split(":")[0] for v in corpus)
     types = {v.resource_type for v in corpus}
     assert len(corpus) >= 3000, len(corpus)
@@ -1035,10 +1042,26 @@ def test_mutation_corpus_verdicts_match_oracle() -> None:
     assert failures == [], f"{len(failures)} of {len(corpus)} variants:\n" + "\n".join(failures[:40])
 
 
+def corpus_digest(corpus: list[Variant]) -> str:
+    h = hashlib.sha256()
+    for v in corpus:
+        h.update(f"{v.name}|{v.kind}|{v.location}|{v.expect}|".encode())
+        h.update(json.dumps(v.resource, sort_keys=True).encode())
+    return h.hexdigest()
+
+
 def test_mutation_corpus_is_deterministic() -> None:
-    a = [(v.name, v.kind, v.location) for v in build_corpus()]
-    b = [(v.name, v.kind, v.location) for v in build_corpus()]
-    assert a == b
+    """Same corpus in a fresh interpreter with another hash seed (set iteration order differs)."""
+    code = (
+        "from tests.fhir.test_validation import build_corpus, corpus_digest\n"
+        "print(corpus_digest(build_corpus()))"
+    )
+    env = {**os.environ, "PYTHONHASHSEED": "12345", "HOUSECALL_FIXTURES": str(fixtures_dir())}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO_ROOT, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == corpus_digest(cached_corpus())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1091,6 +1114,14 @@ def test_table_matches_fhirclient_r4_models() -> None:
             ):
                 compare(fhir_type, py_type)
 
+    from fhirclient.models.resource import Resource as FcResource
+
+    fc_resource_types = {
+        name
+        for name, cls in classes.items()
+        if issubclass(cls, FcResource) and getattr(cls, "resource_type", None) == name
+    } - {"Resource", "DomainResource"}
+    assert fc_resource_types == RESOURCE_TYPES
     for rt in tables.RESOURCE_TYPES:
         compare(rt, classes[rt])
     # SimpleQuantity is a profile fhirclient does not model; its comparator is 0..0 in R4.
