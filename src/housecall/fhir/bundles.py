@@ -265,17 +265,24 @@ async def transaction(ctx: ix.Ctx, bundle: dict[str, Any], *, representation: bo
     await _resolve_identities(ctx, entries, ids)
     await _rewrite_references(ctx, entries, ids)
     ordered = sorted(entries, key=lambda x: (ORDER[x.method], x.index))
-    plain_posts = [e for e in ordered if e.method == "POST" and e.outcome is None]
+    # Plain creates got their id in _resolve_identities; any other POST (an operation such as
+    # ValueSet/$lookup) goes through run_entry, which refuses it with a 400 naming the entry.
+    plain_posts = [e for e in ordered if e.method == "POST" and e.outcome is None and "_id" in e.request]
+    current: Entry | None = None
     try:
         for e in ordered:
             if e.method == "DELETE":
+                current = e
                 e.outcome = await run_entry(ctx, e)
+        current = None
         await _store_posts(ctx, plain_posts)
         for e in ordered:
-            if e.method not in ("DELETE", "POST"):
+            if e.outcome is None:
+                current = e
                 e.outcome = await run_entry(ctx, e)
     except FhirError as exc:
-        current = next((e for e in ordered if e.outcome is None), None)
+        if current is None:  # a plain create failed validation
+            current = next((e for e in plain_posts if e.outcome is None), None)
         where = f" (entry {current.index})" if current is not None else ""
         exc.diagnostics = f"transaction failed{where}: {exc.diagnostics}"
         raise

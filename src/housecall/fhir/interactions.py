@@ -77,9 +77,17 @@ def parse_json(body: bytes) -> Any:
     if not body:
         raise bad_request("the request has no body", "structure")
     try:
-        return orjson.loads(body)
+        parsed = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"the body is not valid JSON: {exc}", "structure") from None
+    # orjson reads up to 1024 levels but writes at most 254, and the store serializes what it
+    # stores: refuse what could not be written (a 400 here, not a 500 at commit). A few ms per MB.
+    if isinstance(parsed, dict | list) and body.count(b"[") + body.count(b"{") > 250:
+        try:
+            orjson.dumps(parsed)
+        except orjson.JSONEncodeError:
+            raise bad_request("the body is nested too deeply (at most 250 levels)", "structure") from None
+    return parsed
 
 
 def _current_or_gone(stored: Stored | None, res_type: str, res_id: str) -> Stored:
