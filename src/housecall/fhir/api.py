@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from email.utils import formatdate
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from fastapi import APIRouter, FastAPI, Request
@@ -233,8 +233,10 @@ async def validate_type(request: Request, res_type: str) -> Response:
 async def create(request: Request, res_type: str) -> Response:
     _check_content_type(request)
     resource = ix.parse_json(await _body(request))
-    # fhirpy's get_or_create sends the criteria as the query string of the POST.
-    if_none_exist = request.headers.get("if-none-exist") or (request.url.query or None)
+    # fhirpy's get_or_create sends the criteria as the query string of the POST; _format and
+    # _pretty there are about the response, not criteria (alone they would match everything).
+    criteria = [(k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")]
+    if_none_exist = request.headers.get("if-none-exist") or (urlencode(criteria) if criteria else None)
     async with _db(request).transaction() as conn:
         out = await ix.create(_ctx(request, conn), res_type, resource, if_none_exist=if_none_exist)
     return _write_response(request, out)
