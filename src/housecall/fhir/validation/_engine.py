@@ -2,11 +2,12 @@
 
 Design (why it is fast): the generated table is turned, lazily and once per type, into
 ``_TypeSpec`` objects whose ``fields`` dict maps every JSON property name (``valueQuantity``,
-``_birthDate``, ...) straight to a small tuple ``(kind, sub_type, repeats, choice_group)``.
-Validating an object is then one dict lookup per JSON property plus an ``int`` dispatch; no
-objects are created on the success path except the dotted path strings handed to nested
-objects (strings are cheap compared with the dict walks).  Issue objects are only created for
-problems.  Every regex is compiled once at import.
+``_birthDate``, ...) straight to a small tuple ``(mode, sub_type, choice_group)`` where ``mode``
+packs the kind of value and whether it repeats.  Validating an object is then one dict lookup
+per JSON property plus an ``int`` comparison chain whose first branches accept the common valid
+values inline; no objects are created on the success path except the dotted path strings
+handed to nested objects.  Issue objects and messages are only built for problems.  Every
+regex is compiled once at import.
 """
 
 from __future__ import annotations
@@ -86,11 +87,10 @@ _RX_XSD_SPACE = re.compile(r"[ \t\n\r]").search
 # faster than running the grouped regex over a 700 KB inline image.
 _RX_BASE64_CHARS = re.compile(r"[0-9A-Za-z+/=]+").fullmatch
 _RX_BASE64_CHARS_WS = re.compile(r"[0-9A-Za-z+/= \t\n\r]+").fullmatch
-# The literal-reference shapes R4 allows (references.html): "#" / "#id" (contained),
-# urn:uuid: / urn:oid:, an absolute URL, [type]/[id](/_history/[vid]) and, for transactions,
-# a conditional reference [type]?[query].
-# One regex, so a reference costs one match: the first branch captures the resource type of a
-# relative or conditional reference, which must then be an R4 type.
+# The literal-reference shapes R4 allows (references.html): [type]/[id](/_history/[vid]), a
+# conditional reference [type]?[query] (for transactions), urn:uuid:, urn:oid:, "#" / "#id"
+# (contained) and an absolute URL.  One regex, so a reference costs one match; its first
+# branch captures the resource type, which must then be an R4 type.
 _RX_REFERENCE = re.compile(
     r"(?P<type>[A-Z][A-Za-z]+)"
     r"(?:/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?|\?[^ \t\n\r]*)"
@@ -311,7 +311,8 @@ _PRIMITIVE_CHECKS_BY_NAME: dict[str, Callable[[Any], CheckResult]] = {
     "uuid": _regex_string("uuid", _RX_UUID),
     "xhtml": _check_xhtml,
 }
-assert set(_PRIMITIVE_CHECKS_BY_NAME) == set(_PRIMITIVE_KIND), "a primitive type has no checker"
+if set(_PRIMITIVE_CHECKS_BY_NAME) != set(_PRIMITIVE_KIND):  # the table gained a primitive type
+    raise RuntimeError("every primitive type in _r4_tables needs a checker")
 # Indexed by kind for the hot loop (list indexing beats a dict lookup).
 _PRIMITIVE_CHECKS: list[Callable[[Any], CheckResult] | None] = [None] * (K_REFERENCE + 1)
 for _name, _kind in _PRIMITIVE_KIND.items():
@@ -397,11 +398,6 @@ class _SpecCache(dict[str, _TypeSpec]):
 
 
 _SPECS = _SpecCache()
-
-
-def known_type(name: str) -> bool:
-    """True for any compiled type name (resource, datatype or backbone such as Patient.contact)."""
-    return name in _tables.TYPES
 
 
 # --- the walk ------------------------------------------------------------------------------
