@@ -633,6 +633,14 @@ def test_r4_wins_over_r4b(resource: dict[str, Any], rt: str, r4_valid: bool, rea
     assert oracle_accepts(resource, rt) is not r4_valid, reason
 
 
+def test_required_bindings_are_not_checked_like_fhir_resources() -> None:
+    """Observation.status has a required binding (registered|preliminary|final|...), but
+    fhir.resources does not enforce bindings, so neither do we: the verdicts must match."""
+    bogus = obs(status="bogus")
+    assert validate_resource(bogus) == []
+    assert oracle_accepts(bogus, "Observation")
+
+
 def test_r4_only_and_r4b_only_resource_types() -> None:
     # MedicinalProduct was replaced by MedicinalProductDefinition in R4B; Citation is R4B-only.
     assert validate_resource({"resourceType": "MedicinalProduct", "name": [{"productName": "x"}]}) == []
