@@ -105,12 +105,29 @@ def version_write(
     """Build the write for a new version of a (validated, reference-resolved) resource."""
     last_updated = when if when is not None else now_us()
     content = stamp(resource, res_id, version, last_updated)
-    rows = extract_index(resource)
+    rows = _bounded(extract_index(resource))
     return Write(resource["resourceType"], res_id, version, last_updated, False, method, content, rows, replace)
 
 
 def delete_write(res_type: str, res_id: str, version: int, when: int | None = None) -> Write:
     return Write(res_type, res_id, version, when if when is not None else now_us(), True, "DELETE", None, None, True)
+
+
+# Index values longer than this are cut: PostgreSQL cannot put more than ~2.7 KB in a btree entry,
+# and nobody searches by the thousandth character of a description.
+MAX_INDEXED_CHARS = 512
+
+
+def _cut(value: Any) -> Any:
+    return value[:MAX_INDEXED_CHARS] if isinstance(value, str) and len(value) > MAX_INDEXED_CHARS else value
+
+
+def _bounded(rows: IndexRows) -> IndexRows:
+    for kind in ("token", "string", "reference", "uri"):
+        values: list[tuple[Any, ...]] = getattr(rows, kind)
+        if any(isinstance(v, str) and len(v) > MAX_INDEXED_CHARS for row in values for v in row):
+            setattr(rows, kind, list(dict.fromkeys(tuple(_cut(v) for v in row) for row in values)))
+    return rows
 
 
 _RES_COLS = "res_type, res_id, version, last_updated, deleted, content"
