@@ -135,3 +135,21 @@ async def test_read_is_one_statement(client: httpx.AsyncClient) -> None:
     before = db.counter.statements
     assert (await client.get(f"/fhir/Patient/{pid}")).status_code == 200
     assert db.counter.statements - before == 1
+
+
+async def test_long_indexed_strings_are_stored_and_searchable(client: httpx.AsyncClient) -> None:
+    # A 5,000-character name would overflow a PostgreSQL btree entry if indexed whole.
+    long_name = "Longname" + "x" * 5000
+    r = await client.post("/fhir/Organization", json={"resourceType": "Organization", "name": long_name})
+    assert r.status_code == 201, r.text
+    found = (await client.get("/fhir/Organization?name=longnamexxx")).json()
+    assert r.json()["id"] in [e["resource"]["id"] for e in found["entry"]]
+
+
+async def test_unknown_paths_and_methods(client: httpx.AsyncClient) -> None:
+    r = await client.request("PATCH", "/fhir/Patient")
+    assert r.status_code == 405 and r.json()["resourceType"] == "OperationOutcome"
+    r = await client.get("/fhir/Observation/x/$everything")
+    assert r.status_code == 404
+    r = await client.get("/fhir/Patient/a/b/c/d/e")
+    assert r.status_code == 404
