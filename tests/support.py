@@ -57,7 +57,9 @@ def free_port() -> int:
 class LiveServer:
     """``housecall serve`` in a child process on 127.0.0.1, the way an operator runs it."""
 
-    def __init__(self, database_url: str, port: int | None = None, extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, database_url: str, port: int | None = None, extra_env: dict[str, str] | None = None
+    ) -> None:
         self.database_url = database_url
         self.port = port or free_port()
         self.extra_env = extra_env or {}
@@ -78,7 +80,9 @@ class LiveServer:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}")
+                raise RuntimeError(
+                    f"server exited: {self.proc.stderr.read().decode() if self.proc.stderr else ''}"
+                )
             try:
                 if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
                     return self

@@ -6,11 +6,9 @@ import asyncio
 import shutil
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 from typing import Annotated
 
-import orjson
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -21,7 +19,9 @@ from housecall.core.db import DatabaseURL, open_database
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import loader
 
-app = typer.Typer(help="Housecall: telehealth on a FHIR R4 store.", no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="Housecall: telehealth on a FHIR R4 store.", no_args_is_help=True, add_completion=False
+)
 console = Console()
 err = Console(stderr=True)
 
@@ -153,11 +153,14 @@ def export(
         out.mkdir(parents=True, exist_ok=True)
         try:
             async with db.reader() as conn:
-                for (res_type,) in await conn.fetch("SELECT DISTINCT res_type FROM resource WHERE NOT deleted"):
+                for (res_type,) in await conn.fetch(
+                    "SELECT DISTINCT res_type FROM resource WHERE NOT deleted"
+                ):
                     if wanted and res_type not in wanted:
                         continue
                     rows = await conn.fetch(
-                        "SELECT content FROM resource WHERE res_type = $1 AND NOT deleted ORDER BY res_id", res_type
+                        "SELECT content FROM resource WHERE res_type = $1 AND NOT deleted ORDER BY res_id",
+                        res_type,
                     )
                     with (out / f"{res_type}.ndjson").open("wb") as fh:
                         for (content,) in rows:
@@ -218,6 +221,7 @@ def _pg_tool(name: str, *args: str) -> None:
     exe = shutil.which(name)
     if exe is None:
         _fail(f"{name} is not installed (Debian: apt-get install postgresql-client)")
+        return
     proc = subprocess.run([exe, *args], capture_output=True, text=True, check=False)  # noqa: S603
     if proc.returncode != 0:
         _fail(f"{name} failed: {proc.stderr.strip()}")
@@ -264,9 +268,9 @@ def durability_problems(settings: Settings) -> list[str]:
     else:
         import psycopg
 
-        with psycopg.connect(url.path) as conn:
+        with psycopg.connect(url.path) as pg:
             for name in ("fsync", "synchronous_commit", "full_page_writes"):
-                value = conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
+                value = pg.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
                 if value == "off":
                     found.append(f"PostgreSQL {name} is off: acknowledged writes could be lost in a crash")
     if found and settings.allow_unsafe_durability:
@@ -280,4 +284,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -9,7 +9,12 @@ FHIR = "application/fhir+json"
 
 
 def patient(family: str = "Rivera", **extra: object) -> dict[str, object]:
-    return {"resourceType": "Patient", "name": [{"family": family, "given": ["Ana"]}], "gender": "female", **extra}
+    return {
+        "resourceType": "Patient",
+        "name": [{"family": family, "given": ["Ana"]}],
+        "gender": "female",
+        **extra,
+    }
 
 
 async def test_create_read_update_delete_history(client: httpx.AsyncClient) -> None:
@@ -59,8 +64,12 @@ async def test_update_as_create_and_noop_update(client: httpx.AsyncClient) -> No
 
 async def test_conditional_create(client: httpx.AsyncClient) -> None:
     res = patient("Conditional", identifier=[{"system": "urn:test:mrn", "value": "cc-1"}])
-    first = await client.post("/fhir/Patient", json=res, headers={"If-None-Exist": "identifier=urn:test:mrn|cc-1"})
-    again = await client.post("/fhir/Patient", json=res, headers={"If-None-Exist": "identifier=urn:test:mrn|cc-1"})
+    first = await client.post(
+        "/fhir/Patient", json=res, headers={"If-None-Exist": "identifier=urn:test:mrn|cc-1"}
+    )
+    again = await client.post(
+        "/fhir/Patient", json=res, headers={"If-None-Exist": "identifier=urn:test:mrn|cc-1"}
+    )
     fhirpy_form = await client.post("/fhir/Patient?identifier=urn:test:mrn|cc-1", json=res)
     assert first.status_code == 201
     assert again.status_code == 200 and again.json()["id"] == first.json()["id"]
@@ -76,9 +85,15 @@ async def test_patch_json_patch_and_merge(client: httpx.AsyncClient) -> None:
     )
     assert r.status_code == 200 and r.json()["gender"] == "male"
     r = await client.patch(
-        f"/fhir/Patient/{pid}", json={"birthDate": "1990-01-02"}, headers={"Content-Type": "application/merge-patch+json"}
+        f"/fhir/Patient/{pid}",
+        json={"birthDate": "1990-01-02"},
+        headers={"Content-Type": "application/merge-patch+json"},
     )
-    assert r.status_code == 200 and r.json()["birthDate"] == "1990-01-02" and r.json()["meta"]["versionId"] == "3"
+    assert (
+        r.status_code == 200
+        and r.json()["birthDate"] == "1990-01-02"
+        and r.json()["meta"]["versionId"] == "3"
+    )
     r = await client.patch(
         f"/fhir/Patient/{pid}",
         content=b'[{"op":"replace","path":"/birthDate","value":"not-a-date"}]',
@@ -121,11 +136,17 @@ async def test_paging_links_follow_forwarded_headers(client: httpx.AsyncClient) 
         await client.post("/fhir/Patient", json=patient(f"Pager{n}"))
     r = await client.get(
         "/fhir/Patient?family=Pager&_count=1",
-        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "portal.example.org", "X-Forwarded-Prefix": "/api"},
+        headers={
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-Host": "portal.example.org",
+            "X-Forwarded-Prefix": "/api",
+        },
     )
     links = {link["relation"]: link["url"] for link in r.json()["link"]}
     assert links["next"].startswith("https://portal.example.org/api/fhir/Patient?")
-    r = await client.get("/fhir/Patient?family=Pager&_count=1", headers={"Forwarded": 'proto=https;host="h.example"'})
+    r = await client.get(
+        "/fhir/Patient?family=Pager&_count=1", headers={"Forwarded": 'proto=https;host="h.example"'}
+    )
     assert r.json()["entry"][0]["fullUrl"].startswith("https://h.example/fhir/Patient/")
 
 

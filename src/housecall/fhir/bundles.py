@@ -55,14 +55,18 @@ def _parse_entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
         if not isinstance(e, dict):
             raise bad_request(f"{where} must be an object", "structure", where)
         request = e.get("request")
-        if not isinstance(request, dict) or not isinstance(request.get("method"), str) or not isinstance(
-            request.get("url"), str
+        if (
+            not isinstance(request, dict)
+            or not isinstance(request.get("method"), str)
+            or not isinstance(request.get("url"), str)
         ):
             raise bad_request(f"{where}.request needs a method and a url", "required", f"{where}.request")
         method = request["method"].upper()
         if method not in ORDER:
             raise bad_request(f"{where}.request.method '{method}' is not supported", "not-supported")
-        entries.append(Entry(n, method, request["url"].lstrip("/"), e.get("fullUrl"), e.get("resource"), request))
+        entries.append(
+            Entry(n, method, request["url"].lstrip("/"), e.get("fullUrl"), e.get("resource"), request)
+        )
     return entries
 
 
@@ -95,7 +99,9 @@ async def _resolve_identities(ctx: ix.Ctx, entries: list[Entry], ids: dict[str, 
             if e.request.get("ifNoneExist"):
                 found = await ix.find_by_criteria(ctx, path[0], e.request["ifNoneExist"])
                 if len(found) > 1:
-                    raise FhirError(412, "multiple-matches", f"entry {e.index}: ifNoneExist matched {len(found)}")
+                    raise FhirError(
+                        412, "multiple-matches", f"entry {e.index}: ifNoneExist matched {len(found)}"
+                    )
                 if found:
                     e.outcome = ix.Outcome(200, found[0])
                     if e.full_url:
@@ -111,10 +117,15 @@ async def _resolve_identities(ctx: ix.Ctx, entries: list[Entry], ids: dict[str, 
             elif len(path) == 1 and query:
                 found = await ix.find_by_criteria(ctx, path[0], query)
                 if len(found) > 1:
-                    raise FhirError(412, "multiple-matches", f"entry {e.index}: conditional update matched {len(found)}")
-                target = found[0].res_id if found else (
-                    (e.resource or {}).get("id") if isinstance(e.resource, dict) else None
-                ) or ix.new_id()
+                    raise FhirError(
+                        412, "multiple-matches", f"entry {e.index}: conditional update matched {len(found)}"
+                    )
+                target = (
+                    found[0].res_id
+                    if found
+                    else ((e.resource or {}).get("id") if isinstance(e.resource, dict) else None)
+                    or ix.new_id()
+                )
                 ids[e.full_url] = f"{path[0]}/{target}"
 
 
@@ -132,11 +143,13 @@ async def _rewrite_references(ctx: ix.Ctx, entries: list[Entry], ids: dict[str, 
         if isinstance(e.resource, dict):
             pending: list[str] = []
 
-            def fix(ref: str, pending: list[str] = pending) -> str:
+            def fix(ref: str, pending: list[str] = pending, e: Entry = e) -> str:
                 if ref in ids:
                     return ids[ref]
                 if ref.startswith("urn:uuid:"):
-                    raise bad_request(f"entry {e.index}: reference {ref} matches no fullUrl in the Bundle", "not-found")
+                    raise bad_request(
+                        f"entry {e.index}: reference {ref} matches no fullUrl in the Bundle", "not-found"
+                    )
                 if "?" in ref and "/" not in ref.split("?", 1)[0]:
                     pending.append(ref)
                 return ref
@@ -198,7 +211,9 @@ async def run_entry(ctx: ix.Ctx, e: Entry) -> ix.Outcome:
     if e.method == "PUT":
         if len(path) == 2:
             return await ix.update(ctx, res_type, path[1], e.resource, if_match=e.request.get("ifMatch"))
-        return await ix.conditional_update(ctx, res_type, query, e.resource, if_match=e.request.get("ifMatch"))
+        return await ix.conditional_update(
+            ctx, res_type, query, e.resource, if_match=e.request.get("ifMatch")
+        )
     if e.method == "PATCH":
         if len(path) != 2:
             raise bad_request(f"entry {e.index}: PATCH needs Type/id")
@@ -215,8 +230,10 @@ async def run_entry(ctx: ix.Ctx, e: Entry) -> ix.Outcome:
     # GET / HEAD
     if len(path) == 2:
         out = await ix.read(ctx, res_type, path[1])
-        if e.request.get("ifNoneMatch") and out.stored and (
-            ix.parse_version_header(e.request["ifNoneMatch"]) == out.stored.version
+        if (
+            e.request.get("ifNoneMatch")
+            and out.stored
+            and (ix.parse_version_header(e.request["ifNoneMatch"]) == out.stored.version)
         ):
             return ix.Outcome(304, out.stored)
         return out
@@ -231,8 +248,7 @@ async def run_entry(ctx: ix.Ctx, e: Entry) -> ix.Outcome:
 
 def _response_entry(e: Entry, base_url: str, representation: bool) -> bytes:
     if e.error is not None:
-        response = {"status": str(e.error.status), "outcome": e.error.outcome()}
-        return orjson.dumps({"response": response})
+        return orjson.dumps({"response": {"status": str(e.error.status), "outcome": e.error.outcome()}})
     out = e.outcome
     assert out is not None
     status = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}.get(
@@ -327,5 +343,3 @@ async def batch(
         except FhirError as exc:
             e.error = exc
     return _bundle("batch-response", entries, base_url, representation)
-
-

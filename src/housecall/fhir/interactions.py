@@ -186,12 +186,14 @@ async def update(
     if body_id is None:
         raise bad_request("the resource in a PUT must carry its id", "required", f"{res_type}.id")
     if body_id != res_id:
-        raise bad_request(f"the id in the body ({body_id}) differs from the URL ({res_id})", "invalid", f"{res_type}.id")
+        raise bad_request(
+            f"the id in the body ({body_id}) differs from the URL ({res_id})", "invalid", f"{res_type}.id"
+        )
     current = await ctx.store.lock_current(res_type, res_id)
-    expected = parse_version_header(if_match) if if_match else None
-    if if_match is not None:
-        if current is None or current.deleted or expected != current.version:
-            raise FhirError(412, "conflict", f"If-Match {if_match} does not match the current version")
+    if if_match is not None and (
+        current is None or current.deleted or parse_version_header(if_match) != current.version
+    ):
+        raise FhirError(412, "conflict", f"If-Match {if_match} does not match the current version")
     if current is None:
         write = version_write(resource, res_id, 1, method, replace=False)
         status = 201
@@ -280,7 +282,11 @@ async def patch(
         patched = _merge_patch(resource, body)
     else:
         raise bad_request("PATCH takes a JSON Patch array or a merge-patch object", "structure")
-    if not isinstance(patched, dict) or patched.get("resourceType") != res_type or patched.get("id") != res_id:
+    if (
+        not isinstance(patched, dict)
+        or patched.get("resourceType") != res_type
+        or patched.get("id") != res_id
+    ):
         raise FhirError(422, "processing", "a patch may not change resourceType or id")
     return await update(ctx, res_type, res_id, patched, method="PATCH")
 
@@ -291,7 +297,11 @@ async def patch(
 def search_request(ctx: Ctx, res_type: str, query: list[tuple[str, str]]) -> SearchRequest:
     check_type(res_type)
     return parse_search(
-        res_type, query, strict=ctx.strict, default_count=ctx.settings.default_count, max_count=ctx.settings.max_count
+        res_type,
+        query,
+        strict=ctx.strict,
+        default_count=ctx.settings.default_count,
+        max_count=ctx.settings.max_count,
     )
 
 

@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from housecall.core.db import Conn
-from housecall.fhir.errors import FhirError, bad_request
+from housecall.fhir.errors import bad_request
 from housecall.fhir.indexing import SearchParam, date_bounds, normalize_string, search_params
 from housecall.fhir.store import Stored, now_us
 
@@ -105,7 +105,9 @@ def parse_search(
             problem = f"unknown search parameter '{code}' for {res_type}"
         elif not sp.indexed:
             problem = f"search parameter '{code}' is not supported (not indexed)"
-        elif modifier and modifier not in MODIFIERS and not (sp.type == "reference" and modifier[:1].isupper()):
+        elif (
+            modifier and modifier not in MODIFIERS and not (sp.type == "reference" and modifier[:1].isupper())
+        ):
             problem = f"unsupported modifier ':{modifier}' on '{code}'"
         if problem:
             if strict:
@@ -136,7 +138,9 @@ def _parse_control(req: SearchRequest, key: str, value: str, max_count: int) -> 
                 req.sort.append((part.lstrip("-"), part.startswith("-")))
     elif key in ("_include", "_revinclude", "_include:iterate", "_revinclude:iterate"):
         pieces = value.split(":")
-        inc = Include(pieces[0], pieces[1] if len(pieces) > 1 else "*", pieces[2] if len(pieces) > 2 else None)
+        inc = Include(
+            pieces[0], pieces[1] if len(pieces) > 1 else "*", pieces[2] if len(pieces) > 2 else None
+        )
         inc.iterate = key.endswith(":iterate")
         (req.include if key.startswith("_include") else req.revinclude).append(inc)
     elif key == "_summary":
@@ -311,8 +315,9 @@ class SearchBuilder:
         """A subquery of ``res_id`` values of ``res_type`` matching the filter, and whether to negate."""
         sql = self.sql
         if flt.code == "_id":
-            return f"SELECT res_id FROM resource WHERE res_type = {sql.p(res_type)} AND res_id IN ({sql.many(flt.values)})", (
-                flt.modifier == "not"
+            return (
+                f"SELECT res_id FROM resource WHERE res_type = {sql.p(res_type)} AND res_id IN ({sql.many(flt.values)})",
+                (flt.modifier == "not"),
             )
         if flt.code == "_lastUpdated":
             tests = " OR ".join(_date_test(sql, "last_updated", "last_updated", v) for v in flt.values)
@@ -332,9 +337,8 @@ class SearchBuilder:
             return head, flt.values[0] == "true"
         if flt.chain:
             return head + " AND " + self._chain(sp, flt), False
-        tests = [self._value_test(sp, v, flt.modifier) for v in flt.values]
-        negate = flt.modifier == "not"
-        return head + " AND (" + " OR ".join(tests) + ")", negate
+        value_tests = [self._value_test(sp, v, flt.modifier) for v in flt.values]
+        return head + " AND (" + " OR ".join(value_tests) + ")", flt.modifier == "not"
 
     def _value_test(self, sp: SearchParam, value: str, modifier: str | None) -> str:
         sql = self.sql
@@ -475,7 +479,9 @@ async def run_search(
     if total is None and not has_more:
         total = req.offset + len(matches)
     store = Store(conn)
-    included = await _includes(store, conn, req, matches) if (req.include or req.revinclude) and matches else []
+    included = (
+        await _includes(store, conn, req, matches) if (req.include or req.revinclude) and matches else []
+    )
     return SearchResult(matches, included, total, has_more)
 
 
@@ -498,7 +504,9 @@ async def _includes(store: Any, conn: Conn, req: SearchRequest, matches: list[St
                 cond += f" AND param = {sql.p(inc.param)}"
             if inc.target:
                 cond += f" AND target_type = {sql.p(inc.target)}"
-            refs = await conn.fetch(f"SELECT DISTINCT target_type, target_id FROM sp_reference WHERE {cond}", *sql.args)
+            refs = await conn.fetch(
+                f"SELECT DISTINCT target_type, target_id FROM sp_reference WHERE {cond}", *sql.args
+            )
             by_type: dict[str, list[str]] = {}
             for t, i in refs:
                 if (t, i) not in seen:
@@ -511,7 +519,7 @@ async def _includes(store: Any, conn: Conn, req: SearchRequest, matches: list[St
         for inc in req.revinclude:
             if depth > 0 and not inc.iterate:
                 continue
-            targets = [m for m in frontier]
+            targets = list(frontier)
             if not targets:
                 continue
             by_target: dict[str, list[str]] = {}
@@ -535,4 +543,3 @@ async def _includes(store: Any, conn: Conn, req: SearchRequest, matches: list[St
         if not new or not any(i.iterate for i in (*req.include, *req.revinclude)):
             break
     return out
-
