@@ -43,8 +43,13 @@ from typing import Any
 
 import pytest
 
-from housecall.fhir.validation import RESOURCE_TYPES, Issue, is_known_resource_type, validate_resource
-from housecall.fhir.validation import _r4_tables as tables
+from housecall.fhir.validation import (
+    RESOURCE_TYPES,
+    Issue,
+    is_known_resource_type,
+    required_elements,
+    validate_resource,
+)
 from housecall.fhir.validation._engine import (
     _SPECS,
     K_OBJECT,
@@ -52,6 +57,7 @@ from housecall.fhir.validation._engine import (
     K_PRIMITIVE,
     K_REFERENCE,
     K_RESOURCE,
+    TABLES,
     _TypeSpec,
 )
 
@@ -128,6 +134,20 @@ def test_api_surface() -> None:
     with pytest.raises(FrozenInstanceError):
         issue.path = "y"  # type: ignore[misc]
     assert not hasattr(issue, "__dict__")  # slots
+
+
+def test_required_elements() -> None:
+    assert required_elements("Observation") == {"status", "code"}
+    assert required_elements("MedicationRequest") == {
+        "status",
+        "intent",
+        "subject",
+        "medicationCodeableConcept",
+        "medicationReference",
+    }
+    assert required_elements("Questionnaire.item") == {"linkId", "type"}
+    assert required_elements("Patient") == frozenset()
+    assert required_elements("Nope") == frozenset()
 
 
 TYPICAL_OBSERVATION: dict[str, Any] = {
@@ -1076,7 +1096,7 @@ def test_mutation_corpus_is_deterministic() -> None:
 # The compiled table
 # ----------------------------------------------------------------------------------------------
 def _merged_fields(type_name: str) -> dict[str, list[Any]]:
-    spec = tables.TYPES[type_name]
+    spec = TABLES["types"][type_name]
     out = _merged_fields(spec["base"]) if spec["base"] else {}
     out.update(spec["fields"])
     return out
@@ -1116,7 +1136,7 @@ def test_table_matches_fhirclient_r4_models() -> None:
             if (bool(many), bool(required), group) != (is_list, not_optional, of_many):
                 differences.append((type_name, name, mine[name], theirs[name][3:]))
             if (
-                fhir_type in tables.TYPES
+                fhir_type in TABLES["types"]
                 and fhir_type != "Resource"
                 and py_type is not fhirreference.FHIRReference
             ):
@@ -1130,7 +1150,7 @@ def test_table_matches_fhirclient_r4_models() -> None:
         if issubclass(cls, FcResource) and getattr(cls, "resource_type", None) == name
     } - {"Resource", "DomainResource"}
     assert fc_resource_types == RESOURCE_TYPES
-    for rt in tables.RESOURCE_TYPES:
+    for rt in TABLES["resource_types"]:
         compare(rt, classes[rt])
     # SimpleQuantity is a profile fhirclient does not model; its comparator is 0..0 in R4.
     assert differences == [("SimpleQuantity", "comparator", "only in fhirclient")]
@@ -1145,23 +1165,24 @@ def test_generated_table_is_current() -> None:
     gen = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen)
     text = gen.render(gen.build(fixtures_dir() / "fhir-r4-definitions"))
-    committed = (REPO_ROOT / "src" / "housecall" / "fhir" / "validation" / "_r4_tables.py").read_text(
+    committed = (REPO_ROOT / "src" / "housecall" / "fhir" / "validation" / "_r4_tables.json").read_text(
         encoding="utf-8"
     )
     assert text == committed, "re-run tools/gen_validation_tables.py and commit the result"
 
 
-def test_package_reads_no_files_at_run_time() -> None:
-    """Importing and using the validator must not open the definitions (or any data file):
-    everything it needs is in the generated module.  Checked with an audit hook in a fresh
-    interpreter, so modules already imported by this test session do not hide an ``open``."""
+def test_package_reads_only_its_own_table_at_run_time() -> None:
+    """Importing and using the validator must not open the definitions (or any data file but
+    the generated ``_r4_tables.json``).  Checked with an audit hook in a fresh interpreter, so
+    modules already imported by this test session do not hide an ``open``."""
     code = (
         "import sys\n"
         "opened = []\n"
         "sys.addaudithook(lambda ev, args: opened.append(str(args[0])) if ev == 'open' else None)\n"
         "from housecall.fhir.validation import validate_resource\n"
         "assert validate_resource({'resourceType': 'Patient', 'gender': 'male'}) == []\n"
-        "bad = [p for p in opened if not p.endswith(('.py', '.pyc')) and '__pycache__' not in p and\n"
+        "bad = [p for p in opened if not p.endswith(('.py', '.pyc', '/_r4_tables.json')) and\n"
+        "       '__pycache__' not in p and\n"
         "       not p.startswith(sys.base_prefix) and 'site-packages' not in p and '/proc/' not in p]\n"
         "bad += [p for p in opened if 'shared' in p or 'fhir-r4-definitions' in p]\n"
         "print(bad)\n"

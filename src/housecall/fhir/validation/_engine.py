@@ -13,13 +13,25 @@ regex is compiled once at import.
 from __future__ import annotations
 
 import decimal
+import json
 import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
-from . import _r4_tables as _tables
+
+def _load_tables() -> dict[str, Any]:
+    """The compiled R4 table shipped with the package (see tools/gen_validation_tables.py)."""
+    package = __name__.rpartition(".")[0]
+    text = resources.files(package).joinpath("_r4_tables.json").read_text(encoding="utf-8")
+    tables: dict[str, Any] = json.loads(text)
+    return tables
+
+
+TABLES: dict[str, Any] = _load_tables()
+_TYPES: dict[str, dict[str, Any]] = TABLES["types"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +55,7 @@ class Issue:
     code: str
 
 
-RESOURCE_TYPES: frozenset[str] = frozenset(_tables.RESOURCE_TYPES)
+RESOURCE_TYPES: frozenset[str] = frozenset(TABLES["resource_types"])
 
 # --- field kinds --------------------------------------------------------------------------
 K_OBJECT = 1  # complex datatype or backbone element; sub = type name
@@ -52,7 +64,7 @@ K_PEXT = 3  # ``_name``: the id/extension holder of a primitive
 # Primitive kinds are >= K_PRIMITIVE; each has a checker in _PRIMITIVE_CHECKS.
 K_PRIMITIVE = 10
 _PRIMITIVE_KIND: dict[str, int] = {
-    name: K_PRIMITIVE + i for i, name in enumerate(sorted(_tables.PRIMITIVE_TYPES))
+    name: K_PRIMITIVE + i for i, name in enumerate(sorted(TABLES["primitive_types"]))
 }
 K_REFERENCE = K_PRIMITIVE + len(_PRIMITIVE_KIND)  # Reference.reference: a string with a shape
 
@@ -70,7 +82,7 @@ M_ID = _PRIMITIVE_KIND["id"] << 1
 _MAX_STRING = 1024 * 1024  # string.value maxLength in the R4 string StructureDefinition
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 
-_RX: dict[str, re.Pattern[str]] = {k: re.compile(v) for k, v in _tables.PRIMITIVE_REGEX.items()}
+_RX: dict[str, re.Pattern[str]] = {k: re.compile(v) for k, v in TABLES["primitive_regex"].items()}
 _RX_CODE = _RX["code"].fullmatch
 _RX_ID = _RX["id"].fullmatch
 _RX_DATE = _RX["date"].fullmatch
@@ -312,7 +324,7 @@ _PRIMITIVE_CHECKS_BY_NAME: dict[str, Callable[[Any], CheckResult]] = {
     "xhtml": _check_xhtml,
 }
 if set(_PRIMITIVE_CHECKS_BY_NAME) != set(_PRIMITIVE_KIND):  # the table gained a primitive type
-    raise RuntimeError("every primitive type in _r4_tables needs a checker")
+    raise RuntimeError("every primitive type in _r4_tables.json needs a checker")
 # Indexed by kind for the hot loop (list indexing beats a dict lookup).
 _PRIMITIVE_CHECKS: list[Callable[[Any], CheckResult] | None] = [None] * (K_REFERENCE + 1)
 for _name, _kind in _PRIMITIVE_KIND.items():
@@ -345,12 +357,12 @@ class _TypeSpec:
     )
 
     def __init__(self, name: str) -> None:
-        raw = _tables.TYPES[name]
+        raw = _TYPES[name]
         chain = []
         spec: dict[str, Any] | None = raw
         while spec is not None:
             chain.append(spec)
-            spec = _tables.TYPES[spec["base"]] if spec["base"] else None
+            spec = _TYPES[spec["base"]] if spec["base"] else None
         merged: dict[str, list[Any]] = {}
         for level in reversed(chain):
             merged.update(level["fields"])
