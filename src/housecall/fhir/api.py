@@ -338,7 +338,7 @@ _BY_SHAPE: dict[tuple[str, str], Handler] = {
     ("DELETE", "T/I"): delete,
     ("GET", "T/I/_history"): instance_history,
     ("POST", "T/I/$validate"): validate_instance,
-    ("GET", "T/I/$everything"): patient_everything,
+    ("GET", "T/I/$everything"): lambda rq, _type, res_id: patient_everything(rq, res_id),
     ("GET", "T/I/_history/V"): vread,
 }
 _FIXED = {"metadata", "_history", "_search", "$validate", "$everything"}
