@@ -42,7 +42,7 @@ def _resource_entry(res_type: str) -> dict[str, Any]:
         "readHistory": True,
         "updateCreate": True,
         "conditionalCreate": True,
-        "conditionalRead": "not-supported",
+        "conditionalRead": "not-match",  # If-None-Match on read answers 304; If-Modified-Since is ignored
         "conditionalUpdate": True,
         "conditionalDelete": "single",
         "referencePolicy": ["literal", "logical"],

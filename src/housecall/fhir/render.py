@@ -14,46 +14,29 @@ import orjson
 
 from housecall.fhir.search import SearchRequest, SearchResult
 from housecall.fhir.store import Stored, instant, now_us
-from housecall.fhir.validation import validate_resource
+from housecall.fhir.validation import required_elements
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
 _ALWAYS = ("resourceType", "id", "meta")
 
 
 @cache
-def _mandatory(res_type: str) -> tuple[frozenset[str], tuple[str, ...]]:
-    """Top-level elements with min >= 1: a subset must keep them or it is not valid R4
-    (search.html: _summary=text returns "only the text, id, meta, and only top-level mandatory
-    elements"; _elements: "Servers SHOULD always return mandatory elements").
-
-    Read off the validator: the elements an empty resource of the type is missing. Returns the
-    element names and the prefixes of required choice elements (``medication`` for
-    ``medication[x]``)."""
-    names: set[str] = set()
-    choices: list[str] = []
-    for issue in validate_resource({"resourceType": res_type}, res_type):
-        head, _, name = issue.path.partition(".")
-        if issue.code != "required" or head != res_type or not name or "." in name:
-            continue
-        if name.endswith("[x]"):
-            choices.append(name[:-3])
-        else:
-            names |= {name, f"_{name}"}
-    return frozenset(names), tuple(choices)
-
-
-def _is_mandatory(key: str, mandatory: tuple[frozenset[str], tuple[str, ...]]) -> bool:
-    names, choices = mandatory
-    return key in names or any(key.startswith(c) and key[len(c) : len(c) + 1].isupper() for c in choices)
+def _mandatory(res_type: str) -> frozenset[str]:
+    """Top-level elements with min >= 1 (every variant of a required choice) and their ``_name``
+    siblings: a subset must keep them or it is not valid R4 (search.html: _summary=text returns
+    "only the text, id, meta, and only top-level mandatory elements"; _elements: "Servers SHOULD
+    always return mandatory elements")."""
+    names = required_elements(res_type)
+    return names | {f"_{n}" for n in names}
 
 
 def subset(resource: dict[str, Any], elements: list[str] | None, summary: str | None) -> dict[str, Any]:
     mandatory = _mandatory(str(resource.get("resourceType")))
     if elements:
-        keep = set(elements) | set(_ALWAYS)
-        out = {k: v for k, v in resource.items() if k in keep or _is_mandatory(k, mandatory)}
+        keep = set(elements) | set(_ALWAYS) | mandatory
+        out = {k: v for k, v in resource.items() if k in keep}
     elif summary == "text":
-        out = {k: v for k, v in resource.items() if k in (*_ALWAYS, "text") or _is_mandatory(k, mandatory)}
+        out = {k: v for k, v in resource.items() if k in (*_ALWAYS, "text") or k in mandatory}
     elif summary == "data":
         out = {k: v for k, v in resource.items() if k != "text"}
     else:
