@@ -405,3 +405,32 @@ async def test_count_above_max_is_400(client: httpx.AsyncClient) -> None:
     r = await client.post("/fhir/Patient/_search", content=f"_count={maximum + 1}".encode(),
                           headers={"Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
     assert r.status_code == 400, r.text
+
+
+async def test_batch_resolves_references_entry_by_entry(client: httpx.AsyncClient) -> None:
+    """Each batch entry is processed as if on its own: a conditional reference resolves to the one
+    resource it matches; a reference to another entry of the batch is that entry's error (it used to
+    be stored as written, a dangling ``urn:uuid:`` or ``Patient?identifier=`` reference)."""
+    system, value = "urn:test:batchref", new_uuid()
+    identifier = [{"system": system, "value": value}]
+    target = (await client.post("/fhir/Patient", json=patient("Target", identifier=identifier))).json()
+    sibling = new_uuid()
+    put_id = f"batchref-{new_uuid()[:8]}"
+    entries = [
+        post(patient("Sibling"), f"urn:uuid:{sibling}"),
+        post(observation(f"Patient?identifier={system}|{value}")),
+        post(observation(f"urn:uuid:{sibling}")),
+        post(observation(f"Patient?identifier={system}|no-such-{value}")),
+        put({**observation(f"Patient?identifier={system}|{value}"), "id": put_id}),
+    ]
+    r = await client.post("/fhir", json=bundle("batch", *entries), headers=FHIR)
+    assert r.status_code == 200, r.text
+    out = r.json()["entry"]
+    assert [e["response"]["status"].split()[0] for e in out] == ["201", "201", "400", "412", "201"]
+    assert "cannot refer to each other" in out[2]["response"]["outcome"]["issue"][0]["diagnostics"]
+    for n in (1, 4):
+        location = out[n]["response"]["location"].rsplit("/_history", 1)[0]
+        stored = (await client.get(f"/fhir/{location}")).json()
+        assert stored["subject"]["reference"] == f"Patient/{target['id']}"
+    r = await client.get(f"/fhir/Observation?subject=Patient/{target['id']}&_summary=count")
+    assert r.json()["total"] == 2

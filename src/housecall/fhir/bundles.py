@@ -137,7 +137,12 @@ def _uuid_identity(full_url: str | None) -> str | None:
     return None
 
 
-async def _rewrite_references(ctx: ix.Ctx, entries: list[Entry], ids: dict[str, str]) -> None:
+async def _rewrite_references(
+    ctx: ix.Ctx, entries: list[Entry], ids: dict[str, str], *, batch_urls: set[str] | None = None
+) -> None:
+    """Rewrite references to entries (``ids``) and conditional references. In a batch
+    (``batch_urls``: its fullUrls) a reference to another entry is an error and any other
+    ``urn:uuid`` is left as written, as it would be outside a Bundle."""
     conditional: dict[str, str] = {}
     for e in entries:
         if isinstance(e.resource, dict):
@@ -146,7 +151,14 @@ async def _rewrite_references(ctx: ix.Ctx, entries: list[Entry], ids: dict[str, 
             def fix(ref: str, pending: list[str] = pending, e: Entry = e) -> str:
                 if ref in ids:
                     return ids[ref]
-                if ref.startswith("urn:uuid:"):
+                if batch_urls is not None:
+                    if ref in batch_urls:
+                        raise bad_request(
+                            f"entry {e.index}: reference {ref}: the entries of a batch cannot refer to "
+                            "each other (use a transaction)",
+                            "invalid",
+                        )
+                elif ref.startswith("urn:uuid:"):
                     raise bad_request(
                         f"entry {e.index}: reference {ref} matches no fullUrl in the Bundle", "not-found"
                     )
@@ -331,15 +343,29 @@ async def batch(
                 posts.append(e)
             except FhirError as exc:
                 e.error = exc
+    # References are resolved entry by entry, as if each entry were its own request: a conditional
+    # reference to the one resource it matches, and a reference to another entry is that entry's error
+    # (stored as written, both would dangle).
+    full_urls = {e.full_url for e in entries if e.full_url}
     if posts:
         async with transaction_scope() as conn:
-            await _store_posts(make_ctx(conn), posts)
+            ctx = make_ctx(conn)
+            ready = []
+            for e in posts:
+                try:
+                    await _rewrite_references(ctx, [e], {}, batch_urls=full_urls)
+                    ready.append(e)
+                except FhirError as exc:
+                    e.error = exc
+            await _store_posts(ctx, ready)
     for e in ordered:
         if e.outcome is not None or e.error is not None:
             continue
         try:
             async with transaction_scope() as conn:
-                e.outcome = await run_entry(make_ctx(conn), e)
+                ctx = make_ctx(conn)
+                await _rewrite_references(ctx, [e], {}, batch_urls=full_urls)
+                e.outcome = await run_entry(ctx, e)
         except FhirError as exc:
             e.error = exc
     return _bundle("batch-response", entries, base_url, representation)
