@@ -22,11 +22,32 @@ Usage::
 
 Results (output section)
 ------------------------
-Measured on the 2-core reference box with
-``.venv/bin/python bench/bench_validation.py`` (CPython 3.11.7, fhir.resources 8.3.0,
-pydantic 2.14.4; load average shown in the header of the run, other jobs were running):
+Measured 2026-11-27 on the 2-core reference box, CPython 3.11.7, fhir.resources 8.3.0,
+pydantic 2.14.4, while other jobs kept the load average at 2-4 (so both columns are slower
+than on an idle machine; the ratio is the stable figure).  KB are compact JSON
+(``separators=(",", ":")``); the pretty-printed fixture files are ~1.5-2x larger.
 
-RESULTS_PLACEHOLDER
+``.venv/bin/python bench/bench_validation.py``::
+
+    clock=cpu  python=3.11.7  cpus=2  loadavg=2.6/2.8/2.4
+    workload                               n  KB/res | housecall µs  fhir.res µs  ratio | housecall µs/KB fhir.res µs/KB
+    --------------------------------------------------------------------------------------------------------------------
+    typical vital-signs Observation        1    0.41 |         12.9        109.5   8.5x |            31.9          270.1
+    Synthea Patient                        1    3.36 |         70.9       1006.1  14.2x |            21.1          299.3
+    Synthea bundle mix (all entries)    9692    1.19 |         19.6        184.1   9.4x |            22.8          247.4
+    HL7 R4 examples (all)                376    6.52 |         19.3        277.1  14.3x |             9.6          145.5
+
+``.venv/bin/python bench/bench_validation.py --clock wall`` (load average 4.2)::
+
+    typical vital-signs Observation        1    0.41 |         14.8        101.3   6.9x |            36.4          249.9
+    Synthea Patient                        1    3.36 |        135.2       2164.7  16.0x |            40.2          644.0
+    Synthea bundle mix (all entries)    9692    1.19 |         16.6        170.8  10.3x |            20.1          232.8
+    HL7 R4 examples (all)                376    6.52 |         17.9        159.9   9.0x |            12.9           84.1
+
+On a quieter moment earlier the same day the typical Observation took 8.6 µs (CPU clock).
+Budgets: the Observation is 3-6x under its 50 µs; large resources (the HL7 examples average
+6.5 KB) are ~10 µs/KB; the small Synthea resources (1.2 KB) sit at ~20 µs/KB, where the fixed
+cost per object dominates.
 """
 
 from __future__ import annotations
