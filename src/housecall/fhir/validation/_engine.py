@@ -438,7 +438,7 @@ def check_resource(res: Any, path: str, out: list[Issue], expected: str | None =
         out.append(Issue(f"{path}.resourceType", f"{shown} is not an R4 resource type", "invalid"))
         return
     if expected is not None and rt != expected:
-        out.append(Issue(f"{path}.resourceType", f"expected a {expected}, got a {rt}", "invalid"))
+        out.append(Issue(f"{path}.resourceType", f"resourceType is {rt!r}, expected {expected!r}", "invalid"))
         return
     check_object(res, _SPECS[rt], path, out)
 
