@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from alembic import command
@@ -30,6 +31,15 @@ def _prepare(database_url: str) -> None:
 def upgrade(database_url: str, revision: str = "head") -> None:
     _prepare(database_url)
     command.upgrade(alembic_config(database_url), revision)
+    url = DatabaseURL.parse(database_url)
+    if url.dialect == "sqlite":
+        # WAL is a property of the database file: set it when the file is made, so that even a
+        # database only ever touched by the CLI is in the mode `housecall check` expects.
+        conn = sqlite3.connect(url.path)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+        finally:
+            conn.close()
 
 
 def check(database_url: str) -> None:
