@@ -1012,7 +1012,7 @@ def base_resources() -> list[tuple[str, dict[str, Any]]]:
     bases = [
         (name, res)
         for name, res in hl7_examples().items()
-        if name != "Questionnaire-qs1.json" and len(json.dumps(res)) < 12_000
+        if name != "Questionnaire-qs1.json" and len(json.dumps(res)) < 8_000
     ]
     seen: set[str] = set()
     for name, bundle in synthea_bundles().items():
