@@ -24,6 +24,7 @@ exists the tests fail (they never skip).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.util
 import inspect
@@ -42,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fhir.resources.R4B import get_fhir_model_class
 
 from housecall.fhir.validation import (
     RESOURCE_TYPES,
@@ -103,8 +105,6 @@ def ndjson_resources() -> list[dict[str, Any]]:
 def oracle_accepts(resource: dict[str, Any], resource_type: str) -> bool:
     """fhir.resources' verdict.  Any exception is a rejection: for an unknown nested
     resourceType it raises KeyError/TypeError instead of a ValidationError."""
-    from fhir.resources.R4B import get_fhir_model_class
-
     try:
         get_fhir_model_class(resource_type).model_validate(resource)
     except Exception:
@@ -822,7 +822,7 @@ def mutations(
     applied to at most one or two sites per base resource.
     """
     sites, objects = collect(res)
-    prims = [s for s in sites if s.kind >= K_PRIMITIVE and s.kind != K_PEXT]
+    prims = [s for s in sites if s.kind >= K_PRIMITIVE]
     complexes = [s for s in sites if s.kind == K_OBJECT]
 
     def pick(seq: list[Any], n: int = 1) -> list[Any]:
@@ -830,7 +830,7 @@ def mutations(
 
     def setter(at: tuple[str | int, ...], value: Any) -> Callable[[dict[str, Any]], None]:
         def f(r: dict[str, Any]) -> None:
-            get_at(r, at[:-1])[at[-1]] = value
+            get_at(r, at[:-1])[at[-1]] = copy.deepcopy(value)  # no sharing between variants
 
         return f
 
