@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import re
 import sqlite3
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -24,6 +25,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 _PLACEHOLDER = re.compile(r"\$(\d+)")
+log = logging.getLogger(__name__)
+ANALYZE_FIRST, ANALYZE_LAST = 500, 4_000_000
+ANALYZE_SQL = (
+    "ANALYZE resource, resource_history, compartment, sp_token, sp_string, sp_reference, sp_date, "
+    "sp_quantity, sp_number, sp_uri"
+)
 
 
 class DatabaseUnavailable(Exception):
@@ -39,6 +46,7 @@ class Conn(Protocol):
     async def execute(self, sql: str, *args: Any) -> int: ...
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
     async def execute_batch(self, statements: list[tuple[str, list[Any]]]) -> None: ...
+    def note_writes(self, n: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -79,6 +87,9 @@ class Database:
     dialect: str
     counter: StatementCounter
 
+    def note_writes(self, n: int) -> None:
+        """Told by the store how many resource versions a unit of work wrote."""
+
     async def connect(self) -> None: ...
     async def close(self) -> None: ...
 
@@ -93,9 +104,14 @@ class Database:
 class _PgConn:
     dialect = "postgresql"
 
-    def __init__(self, conn: Any, counter: StatementCounter) -> None:
+    def __init__(self, conn: Any, counter: StatementCounter, db: Database | None = None) -> None:
         self._c = conn
         self._n = counter
+        self._db = db
+
+    def note_writes(self, n: int) -> None:
+        if self._db is not None:
+            self._db.note_writes(n)
 
     async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
         self._n.statements += 1
@@ -136,8 +152,8 @@ class _PgUnitOfWork(_PgConn):
     trip instead of three, and every multi-statement unit of work is still all-or-nothing.
     """
 
-    def __init__(self, conn: Any, counter: StatementCounter) -> None:
-        super().__init__(conn, counter)
+    def __init__(self, conn: Any, counter: StatementCounter, db: Database) -> None:
+        super().__init__(conn, counter, db)
         self._state = "idle"  # idle -> held -> open
         self._held: tuple[str, tuple[Any, ...]] | None = None
 
@@ -200,6 +216,29 @@ class PostgresDatabase(Database):
         self.pool_size = pool_size
         self.counter = StatementCounter()
         self._pool: Any = None
+        self._writes = 0
+        self._analyze_at = ANALYZE_FIRST
+        self._analyzing: asyncio.Task[None] | None = None
+
+    def note_writes(self, n: int) -> None:
+        # The planner needs statistics to drive a search from its most selective index; on a
+        # young, fast-growing store autovacuum (one pass a minute, after 10% growth) lags far
+        # behind, and a plan made for empty tables probes thousands of rows instead of dozens.
+        # So the store analyzes its own tables as they double in size, until autovacuum's
+        # proportional thresholds are close enough.
+        self._writes += n
+        if self._writes >= self._analyze_at and self._analyzing is None and self._analyze_at <= ANALYZE_LAST:
+            self._analyze_at *= 2
+            self._analyzing = asyncio.get_running_loop().create_task(self._analyze())
+
+    async def _analyze(self) -> None:
+        try:
+            async with self._acquire() as conn:
+                await conn.execute(ANALYZE_SQL)
+        except Exception:  # statistics are an optimisation; never fail a request over them
+            log.warning("ANALYZE of the store's tables failed", exc_info=True)
+        finally:
+            self._analyzing = None
 
     async def connect(self) -> None:
         import asyncpg
@@ -219,6 +258,8 @@ class PostgresDatabase(Database):
             raise DatabaseUnavailable(str(exc)) from exc
 
     async def close(self) -> None:
+        if self._analyzing is not None:
+            await self._analyzing
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
@@ -239,7 +280,7 @@ class PostgresDatabase(Database):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Conn]:
         async with self._acquire() as conn:
-            unit = _PgUnitOfWork(conn, self.counter)
+            unit = _PgUnitOfWork(conn, self.counter, self)
             try:
                 yield unit
             except BaseException:
@@ -310,6 +351,9 @@ class _SqliteConn:
     def __init__(self, worker: _SqliteThread, counter: StatementCounter) -> None:
         self._w = worker
         self._n = counter
+
+    def note_writes(self, n: int) -> None:
+        """SQLite plans well without fresh statistics (and `PRAGMA optimize` runs on close)."""
 
     async def fetch(self, sql: str, *args: Any) -> list[Sequence[Any]]:
         self._n.statements += 1

@@ -13,11 +13,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
 from typing import Any
 
 from housecall.core.db import Conn
 from housecall.fhir.errors import bad_request
 from housecall.fhir.indexing import SearchParam, date_bounds, normalize_string, search_params
+from housecall.fhir.indexing._r4_search_params import COMPARTMENT_PATIENT
 from housecall.fhir.store import Stored, now_us
 
 PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
@@ -75,8 +77,8 @@ def _split_values(value: str) -> list[str]:
     return [v.replace("\\,", ",") for v in _SPLIT_COMMA.split(value)]
 
 
-def _params_for(res_type: str) -> dict[str, SearchParam]:
-    return dict(search_params(res_type))
+def _params_for(res_type: str) -> Mapping[str, SearchParam]:
+    return search_params(res_type)
 
 
 def parse_search(
@@ -311,8 +313,12 @@ class SearchBuilder:
         self.sql = _Sql()
         self.base_url = base_url
 
-    def ids_matching(self, res_type: str, flt: Filter) -> tuple[str, bool]:
-        """A subquery of ``res_id`` values of ``res_type`` matching the filter, and whether to negate."""
+    def ids_matching(self, res_type: str, flt: Filter, pat: str | None = None) -> tuple[str, bool]:
+        """A subquery of ``res_id`` values of ``res_type`` matching the filter, and whether to negate.
+
+        ``pat`` narrows token rows to one patient's compartment (the caller knows every match is
+        in it), which turns "code C" into "this patient's code C" - one index range.
+        """
         sql = self.sql
         if flt.code == "_id":
             return (
@@ -331,6 +337,8 @@ class SearchBuilder:
         if table is None:
             raise bad_request(f"search parameter '{flt.code}' ({sp.type}) is not supported", "not-supported")
         head = f"SELECT res_id FROM {table} WHERE res_type = {sql.p(res_type)} AND param = {sql.p(flt.code)}"
+        if pat is not None and sp.type == "token" and flt.modifier not in ("not", "missing"):
+            head += f" AND pat = {sql.p(pat)}"
         if flt.modifier == "missing":
             if flt.values[0] not in ("true", "false"):
                 raise bad_request(":missing takes true or false")
@@ -397,12 +405,47 @@ class SearchBuilder:
             f"{self.sql.p(ref_param)} AND target_type = {self.sql.p(res_type)} AND res_id {op} ({sub})"
         )
 
+    def _pinned_patient(self, res_type: str, flt: Filter) -> str | None:
+        """The patient id when the filter only admits resources in that patient's compartment
+        (``subject=Patient/X``, ``patient=X`` and the other CompartmentDefinition parameters)."""
+        if flt.chain or len(flt.values) != 1 or flt.modifier not in (None, "Patient"):
+            return None
+        if flt.code not in COMPARTMENT_PATIENT.get(res_type, ()):
+            return None
+        sp = _params_for(res_type).get(flt.code)
+        if sp is None or sp.type != "reference":
+            return None
+        value = flt.values[0]
+        if self.base_url and value.startswith(self.base_url + "/"):
+            value = value[len(self.base_url) + 1 :]
+        if value.startswith("Patient/") and value.count("/") == 1:
+            return value[len("Patient/") :] or None
+        if "/" not in value and (flt.modifier == "Patient" or sp.targets == ("Patient",)):
+            return value
+        return None
+
     def where(self, req: SearchRequest, restrict: str | None = None) -> str:
         sql = self.sql
         clauses = [f"r.res_type = {sql.p(req.res_type)}", "NOT r.deleted"]
         positive: list[str] = []
-        for flt in req.filters:
-            sub, negate = self.ids_matching(req.res_type, flt)
+        pin_index, pat = next(
+            ((n, p) for n, f in enumerate(req.filters) if (p := self._pinned_patient(req.res_type, f))),
+            (-1, None),
+        )
+        params = _params_for(req.res_type)
+        narrowed = pat is not None and any(
+            n != pin_index and f.modifier not in ("not", "missing") and not f.chain
+            and getattr(params.get(f.code), "type", None) == "token"
+            for n, f in enumerate(req.filters)
+        )  # fmt: skip
+        for n, flt in enumerate(req.filters):
+            if narrowed and n == pin_index:
+                # The token filters are already limited to this patient's compartment; check the
+                # reference itself per candidate instead of reading every row that names the patient.
+                sub, _ = self.ids_matching(req.res_type, flt)
+                clauses.append(f"EXISTS ({sub} AND res_id = r.res_id)")
+                continue
+            sub, negate = self.ids_matching(req.res_type, flt, pat if narrowed else None)
             if negate:
                 clauses.append(f"r.res_id NOT IN ({sub})")
             else:

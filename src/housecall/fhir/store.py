@@ -24,7 +24,7 @@ from housecall.fhir.indexing import IndexRows, extract_index
 
 # Column lists of the index tables, in the order IndexRows tuples carry them (after `param`).
 INDEX_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "token": (("system", "text"), ("code", "text"), ("text", "text")),
+    "token": (("system", "text"), ("code", "text"), ("text", "text"), ("pat", "text")),
     "string": (("norm", "text"), ("exact", "text")),
     "reference": (("target_type", "text"), ("target_id", "text"), ("url", "text")),
     "date": (("lo", "int8"), ("hi", "int8")),
@@ -100,17 +100,27 @@ def stamp(resource: dict[str, Any], res_id: str, version: int, last_updated: int
 
 
 def version_write(
-    resource: dict[str, Any], res_id: str, version: int, method: str, *, replace: bool, when: int | None = None
+    resource: dict[str, Any],
+    res_id: str,
+    version: int,
+    method: str,
+    *,
+    replace: bool,
+    when: int | None = None,
 ) -> Write:
     """Build the write for a new version of a (validated, reference-resolved) resource."""
     last_updated = when if when is not None else now_us()
     content = stamp(resource, res_id, version, last_updated)
     rows = _bounded(extract_index(resource))
-    return Write(resource["resourceType"], res_id, version, last_updated, False, method, content, rows, replace)
+    return Write(
+        resource["resourceType"], res_id, version, last_updated, False, method, content, rows, replace
+    )
 
 
 def delete_write(res_type: str, res_id: str, version: int, when: int | None = None) -> Write:
-    return Write(res_type, res_id, version, when if when is not None else now_us(), True, "DELETE", None, None, True)
+    return Write(
+        res_type, res_id, version, when if when is not None else now_us(), True, "DELETE", None, None, True
+    )
 
 
 # Index values longer than this are cut: PostgreSQL cannot put more than ~2.7 KB in a btree entry,
@@ -236,6 +246,7 @@ class Store:
                 await self._apply_pg(chunk)
             else:
                 await self._apply_sqlite(chunk)
+        self.conn.note_writes(len(writes))
 
     async def _apply_pg(self, writes: list[Write]) -> None:
         args: list[Any] = []
@@ -305,7 +316,10 @@ class Store:
             (
                 "INSERT INTO resource_history (res_type, res_id, version, last_updated, deleted, method, content) "
                 "VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                [(w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.method, w.content) for w in writes],
+                [
+                    (w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.method, w.content)
+                    for w in writes
+                ],
             ),
         ]
         replaced = [w.key for w in writes if w.replace]
@@ -316,10 +330,15 @@ class Store:
             names = ", ".join(name for name, _ in cols)
             marks = ", ".join(f"${n + 1}" for n in range(3 + len(cols)))
             statements.append(
-                (f"INSERT INTO sp_{kind} (res_type, res_id, param, {names}) VALUES ({marks})", _flatten(writes, kind))
+                (
+                    f"INSERT INTO sp_{kind} (res_type, res_id, param, {names}) VALUES ({marks})",
+                    _flatten(writes, kind),
+                )
             )
         comp = [(w.res_type, w.res_id, p) for w in writes if w.rows is not None for p in w.rows.patients]
-        statements.append(("INSERT INTO compartment (res_type, res_id, patient_id) VALUES ($1, $2, $3)", comp))
+        statements.append(
+            ("INSERT INTO compartment (res_type, res_id, patient_id) VALUES ($1, $2, $3)", comp)
+        )
         await self.conn.execute_batch(statements)
 
 
@@ -334,6 +353,13 @@ def _flatten(writes: Iterable[Write], kind: str) -> list[tuple[Any, ...]]:
     out: list[tuple[Any, ...]] = []
     for w in writes:
         if w.rows is None:
+            continue
+        if kind == "token":
+            # One copy per compartment patient (see schema.sp_token); almost always exactly one.
+            patients: list[str | None] = [*sorted(w.rows.patients)] or [None]
+            for row in w.rows.token:
+                for pat in patients:
+                    out.append((w.res_type, w.res_id, *row, pat))
             continue
         for row in getattr(w.rows, kind):
             out.append((w.res_type, w.res_id, *row))
