@@ -11,9 +11,9 @@ counts and pages stay right.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from collections.abc import Mapping
 from typing import Any
 
 from housecall.core.db import Conn
