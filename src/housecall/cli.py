@@ -40,16 +40,7 @@ def migrate() -> None:
     """Bring the configured database's schema up to date (Alembic, both engines)."""
     url = _settings().database_url
     migrations.upgrade(url)
-    parsed = DatabaseURL.parse(url)
-    if parsed.dialect == "sqlite":
-        # WAL is a property of the file: set it now, so that `check` right after `migrate` does not
-        # report the new file's default (delete) as unsafe before the server has ever opened it.
-        conn = sqlite3.connect(parsed.path)
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-        finally:
-            conn.close()
-    console.print(f"migrated {parsed.dialect} database to head")
+    console.print(f"migrated {DatabaseURL.parse(url).dialect} database to head")
 
 
 @app.command()
