@@ -23,7 +23,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -71,7 +70,12 @@ def run_workload(url: str) -> list[dict[str, object]]:
     server = LiveServer(url, port=free_port()).start()
     try:
         out = Path(tempfile.mkstemp(suffix=".json")[1])
-        env = {**os.environ, "FHIR_PORT": str(server.port), "SERVER_PID": str(server.proc.pid), "OUT": str(out)}  # type: ignore[union-attr]
+        env = {
+            **os.environ,
+            "FHIR_PORT": str(server.port),
+            "SERVER_PID": str(server.proc.pid),
+            "OUT": str(out),
+        }  # type: ignore[union-attr]
         subprocess.run([sys.executable, str(LOAD)], env=env, check=True, capture_output=True, timeout=1800)
         return json.loads(out.read_text())  # type: ignore[no-any-return]
     finally:
@@ -107,10 +111,16 @@ async def pg_raw(url: str) -> dict[str, float]:
     conc = N_ROWS / (time.perf_counter() - t0)
     await pool.close()
     t0 = time.perf_counter()
-    await conn.copy_records_to_table("raw_res", records=[(f"c{i}", rows[i]) for i in range(2 * N_ROWS, 3 * N_ROWS)])
+    await conn.copy_records_to_table(
+        "raw_res", records=[(f"c{i}", rows[i]) for i in range(2 * N_ROWS, 3 * N_ROWS)]
+    )
     bulk = N_ROWS / (time.perf_counter() - t0)
     await conn.close()
-    return {"raw_single_tx_per_s": round(single, 1), "raw_single_tx_c8_per_s": round(conc, 1), "raw_bulk_rows_per_s": round(bulk, 1)}
+    return {
+        "raw_single_tx_per_s": round(single, 1),
+        "raw_single_tx_c8_per_s": round(conc, 1),
+        "raw_bulk_rows_per_s": round(bulk, 1),
+    }
 
 
 def sqlite_raw(url: str) -> dict[str, float]:
@@ -130,7 +140,9 @@ def sqlite_raw(url: str) -> dict[str, float]:
     single = N_ROWS / (time.perf_counter() - t0)
     t0 = time.perf_counter()
     conn.execute("BEGIN")
-    conn.executemany("INSERT INTO raw_res VALUES (?, ?)", [(f"c{i}", rows[i]) for i in range(N_ROWS, 2 * N_ROWS)])
+    conn.executemany(
+        "INSERT INTO raw_res VALUES (?, ?)", [(f"c{i}", rows[i]) for i in range(N_ROWS, 2 * N_ROWS)]
+    )
     conn.execute("COMMIT")
     bulk = N_ROWS / (time.perf_counter() - t0)
     conn.close()
@@ -141,12 +153,18 @@ def import_rate(url: str) -> dict[str, float]:
     files = sorted((SHARED / "fixtures" / "synthea").glob("*.json"))
     entries = sum(len(json.loads(f.read_bytes())["entry"]) for f in files)
     env = {**os.environ, "HOUSECALL_DATABASE_URL": url}
-    subprocess.run([sys.executable, "-m", "housecall.cli", "migrate"], env=env, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "housecall.cli", "migrate"], env=env, check=True, capture_output=True
+    )
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "housecall.cli", "import", *map(str, files)], env=env, check=True,
                    capture_output=True)  # fmt: skip
     wall = time.perf_counter() - t0
-    return {"import_entries": entries, "import_wall_s": round(wall, 2), "import_resources_per_s": round(entries / wall, 1)}
+    return {
+        "import_entries": entries,
+        "import_wall_s": round(wall, 2),
+        "import_resources_per_s": round(entries / wall, 1),
+    }
 
 
 def main() -> None:
@@ -187,11 +205,17 @@ def main() -> None:
         cells = []
         for res in results.values():
             p = res["workload"][n]  # type: ignore[index]
-            cells.append(f"{p['items_per_s']}/s · p50 {p['p50_ms']} ms · srv CPU {p.get('cpu_ms_per_item_server')} ms")
+            cells.append(
+                f"{p['items_per_s']}/s · p50 {p['p50_ms']} ms · srv CPU {p.get('cpu_ms_per_item_server')} ms"
+            )
         print(f"| {phase} | " + " | ".join(cells) + " |")
     for key in ("raw", "import"):
         for metric in sorted({m for r in results.values() for m in r.get(key, {})}):  # type: ignore[union-attr]
-            print(f"| {metric} | " + " | ".join(str(r.get(key, {}).get(metric, "-")) for r in results.values()) + " |")  # type: ignore[union-attr]
+            print(
+                f"| {metric} | "
+                + " | ".join(str(r.get(key, {}).get(metric, "-")) for r in results.values())
+                + " |"
+            )  # type: ignore[union-attr]
 
 
 if __name__ == "__main__":

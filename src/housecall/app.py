@@ -27,7 +27,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await db.close()
 
-    app = FastAPI(title="Housecall", version=__version__, lifespan=lifespan, docs_url="/api/docs", redoc_url=None)
+    app = FastAPI(
+        title="Housecall", version=__version__, lifespan=lifespan, docs_url="/api/docs", redoc_url=None
+    )
     app.state.settings = settings
     fhir_api.install(app)
 

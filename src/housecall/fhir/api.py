@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 
 
-def fhir_response(body: bytes | dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+def fhir_response(
+    body: bytes | dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
     if isinstance(body, dict):
         body = orjson.dumps(body)
     return Response(body or b"", status_code=status, headers=headers, media_type=FHIR_JSON if body else None)
@@ -80,7 +82,9 @@ def _settings(request: Request) -> Settings:
 
 
 def _ctx(request: Request, conn: Conn) -> ix.Ctx:
-    return ix.Ctx(conn, _settings(request), base_url(request), strict=prefer(request).get("handling") == "strict")
+    return ix.Ctx(
+        conn, _settings(request), base_url(request), strict=prefer(request).get("handling") == "strict"
+    )
 
 
 async def _body(request: Request) -> bytes:
@@ -101,14 +105,18 @@ async def _body(request: Request) -> bytes:
 def _check_content_type(request: Request) -> str:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype and not (ctype.endswith("json") or ctype == "application/x-www-form-urlencoded"):
-        raise FhirError(415, "not-supported", f"content type '{ctype}' is not supported; send application/fhir+json")
+        raise FhirError(
+            415, "not-supported", f"content type '{ctype}' is not supported; send application/fhir+json"
+        )
     return ctype
 
 
 def _version_headers(request: Request, stored: Stored, with_location: bool) -> dict[str, str]:
     headers = {"ETag": stored.etag, "Last-Modified": formatdate(stored.last_updated / 1e6, usegmt=True)}
     if with_location:
-        headers["Location"] = f"{base_url(request)}/{stored.res_type}/{stored.res_id}/_history/{stored.version}"
+        headers["Location"] = (
+            f"{base_url(request)}/{stored.res_type}/{stored.res_id}/_history/{stored.version}"
+        )
     return headers
 
 
@@ -153,7 +161,9 @@ async def system_bundle(request: Request) -> Response:
             representation=representation, base_url=base_url(request),
         )  # fmt: skip
         return fhir_response(body)
-    raise bad_request(f"Bundle.type must be batch or transaction to be processed, not '{kind}'", "value", "Bundle.type")
+    raise bad_request(
+        f"Bundle.type must be batch or transaction to be processed, not '{kind}'", "value", "Bundle.type"
+    )
 
 
 async def _history(request: Request, res_type: str | None, res_id: str | None, path: str) -> Response:
@@ -239,7 +249,11 @@ async def conditional_update(request: Request, res_type: str) -> Response:
     resource = ix.parse_json(await _body(request))
     async with _db(request).transaction() as conn:
         out = await ix.conditional_update(
-            _ctx(request, conn), res_type, request.url.query, resource, if_match=request.headers.get("if-match")
+            _ctx(request, conn),
+            res_type,
+            request.url.query,
+            resource,
+            if_match=request.headers.get("if-match"),
         )
     return _write_response(request, out)
 
@@ -295,7 +309,9 @@ async def update(request: Request, res_type: str, res_id: str) -> Response:
     _check_content_type(request)
     resource = ix.parse_json(await _body(request))
     async with _db(request).transaction() as conn:
-        out = await ix.update(_ctx(request, conn), res_type, res_id, resource, if_match=request.headers.get("if-match"))
+        out = await ix.update(
+            _ctx(request, conn), res_type, res_id, resource, if_match=request.headers.get("if-match")
+        )
     return _write_response(request, out)
 
 
@@ -420,5 +436,7 @@ def _unavailable(exc: Exception) -> FhirError | None:
     name = type(exc).__name__
     if name in ("ConnectionDoesNotExistError", "CannotConnectNowError", "InterfaceError", "ConnectionRefusedError",
                 "AdminShutdownError", "ConnectionResetError"):  # fmt: skip
-        return FhirError(503, "transient", "the database is unavailable; try again shortly", headers={"Retry-After": "2"})
+        return FhirError(
+            503, "transient", "the database is unavailable; try again shortly", headers={"Retry-After": "2"}
+        )
     return None

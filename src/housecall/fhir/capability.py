@@ -77,7 +77,10 @@ def capability_statement(base_url: str, extra_json: bytes = b"") -> bytes:
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
                 "searchParam": [{"name": "_count", "type": "number"}, {"name": "_sort", "type": "string"}],
                 "operation": [
-                    {"name": "validate", "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate"}
+                    {
+                        "name": "validate",
+                        "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+                    }
                 ],
             }
         ],

@@ -34,7 +34,9 @@ class ImportReport:
     errors: list[str] = field(default_factory=list)
 
 
-def as_transaction(resources: list[dict[str, Any]], full_urls: list[str | None] | None = None) -> dict[str, Any]:
+def as_transaction(
+    resources: list[dict[str, Any]], full_urls: list[str | None] | None = None
+) -> dict[str, Any]:
     entries = []
     for n, res in enumerate(resources):
         rt = res.get("resourceType") if isinstance(res, dict) else None
@@ -74,7 +76,10 @@ def units(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         yield doc["type"], doc
     elif doc.get("resourceType") == "Bundle" and doc.get("type") == "collection":
         entries = [e for e in doc.get("entry") or [] if isinstance(e, dict) and "resource" in e]
-        yield "transaction", as_transaction([e["resource"] for e in entries], [e.get("fullUrl") for e in entries])
+        yield (
+            "transaction",
+            as_transaction([e["resource"] for e in entries], [e.get("fullUrl") for e in entries]),
+        )
     else:
         yield "transaction", as_transaction([doc])
 
@@ -104,7 +109,10 @@ def _tally(report: ImportReport, body: bytes) -> None:
 async def load_bundle(db: Database, settings: Settings, kind: str, bundle: dict[str, Any]) -> bytes:
     if kind == "batch":
         return await bundles.batch(
-            lambda conn: ix.Ctx(conn, settings, ""), db.transaction, bundle, max(settings.max_bundle_entries, 100_000)
+            lambda conn: ix.Ctx(conn, settings, ""),
+            db.transaction,
+            bundle,
+            max(settings.max_bundle_entries, 100_000),
         )
     big = settings.model_copy(update={"max_bundle_entries": max(settings.max_bundle_entries, 100_000)})
     async with db.transaction() as conn:

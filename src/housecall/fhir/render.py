@@ -54,7 +54,9 @@ def resource_bytes(stored: Stored, elements: list[str] | None = None, summary: s
     return orjson.dumps(subset(orjson.loads(stored.content), elements, summary))
 
 
-def _entry(base_url: str, stored: Stored, mode: str | None, elements: list[str] | None, summary: str | None) -> bytes:
+def _entry(
+    base_url: str, stored: Stored, mode: str | None, elements: list[str] | None, summary: str | None
+) -> bytes:
     full_url = f"{base_url}/{stored.res_type}/{stored.res_id}".encode()
     out = b'{"fullUrl":"' + full_url + b'","resource":' + resource_bytes(stored, elements, summary)
     if mode:
@@ -84,7 +86,11 @@ def searchset(base_url: str, req: SearchRequest, result: SearchResult) -> bytes:
         oo = {
             "resourceType": "OperationOutcome",
             "issue": [
-                {"severity": "warning", "code": "not-supported", "diagnostics": f"search parameter ignored: {k}"}
+                {
+                    "severity": "warning",
+                    "code": "not-supported",
+                    "diagnostics": f"search parameter ignored: {k}",
+                }
                 for k in req.ignored
             ],
         }

@@ -28,14 +28,18 @@ async def run(ctx: ix.Ctx, patient_id: str, query: list[tuple[str, str]]) -> byt
         for t in types:
             ix.check_type(t)
         args += types
-        where.append(f"r.res_type IN ({', '.join(f'${i}' for i in range(len(args) - len(types) + 1, len(args) + 1))})")
+        where.append(
+            f"r.res_type IN ({', '.join(f'${i}' for i in range(len(args) - len(types) + 1, len(args) + 1))})"
+        )
     if params.get("_since"):
         try:
             args.append(date_bounds(params["_since"])[0])
         except ValueError:
             raise bad_request("_since must be an instant", "value") from None
         where.append(f"r.last_updated >= ${len(args)}")
-    count = min(int(params["_count"]), MAX_EVERYTHING) if params.get("_count", "").isdigit() else MAX_EVERYTHING
+    count = (
+        min(int(params["_count"]), MAX_EVERYTHING) if params.get("_count", "").isdigit() else MAX_EVERYTHING
+    )
     offset = int(params["_offset"]) if params.get("_offset", "").isdigit() else 0
     args += [count + 1, offset]
     cols = ", ".join(f"r.{c.strip()}" for c in _RES_COLS.split(","))
@@ -49,7 +53,12 @@ async def run(ctx: ix.Ctx, patient_id: str, query: list[tuple[str, str]]) -> byt
     found = found[:count]
     members = ([patient.stored] if offset == 0 else []) + found
     base = ctx.base_url
-    links = [{"relation": "self", "url": f"{base}/Patient/{patient_id}/$everything?_offset={offset}&_count={count}"}]
+    links = [
+        {
+            "relation": "self",
+            "url": f"{base}/Patient/{patient_id}/$everything?_offset={offset}&_count={count}",
+        }
+    ]
     if has_more:
         links.append({"relation": "next", "url": f"{base}/Patient/{patient_id}/$everything?_offset={offset + count}"
                       f"&_count={count}"})  # fmt: skip

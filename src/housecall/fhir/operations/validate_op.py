@@ -13,7 +13,11 @@ def run(res_type: str, body: Any) -> dict[str, Any]:
     resource = body
     if isinstance(body, dict) and body.get("resourceType") == "Parameters":
         resource = next(
-            (p.get("resource") for p in body.get("parameter") or [] if isinstance(p, dict) and p.get("name") == "resource"),
+            (
+                p.get("resource")
+                for p in body.get("parameter") or []
+                if isinstance(p, dict) and p.get("name") == "resource"
+            ),
             None,
         )
         if resource is None:
