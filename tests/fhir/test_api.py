@@ -174,3 +174,18 @@ async def test_unknown_paths_and_methods(client: httpx.AsyncClient) -> None:
     assert r.status_code == 404
     r = await client.get("/fhir/Patient/a/b/c/d/e")
     assert r.status_code == 404
+
+
+async def test_unexpected_errors_are_500_outcomes_without_internals(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from housecall.fhir import interactions
+
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internal detail /srv/housecall/store.py line 42")
+
+    monkeypatch.setattr(interactions, "read", broken)
+    r = await client.get("/fhir/Patient/anything")
+    assert r.status_code == 500
+    assert r.json()["issue"][0]["code"] == "exception"
+    assert "secret" not in r.text and "Traceback" not in r.text and "store.py" not in r.text

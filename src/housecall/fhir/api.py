@@ -378,6 +378,18 @@ def _shape(parts: list[str]) -> tuple[str, list[str]]:
 
 
 async def dispatch(request: Request) -> Response:
+    """Every failure becomes an OperationOutcome here, inside the route: an exception left to
+    Starlette's outermost handler is re-raised after the response and closes the client's
+    keep-alive connection."""
+    try:
+        return await _route(request)
+    except FhirError as exc:
+        return error_response(exc)
+    except Exception as exc:
+        return failure_response(request, exc)
+
+
+async def _route(request: Request) -> Response:
     # Authorization arrives with the identity issue; until then the API is open on 127.0.0.1.
     parts = [p for p in request.path_params.get("path", "").split("/") if p]
     shape, args = _shape(parts)
@@ -404,23 +416,21 @@ def install(app: FastAPI) -> None:
     async def _fhir_error(request: Request, exc: FhirError) -> Response:
         return error_response(exc)
 
-    @app.exception_handler(DatabaseUnavailable)
-    async def _db_down(request: Request, exc: DatabaseUnavailable) -> Response:
-        log.warning("database unavailable: %s", exc)
-        return error_response(FhirError(503, "transient", "the database is unavailable; try again shortly",
-                                        headers={"Retry-After": "2"}))  # fmt: skip
-
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        conflict = _conflict(exc)
-        if conflict is not None:
-            return error_response(conflict)
-        unavailable = _unavailable(exc)
-        if unavailable is not None:
-            return error_response(unavailable)
-        # No stack trace or version to the client; the log has the detail.
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(FhirError(500, "exception", "internal error; it has been logged"))
+        return failure_response(request, exc)
+
+
+def failure_response(request: Request, exc: Exception) -> Response:
+    """An OperationOutcome for an exception that is not a FhirError: 409 for a write conflict,
+    503 while the database is unreachable, else 500 - never a stack trace or version."""
+    known = _conflict(exc) or _unavailable(exc)
+    if known is not None:
+        if known.status == 503:
+            log.warning("database unavailable: %s", exc)
+        return error_response(known)
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(FhirError(500, "exception", "internal error; it has been logged"))
 
 
 def _conflict(exc: Exception) -> FhirError | None:
@@ -432,10 +442,12 @@ def _conflict(exc: Exception) -> FhirError | None:
     return None
 
 
+_DB_DOWN = {"ConnectionDoesNotExistError", "CannotConnectNowError", "InterfaceError", "ConnectionRefusedError",
+            "AdminShutdownError", "ConnectionResetError"}  # fmt: skip
+
+
 def _unavailable(exc: Exception) -> FhirError | None:
-    name = type(exc).__name__
-    if name in ("ConnectionDoesNotExistError", "CannotConnectNowError", "InterfaceError", "ConnectionRefusedError",
-                "AdminShutdownError", "ConnectionResetError"):  # fmt: skip
+    if isinstance(exc, DatabaseUnavailable) or type(exc).__name__ in _DB_DOWN:
         return FhirError(
             503, "transient", "the database is unavailable; try again shortly", headers={"Retry-After": "2"}
         )
