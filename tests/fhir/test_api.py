@@ -189,3 +189,20 @@ async def test_unexpected_errors_are_500_outcomes_without_internals(
     assert r.status_code == 500
     assert r.json()["issue"][0]["code"] == "exception"
     assert "secret" not in r.text and "Traceback" not in r.text and "store.py" not in r.text
+
+
+async def test_summary_true_keeps_summary_elements_only(client: httpx.AsyncClient) -> None:
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "weight"},
+        "valueQuantity": {"value": 70, "unit": "kg"},
+        "note": [{"text": "after breakfast"}],  # not a summary element
+        "interpretation": [{"text": "normal"}],  # not a summary element
+    }
+    oid = (await client.post("/fhir/Observation", json=obs)).json()["id"]
+    body = (await client.get(f"/fhir/Observation?_id={oid}&_summary=true")).json()["entry"][0]["resource"]
+    assert set(body) == {"resourceType", "id", "meta", "status", "code", "valueQuantity"}
+    assert body["meta"]["tag"][-1]["code"] == "SUBSETTED"
+    body = (await client.get(f"/fhir/Observation?_id={oid}&_elements=value")).json()["entry"][0]["resource"]
+    assert "valueQuantity" in body and "note" not in body
