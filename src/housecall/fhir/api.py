@@ -46,6 +46,13 @@ def error_response(exc: FhirError) -> Response:
 
 def base_url(request: Request) -> str:
     """The FHIR base as the client addressed it, honouring RFC 7239 ``Forwarded`` and ``X-Forwarded-*``."""
+    cached: str | None = request.scope.get("housecall.base_url")
+    if cached is None:
+        cached = request.scope["housecall.base_url"] = _base_url(request)
+    return cached
+
+
+def _base_url(request: Request) -> str:
     h = request.headers
     proto = host = None
     forwarded = h.get("forwarded")
