@@ -13,6 +13,8 @@ Bundles or exports twice idempotent; see docs/decisions/0003-urn-uuid-identity.m
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ from housecall.core.db import Conn
 from housecall.fhir import interactions as ix
 from housecall.fhir.errors import FhirError, bad_request
 from housecall.fhir.render import resource_bytes, searchset
-from housecall.fhir.store import Stored, instant, version_write
+from housecall.fhir.store import Stored, Write, instant, version_write
 
 ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 
@@ -191,6 +193,31 @@ async def _store_posts(ctx: ix.Ctx, posts: list[Entry]) -> None:
     for res_type, wanted in by_type.items():
         for s in await ctx.store.fetch_many(res_type, wanted):
             existing[(s.res_type, s.res_id)] = s
+    # Pipelined: while the database stores one chunk, the next is validated and indexed. Both
+    # happen inside the caller's one transaction, so a failure anywhere still stores nothing.
+    pending: asyncio.Task[None] | None = None
+    try:
+        for start in range(0, len(posts), POST_CHUNK):
+            writes = _prepare_posts(posts[start : start + POST_CHUNK], existing)
+            if pending is not None:
+                await pending
+            pending = asyncio.ensure_future(ctx.store.apply(writes))
+            await asyncio.sleep(0)  # let the chunk's statement go out before preparing the next
+        if pending is not None:
+            await pending
+    except BaseException:
+        # Let a statement in flight finish (cancelling it mid-protocol would leave the connection
+        # unusable for the ROLLBACK that follows); its result is discarded with the transaction.
+        if pending is not None and not pending.done():
+            with contextlib.suppress(Exception):
+                await pending
+        raise
+
+
+POST_CHUNK = 250
+
+
+def _prepare_posts(posts: list[Entry], existing: dict[tuple[str, str], Stored]) -> list[Write]:
     writes = []
     for e in posts:
         res_type = e.url.split("?")[0].split("/")[-1]
@@ -207,7 +234,7 @@ async def _store_posts(ctx: ix.Ctx, posts: list[Entry]) -> None:
             w = version_write(resource, res_id, found.version + 1, "POST", replace=True)
             e.outcome = ix.Outcome(200, w.stored())
         writes.append(w)
-    await ctx.store.apply(writes)
+    return writes
 
 
 async def run_entry(ctx: ix.Ctx, e: Entry) -> ix.Outcome:
