@@ -42,6 +42,7 @@ class Entry:
     request: dict[str, Any]
     outcome: ix.Outcome | None = None
     error: FhirError | None = None
+    validated: bool = False
     body: bytes | None = None
 
 
@@ -221,7 +222,7 @@ def _prepare_posts(posts: list[Entry], existing: dict[tuple[str, str], Stored]) 
     writes = []
     for e in posts:
         res_type = e.url.split("?")[0].split("/")[-1]
-        resource = ix.validate(e.resource, res_type)
+        resource = e.resource if e.validated else ix.validate(e.resource, res_type)
         res_id = e.request["_id"]
         found = existing.get((res_type, res_id))
         if found is None:
@@ -315,6 +316,12 @@ def _bundle(kind: str, entries: list[Entry], base_url: str, representation: bool
 
 
 async def transaction(ctx: ix.Ctx, bundle: dict[str, Any], *, representation: bool = False) -> bytes:
+    entries = await run_transaction(ctx, bundle)
+    return _bundle("transaction-response", entries, ctx.base_url, representation)
+
+
+async def run_transaction(ctx: ix.Ctx, bundle: dict[str, Any]) -> list[Entry]:
+    """All entries or none, in the caller's transaction; the entries carry their outcomes."""
     entries = _parse_entries(bundle, ctx.settings.max_bundle_entries)
     ids: dict[str, str] = {}
     await _resolve_identities(ctx, entries, ids)
@@ -341,7 +348,7 @@ async def transaction(ctx: ix.Ctx, bundle: dict[str, Any], *, representation: bo
         where = f" (entry {current.index})" if current is not None else ""
         exc.diagnostics = f"transaction failed{where}: {exc.diagnostics}"
         raise
-    return _bundle("transaction-response", entries, ctx.base_url, representation)
+    return entries
 
 
 TransactionFactory = Callable[[], AbstractAsyncContextManager[Conn]]
@@ -356,6 +363,18 @@ async def batch(
     representation: bool = False,
     base_url: str = "",
 ) -> bytes:
+    entries = await run_batch(make_ctx, transaction_scope, bundle, max_entries, base_url=base_url)
+    return _bundle("batch-response", entries, base_url, representation)
+
+
+async def run_batch(
+    make_ctx: Callable[[Conn], ix.Ctx],
+    transaction_scope: TransactionFactory,
+    bundle: dict[str, Any],
+    max_entries: int,
+    *,
+    base_url: str = "",
+) -> list[Entry]:
     """Each entry succeeds or fails on its own; plain creates share one database transaction."""
     entries = _parse_entries(bundle, max_entries)
     ordered = sorted(entries, key=lambda x: (ORDER[x.method], x.index))
@@ -366,6 +385,7 @@ async def batch(
             try:
                 ix.check_type(path[0])
                 ix.validate(e.resource, path[0])
+                e.validated = True
                 e.request = {**e.request, "_id": _uuid_identity(e.full_url) or ix.new_id()}
                 posts.append(e)
             except FhirError as exc:
@@ -395,4 +415,4 @@ async def batch(
                 e.outcome = await run_entry(ctx, e)
         except FhirError as exc:
             e.error = exc
-    return _bundle("batch-response", entries, base_url, representation)
+    return entries

@@ -94,29 +94,27 @@ def count_entries(path: Path) -> int:
     return 1
 
 
-def _tally(report: ImportReport, body: bytes) -> None:
-    for e in orjson.loads(body).get("entry", []):
-        status = str(e.get("response", {}).get("status", ""))
+def _tally(report: ImportReport, entries: list[bundles.Entry]) -> None:
+    for e in entries:
         report.resources += 1
-        if status.startswith("201"):
+        if e.error is not None:
+            report.errors.append(f"entry {e.index}: {e.error}")
+        elif e.outcome is not None and e.outcome.status == 201:
             report.created += 1
-        elif status.startswith("200"):
+        else:
             report.updated += 1
-        elif not status.startswith(("2", "3")):
-            report.errors.append(status)
 
 
-async def load_bundle(db: Database, settings: Settings, kind: str, bundle: dict[str, Any]) -> bytes:
+async def load_bundle(
+    db: Database, settings: Settings, kind: str, bundle: dict[str, Any]
+) -> list[bundles.Entry]:
+    """Process one Bundle as ``POST /fhir`` would (without rendering a response Bundle)."""
+    limit = max(settings.max_bundle_entries, 100_000)
     if kind == "batch":
-        return await bundles.batch(
-            lambda conn: ix.Ctx(conn, settings, ""),
-            db.transaction,
-            bundle,
-            max(settings.max_bundle_entries, 100_000),
-        )
-    big = settings.model_copy(update={"max_bundle_entries": max(settings.max_bundle_entries, 100_000)})
+        return await bundles.run_batch(lambda conn: ix.Ctx(conn, settings, ""), db.transaction, bundle, limit)
+    big = settings.model_copy(update={"max_bundle_entries": limit})
     async with db.transaction() as conn:
-        return await bundles.transaction(ix.Ctx(conn, big, ""), bundle)
+        return await bundles.run_transaction(ix.Ctx(conn, big, ""), bundle)
 
 
 async def import_paths(
@@ -127,11 +125,11 @@ async def import_paths(
         report.files += 1
         for kind, bundle in units(path):
             try:
-                body = await load_bundle(db, settings, kind, bundle)
+                entries = await load_bundle(db, settings, kind, bundle)
             except FhirError as exc:
                 exc.diagnostics = f"{path}: {exc.diagnostics}"
                 raise
-            _tally(report, body)
+            _tally(report, entries)
             if progress:
                 progress(len(bundle.get("entry") or []))
     return report

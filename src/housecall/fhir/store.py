@@ -111,7 +111,7 @@ def version_write(
     """Build the write for a new version of a (validated, reference-resolved) resource."""
     last_updated = when if when is not None else now_us()
     content = stamp(resource, res_id, version, last_updated)
-    rows = _bounded(extract_index(resource))
+    rows = extract_index(resource)
     return Write(
         resource["resourceType"], res_id, version, last_updated, False, method, content, rows, replace
     )
@@ -123,21 +123,9 @@ def delete_write(res_type: str, res_id: str, version: int, when: int | None = No
     )
 
 
-# Index values longer than this are cut: PostgreSQL cannot put more than ~2.7 KB in a btree entry,
-# and nobody searches by the thousandth character of a description.
+# Index values longer than this are cut (in the INSERT itself, at no cost in Python): PostgreSQL
+# cannot put more than ~2.7 KB in a btree entry, and nobody searches by the thousandth character.
 MAX_INDEXED_CHARS = 512
-
-
-def _cut(value: Any) -> Any:
-    return value[:MAX_INDEXED_CHARS] if isinstance(value, str) and len(value) > MAX_INDEXED_CHARS else value
-
-
-def _bounded(rows: IndexRows) -> IndexRows:
-    for kind in ("token", "string", "reference", "uri"):
-        values: list[tuple[Any, ...]] = getattr(rows, kind)
-        if any(isinstance(v, str) and len(v) > MAX_INDEXED_CHARS for row in values for v in row):
-            setattr(rows, kind, list(dict.fromkeys(tuple(_cut(v) for v in row) for row in values)))
-    return rows
 
 
 _RES_COLS = "res_type, res_id, version, last_updated, deleted, content"
@@ -292,9 +280,15 @@ class Store:
             param = arr([r[2] for r in flat], "text")
             col_arrays = [arr([r[3 + n] for r in flat], pgtype) for n, (_, pgtype) in enumerate(cols)]
             names = ", ".join(name for name, _ in cols)
+            picks = ", ".join(
+                f"left(c{n}, {MAX_INDEXED_CHARS})" if pgtype == "text" else f"c{n}"
+                for n, (_, pgtype) in enumerate(cols)
+            )
+            aliases = ", ".join(f"c{n}" for n in range(len(cols)))
             ctes.append(
                 f"i_{kind} AS (INSERT INTO sp_{kind} (res_type, res_id, param, {names}) "
-                f"SELECT * FROM unnest({owner_t}, {owner_i}, {param}, {', '.join(col_arrays)}))"
+                f"SELECT t, i, p, {picks} FROM unnest({owner_t}, {owner_i}, {param}, {', '.join(col_arrays)}) "
+                f"AS u(t, i, p, {aliases}))"
             )
         comp = [(w.res_type, w.res_id, p) for w in writes if w.rows is not None for p in w.rows.patients]
         if comp:
@@ -328,7 +322,13 @@ class Store:
                 statements.append((f"DELETE FROM {table} WHERE res_type = $1 AND res_id = $2", replaced))
         for kind, cols in INDEX_COLUMNS.items():
             names = ", ".join(name for name, _ in cols)
-            marks = ", ".join(f"${n + 1}" for n in range(3 + len(cols)))
+            marks = ", ".join(
+                ["$1", "$2", "$3"]
+                + [
+                    f"substr(${n + 4}, 1, {MAX_INDEXED_CHARS})" if pgtype == "text" else f"${n + 4}"
+                    for n, (_, pgtype) in enumerate(cols)
+                ]
+            )
             statements.append(
                 (
                     f"INSERT INTO sp_{kind} (res_type, res_id, param, {names}) VALUES ({marks})",
