@@ -47,6 +47,7 @@ class Conn(Protocol):
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
     async def execute_batch(self, statements: list[tuple[str, list[Any]]]) -> None: ...
     def note_writes(self, n: int) -> None: ...
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,10 @@ class _PgConn:
         for sql, rows in statements:
             await self.executemany(sql, rows)
 
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self._n.statements += 1
+        await self._c.copy_records_to_table(table, records=rows, columns=list(columns))
+
 
 class _PgUnitOfWork(_PgConn):
     """A transaction that costs one round trip when the unit of work is a single write.
@@ -189,6 +194,10 @@ class _PgUnitOfWork(_PgConn):
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._open()
         await super().executemany(sql, rows)
+
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        await self._open()
+        await super().copy_rows(table, columns, rows)
 
     async def finish(self) -> None:
         if self._state == "held" and self._held is not None:
@@ -380,6 +389,10 @@ class _SqliteConn:
             self._n.statements += 1
             c = self._w.conn()
             await self._w.call(lambda: c.executemany(_sqlite_sql(sql), rows))
+
+    async def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        marks = ", ".join(f"${n + 1}" for n in range(len(columns)))
+        await self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
     async def execute_batch(self, statements: list[tuple[str, list[Any]]]) -> None:
         """Several executemany calls in one hop to the connection's thread (SQLite only)."""

@@ -126,6 +126,23 @@ def delete_write(res_type: str, res_id: str, version: int, when: int | None = No
 # Index values longer than this are cut (in the INSERT itself, at no cost in Python): PostgreSQL
 # cannot put more than ~2.7 KB in a btree entry, and nobody searches by the thousandth character.
 MAX_INDEXED_CHARS = 512
+# Row positions (res_type, res_id, param, *columns) of the values that can be long.
+_LONG_TEXT = {"token": (4, 5), "string": (3, 4), "reference": (5,), "uri": (3,)}
+# From this many new resources in one chunk on, COPY beats one multi-row INSERT statement (whose
+# array parameters asyncpg encodes element by element).
+COPY_AT_LEAST = 50
+
+
+def _cut_rows(rows: list[tuple[Any, ...]], positions: tuple[int, ...]) -> list[tuple[Any, ...]]:
+    """Cut long values at the given positions (the COPY path cannot call left() in SQL)."""
+    m = MAX_INDEXED_CHARS
+    out = rows
+    for n, row in enumerate(rows):
+        if any(row[i] is not None and len(row[i]) > m for i in positions):
+            if out is rows:
+                out = list(rows)
+            out[n] = tuple(v[:m] if i in positions and v is not None else v for i, v in enumerate(row))
+    return out
 
 
 _RES_COLS = "res_type, res_id, version, last_updated, deleted, content"
@@ -230,11 +247,42 @@ class Store:
     async def apply(self, writes: Sequence[Write]) -> None:
         """Store new versions with their history and index rows (one statement per chunk on PG)."""
         for chunk in _unique_key_chunks(writes):
-            if self.dialect == "postgresql":
-                await self._apply_pg(chunk)
-            else:
+            if self.dialect == "sqlite":
                 await self._apply_sqlite(chunk)
+            elif len(chunk) >= COPY_AT_LEAST and not any(w.replace for w in chunk):
+                await self._copy_pg(chunk)
+            else:
+                await self._apply_pg(chunk)
         self.conn.note_writes(len(writes))
+
+    async def _copy_pg(self, writes: list[Write]) -> None:
+        """Many new resources: COPY each table (PostgreSQL's bulk path; no ON CONFLICT needed)."""
+        conn = self.conn
+        await conn.copy_rows(
+            "resource",
+            ("res_type", "res_id", "version", "last_updated", "deleted", "content"),
+            [(w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content) for w in writes],
+        )
+        await conn.copy_rows(
+            "resource_history",
+            ("res_type", "res_id", "version", "last_updated", "deleted", "method", "content"),
+            [
+                (w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.method, w.content)
+                for w in writes
+            ],
+        )
+        for kind, cols in INDEX_COLUMNS.items():
+            rows = _flatten(writes, kind)
+            if rows:
+                long_columns = _LONG_TEXT.get(kind)
+                if long_columns:
+                    rows = _cut_rows(rows, long_columns)
+                await conn.copy_rows(
+                    f"sp_{kind}", ("res_type", "res_id", "param", *(c for c, _ in cols)), rows
+                )
+        comp = [(w.res_type, w.res_id, p) for w in writes if w.rows is not None for p in w.rows.patients]
+        if comp:
+            await conn.copy_rows("compartment", ("res_type", "res_id", "patient_id"), comp)
 
     async def _apply_pg(self, writes: list[Write]) -> None:
         args: list[Any] = []
