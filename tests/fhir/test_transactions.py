@@ -434,3 +434,21 @@ async def test_batch_resolves_references_entry_by_entry(client: httpx.AsyncClien
         assert stored["subject"]["reference"] == f"Patient/{target['id']}"
     r = await client.get(f"/fhir/Observation?subject=Patient/{target['id']}&_summary=count")
     assert r.json()["total"] == 2
+
+
+async def test_json_patch_past_the_nesting_limit_is_422(client: httpx.AsyncClient) -> None:
+    """Each part is within the limit, the patched whole is not: refused, not a 500."""
+    pid = f"deep-patch-{new_uuid()[:8]}"
+    resource = json.loads(nested_extensions(100)) | {"id": pid}
+    assert (await client.put(f"/fhir/Patient/{pid}", json=resource, headers=FHIR)).status_code == 201
+    deepest = "/extension/0" * 101
+    value = json.loads(nested_extensions(100))["extension"][0]
+    r = await client.patch(
+        f"/fhir/Patient/{pid}",
+        json=[{"op": "replace", "path": deepest, "value": value}],
+        headers={"Content-Type": "application/json-patch+json"},
+    )
+    assert r.status_code == 422, r.text[:300]
+    assert r.json()["resourceType"] == "OperationOutcome"
+    r = await client.get(f"/fhir/Patient/{pid}")
+    assert r.json()["meta"]["versionId"] == "1"

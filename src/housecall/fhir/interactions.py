@@ -285,6 +285,10 @@ async def patch(
             patched = jsonpatch.JsonPatch(body).apply(resource)
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
             raise FhirError(422, "processing", f"the JSON Patch cannot be applied: {exc}") from None
+        try:  # a value put deep into the resource can nest it past what the store can write
+            orjson.dumps(patched)
+        except orjson.JSONEncodeError:
+            raise FhirError(422, "processing", "the patched resource would be nested too deeply") from None
     elif isinstance(body, dict):
         patched = _merge_patch(resource, body)
     else:
