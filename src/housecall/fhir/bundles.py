@@ -6,9 +6,9 @@ PUT/PATCH, GET). ``urn:uuid:`` fullUrls are resolved to the ids the server assig
 references (``Patient?identifier=...``) to the one resource they match.
 
 Identity of ``urn:uuid`` entries: a POST whose fullUrl is ``urn:uuid:<uuid>`` is stored under that
-uuid as its id. Posting the same entry again therefore finds it instead of duplicating it (an
-unchanged resource is left alone; a changed one gets a new version). This makes loading the same
-Bundles or exports twice idempotent; see docs/decisions/0003-urn-uuid-identity.md.
+uuid as its id. Posting an entry whose id is already stored is a match, as for If-None-Exist: the
+stored resource is returned (200) and left as it is - a POST never changes a resource, a PUT does.
+Loading the same Bundles twice therefore changes nothing; see docs/decisions/0003-urn-uuid-identity.md.
 """
 
 from __future__ import annotations
@@ -225,15 +225,13 @@ def _prepare_posts(posts: list[Entry], existing: dict[tuple[str, str], Stored]) 
         resource = e.resource if e.validated else ix.validate(e.resource, res_type)
         res_id = e.request["_id"]
         found = existing.get((res_type, res_id))
-        if found is None:
-            w = version_write(resource, res_id, 1, "POST", replace=False)
-            e.outcome = ix.Outcome(201, w.stored())
-        elif ix.same_content(found.resource(), {**resource, "id": res_id}):
+        if found is not None:
+            # Already stored under this identity: a match, as for If-None-Exist - the POST never
+            # changes it (a PUT does), so loading the same Bundles again is a no-op.
             e.outcome = ix.Outcome(200, found)
             continue
-        else:
-            w = version_write(resource, res_id, found.version + 1, "POST", replace=True)
-            e.outcome = ix.Outcome(200, w.stored())
+        w = version_write(resource, res_id, 1, "POST", replace=False)
+        e.outcome = ix.Outcome(201, w.stored())
         writes.append(w)
     return writes
 
