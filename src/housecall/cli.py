@@ -108,7 +108,11 @@ def import_(
     missing = [str(p) for p in files if not p.exists()]
     if missing:
         _fail(f"no such file: {', '.join(missing)}")
-    total = sum(loader.count_entries(p) for p in files)
+    try:
+        total = sum(loader.count_entries(p) for p in files)
+    except ValueError as exc:  # nothing is loaded when any file is not FHIR
+        _fail(str(exc))
+        return
 
     async def run() -> loader.ImportReport:
         db = open_database(settings.database_url)

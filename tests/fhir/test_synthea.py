@@ -311,3 +311,16 @@ async def test_cli_import_refuses_the_export_log(fresh_database_url: str, fixtur
     assert "log.ndjson, line 1: not a FHIR resource" in message, f"the error should name the file: {err!r}"
     async for client in _client(fresh_database_url):
         assert await system_versions(client) == 0
+
+
+@pytest.mark.parametrize("engine", ["sqlite"], indirect=True)
+async def test_cli_import_of_a_folder_with_a_non_fhir_file_loads_nothing(
+    fresh_database_url: str, fixtures: Path
+) -> None:
+    # The bulk-export folder holds log.ndjson beside the resources; the import checks every file
+    # first, so it refuses the whole folder instead of stopping half-way.
+    rc, _out, err = run_import(fresh_database_url, [fixtures / "synthea-bulk-ndjson-10-partial"])
+    assert rc == 1
+    assert "log.ndjson, line 1" in " ".join(err.split())
+    async for client in _client(fresh_database_url):
+        assert await system_versions(client) == 0

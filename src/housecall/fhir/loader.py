@@ -85,11 +85,28 @@ def units(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def count_entries(path: Path) -> int:
+    """Entries the file will load; raises ValueError naming the file (and line) when it is not
+    FHIR, so that an import can refuse a bad file before it has loaded any of the good ones."""
     if path.suffix == ".ndjson":
+        count = 0
         with path.open("rb") as fh:
-            return sum(1 for line in fh if line.strip())
-    doc = orjson.loads(path.read_bytes())
-    if isinstance(doc, dict) and doc.get("resourceType") == "Bundle" and doc.get("type") != "document":
+            for number, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        doc = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        raise ValueError(f"{path}, line {number}: not JSON") from None
+                    if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
+                        raise ValueError(f"{path}, line {number}: not a FHIR resource (no resourceType)")
+                    count += 1
+        return count
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except orjson.JSONDecodeError:
+        raise ValueError(f"{path}: not JSON") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("resourceType"), str):
+        raise ValueError(f"{path}: not a FHIR resource (no resourceType)")
+    if doc["resourceType"] == "Bundle" and doc.get("type") != "document":
         return len(doc.get("entry") or [])
     return 1
 
