@@ -215,8 +215,9 @@ class _PgUnitOfWork(_PgConn):
 
 
 async def _keep_session(conn: Any) -> None:
-    """Pool reset hook: nothing to undo. The store never changes session state (no SET, LISTEN or
-    advisory locks), so the default reset query would be a wasted round trip per request."""
+    """Pool reset hook: nothing to undo. The store never changes session state (no SET or LISTEN;
+    its advisory locks are transaction-scoped and end with the transaction), so the default reset
+    query would be a wasted round trip per request."""
 
 
 class PostgresDatabase(Database):
