@@ -185,13 +185,7 @@ def backup(path: Annotated[Path, typer.Argument(help="backup file to write")]) -
     url = DatabaseURL.parse(_settings().database_url)
     path.parent.mkdir(parents=True, exist_ok=True)
     if url.dialect == "sqlite":
-        src = sqlite3.connect(url.path)
-        dst = sqlite3.connect(path)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-            src.close()
+        _sqlite_copy(url.path, path)
     else:
         _pg_tool("pg_dump", "--format=custom", f"--file={path}", url.path)
     console.print(f"backup written to {path}")
@@ -209,16 +203,21 @@ def restore(
         raise typer.Exit(1)
     url = DatabaseURL.parse(_settings().database_url)
     if url.dialect == "sqlite":
-        src = sqlite3.connect(path)
-        dst = sqlite3.connect(url.path)
-        try:
-            src.backup(dst)
-        finally:
-            dst.close()
-            src.close()
+        _sqlite_copy(path, url.path)
     else:
         _pg_tool("pg_restore", "--clean", "--if-exists", "--no-owner", f"--dbname={url.path}", str(path))
     console.print(f"restored from {path}")
+
+
+def _sqlite_copy(source: str | Path, target: str | Path) -> None:
+    """SQLite's online backup API: a consistent copy even while the server writes."""
+    src = sqlite3.connect(source)
+    dst = sqlite3.connect(target)
+    try:
+        src.backup(dst)
+    finally:
+        dst.close()
+        src.close()
 
 
 def _pg_tool(name: str, *args: str) -> None:

@@ -197,49 +197,21 @@ class Store:
         return [found[i] for i in ids if i in found]
 
     async def history(
-        self,
-        res_type: str | None,
-        res_id: str | None,
-        since: int | None,
-        count: int,
-        offset: int,
-        at_most: int | None = None,
+        self, res_type: str | None, res_id: str | None, since: int | None, count: int, offset: int
     ) -> list[Stored]:
         """Versions newest first; instance, type or whole-system history."""
-        where: list[str] = []
-        args: list[Any] = []
-        if res_type is not None:
-            args.append(res_type)
-            where.append(f"res_type = ${len(args)}")
-        if res_id is not None:
-            args.append(res_id)
-            where.append(f"res_id = ${len(args)}")
-        if since is not None:
-            args.append(since)
-            where.append(f"last_updated >= ${len(args)}")
-        if at_most is not None:
-            args.append(at_most)
-            where.append(f"last_updated <= ${len(args)}")
-        args += [count, offset]
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        clause, args = _history_filter(res_type, res_id, since)
         rows = await self.conn.fetch(
             f"SELECT {_RES_COLS} FROM resource_history {clause} "
-            f"ORDER BY last_updated DESC, version DESC LIMIT ${len(args) - 1} OFFSET ${len(args)}",
+            f"ORDER BY last_updated DESC, version DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
             *args,
+            count,
+            offset,
         )
         return [_stored(r) for r in rows]
 
     async def count_history(self, res_type: str | None, res_id: str | None, since: int | None) -> int:
-        where: list[str] = []
-        args: list[Any] = []
-        for col, val in (("res_type", res_type), ("res_id", res_id)):
-            if val is not None:
-                args.append(val)
-                where.append(f"{col} = ${len(args)}")
-        if since is not None:
-            args.append(since)
-            where.append(f"last_updated >= ${len(args)}")
-        clause = ("WHERE " + " AND ".join(where)) if where else ""
+        clause, args = _history_filter(res_type, res_id, since)
         return int(await self.conn.fetchval(f"SELECT count(*) FROM resource_history {clause}", *args))
 
     # -- writes ------------------------------------------------------------------------------------
@@ -388,6 +360,16 @@ class Store:
             ("INSERT INTO compartment (res_type, res_id, patient_id) VALUES ($1, $2, $3)", comp)
         )
         await self.conn.execute_batch(statements)
+
+
+def _history_filter(res_type: str | None, res_id: str | None, since: int | None) -> tuple[str, list[Any]]:
+    where: list[str] = []
+    args: list[Any] = []
+    for condition, value in (("res_type = ", res_type), ("res_id = ", res_id), ("last_updated >= ", since)):
+        if value is not None:
+            args.append(value)
+            where.append(f"{condition}${len(args)}")
+    return ("WHERE " + " AND ".join(where)) if where else "", args
 
 
 def _stored(row: Sequence[Any]) -> Stored:
