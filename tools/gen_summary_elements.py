@@ -20,7 +20,11 @@ def main() -> None:
     out: dict[str, dict[str, list[str]]] = {}
     for entry in bundle["entry"]:
         sd = entry["resource"]
-        if sd.get("resourceType") != "StructureDefinition" or sd.get("kind") != "resource" or sd.get("abstract"):
+        if (
+            sd.get("resourceType") != "StructureDefinition"
+            or sd.get("kind") != "resource"
+            or sd.get("abstract")
+        ):
             continue
         names: set[str] = set()
         choices: set[str] = set()

@@ -67,8 +67,7 @@ def by_type(bundle) -> dict[str, list[dict]]:
 
 @pytest.fixture(scope="module")
 def index(bundle) -> dict[str, dict]:
-    return {f"{e['resource']['resourceType']}/{e['resource']['id']}": e["resource"]
-            for e in bundle["entry"]}
+    return {f"{e['resource']['resourceType']}/{e['resource']['id']}": e["resource"] for e in bundle["entry"]}
 
 
 def _references(node):
@@ -117,13 +116,11 @@ def test_transaction_entries_are_idempotent_puts(bundle):
     for entry in bundle["entry"]:
         res = entry["resource"]
         assert ID_RE.match(res["id"]), res["id"]
-        assert entry["request"] == {"method": "PUT",
-                                    "url": f"{res['resourceType']}/{res['id']}"}
+        assert entry["request"] == {"method": "PUT", "url": f"{res['resourceType']}/{res['id']}"}
         assert entry["fullUrl"].startswith("urn:uuid:")
         uuid.UUID(entry["fullUrl"].removeprefix("urn:uuid:"))
         full_urls.add(entry["fullUrl"])
-        assert {"system": generate.TAG_SYSTEM, "code": "demo"}.items() <= \
-            res["meta"]["tag"][0].items()
+        assert {"system": generate.TAG_SYSTEM, "code": "demo"}.items() <= res["meta"]["tag"][0].items()
     assert len(full_urls) == len(bundle["entry"])
 
 
@@ -151,8 +148,7 @@ def test_the_bundle_itself_validates(bundle):
 
 
 def test_all_references_resolve_within_the_bundle(bundle, index):
-    dangling = [(rid, ref) for rid, res in index.items() for ref in _references(res)
-                if ref not in index]
+    dangling = [(rid, ref) for rid, res in index.items() for ref in _references(res) if ref not in index]
     assert dangling == []
 
 
@@ -165,9 +161,15 @@ def test_deterministic_for_seed_and_today():
     assert other["entry"][0]["resource"]["id"] != json.loads(first)["entry"][0]["resource"]["id"]
 
 
-@pytest.mark.parametrize("other_day", [
-    dt.date(2026, 3, 10), dt.date(2026, 11, 1), dt.date(2028, 2, 29), dt.date(2025, 12, 27),
-])
+@pytest.mark.parametrize(
+    "other_day",
+    [
+        dt.date(2026, 3, 10),
+        dt.date(2026, 11, 1),
+        dt.date(2028, 2, 29),
+        dt.date(2025, 12, 27),
+    ],
+)
 def test_reloading_on_another_day_updates_the_same_ids(bundle, other_day):
     def ids(b):
         return sorted(e["request"]["url"] for e in b["entry"])
@@ -197,10 +199,10 @@ def test_organization_and_locations(by_type, index):
     orgs = {o["name"]: o for o in by_type["Organization"]}
     assert "Housecall Demo Health" in orgs
     assert "Demo Health Plan" in orgs
-    assert any(i["system"] == "https://housecall.example/org"
-               for i in orgs["Housecall Demo Health"]["identifier"])
-    physical = [loc for loc in by_type["Location"] if loc["physicalType"]["coding"][0]["code"]
-                != "vi"]
+    assert any(
+        i["system"] == "https://housecall.example/org" for i in orgs["Housecall Demo Health"]["identifier"]
+    )
+    physical = [loc for loc in by_type["Location"] if loc["physicalType"]["coding"][0]["code"] != "vi"]
     assert len({loc["address"]["state"] for loc in physical}) >= 2
     for loc in by_type["Location"]:
         assert index[loc["managingOrganization"]["reference"]]["name"] == "Housecall Demo Health"
@@ -213,16 +215,19 @@ def test_organization_and_locations(by_type, index):
 
 def test_healthcare_services(by_type):
     names = {s["name"] for s in by_type["HealthcareService"]}
-    assert names >= {"Primary care video visit", "Behavioral health video visit",
-                     "Cardiology e-consult", "Remote patient monitoring"}
+    assert names >= {
+        "Primary care video visit",
+        "Behavioral health video visit",
+        "Cardiology e-consult",
+        "Remote patient monitoring",
+    }
 
 
 def test_practitioners_have_npi_licences_and_roles(by_type, index):
     practitioners = by_type["Practitioner"]
     assert len(practitioners) >= 6
     for prac in practitioners:
-        npis = [i["value"] for i in prac["identifier"]
-                if i["system"] == "http://hl7.org/fhir/sid/us-npi"]
+        npis = [i["value"] for i in prac["identifier"] if i["system"] == "http://hl7.org/fhir/sid/us-npi"]
         assert len(npis) == 1
         assert re.fullmatch(r"\d{10}", npis[0])
         assert _npi_is_valid(npis[0])
@@ -236,8 +241,9 @@ def test_practitioners_have_npi_licences_and_roles(by_type, index):
             assert generate.STATES[state] in q["issuer"]["display"]
             assert q["period"]["start"] < q["period"]["end"]
     roles = by_type["PractitionerRole"]
-    assert {r["practitioner"]["reference"] for r in roles} == \
-        {f"Practitioner/{p['id']}" for p in practitioners}
+    assert {r["practitioner"]["reference"] for r in roles} == {
+        f"Practitioner/{p['id']}" for p in practitioners
+    }
     specialties = {c["code"] for r in roles for s in r["specialty"] for c in s["coding"]}
     assert len(specialties) >= 5
     for role in roles:
@@ -249,17 +255,20 @@ def test_practitioners_have_npi_licences_and_roles(by_type, index):
 
 def test_licence_states_differ_between_clinicians(by_type):
     def current_states(prac):
-        return frozenset(q["identifier"][0]["system"].rsplit("/", 1)[1]
-                         for q in prac["qualification"]
-                         if q["period"]["start"] <= TODAY.isoformat() <= q["period"]["end"])
+        return frozenset(
+            q["identifier"][0]["system"].rsplit("/", 1)[1]
+            for q in prac["qualification"]
+            if q["period"]["start"] <= TODAY.isoformat() <= q["period"]["end"]
+        )
 
     kinds = Counter(current_states(p) for p in by_type["Practitioner"])
     assert kinds[frozenset({"VT"})]
     assert kinds[frozenset({"ME"})]
     assert kinds[frozenset({"VT", "ME"})]
     # One lapsed licence exists so expiry rules have something to catch.
-    assert any(q["period"]["end"] < TODAY.isoformat()
-               for p in by_type["Practitioner"] for q in p["qualification"])
+    assert any(
+        q["period"]["end"] < TODAY.isoformat() for p in by_type["Practitioner"] for q in p["qualification"]
+    )
 
 
 # --------------------------------------------------------------------------
@@ -268,8 +277,9 @@ def test_licence_states_differ_between_clinicians(by_type):
 
 
 def test_schedule_per_role_and_slots_in_the_next_two_weeks(by_type, index):
-    assert {s["actor"][0]["reference"] for s in by_type["Schedule"]} == \
-        {f"PractitionerRole/{r['id']}" for r in by_type["PractitionerRole"]}
+    assert {s["actor"][0]["reference"] for s in by_type["Schedule"]} == {
+        f"PractitionerRole/{r['id']}" for r in by_type["PractitionerRole"]
+    }
     slots = by_type["Slot"]
     assert 0 < len(slots) <= 400
     for slot in slots:
@@ -283,8 +293,7 @@ def test_schedule_per_role_and_slots_in_the_next_two_weeks(by_type, index):
         assert end.time() <= dt.time(12)
         assert start.utcoffset() == generate.eastern_offset(start.date())
         assert slot["serviceType"]
-        assert slot["appointmentType"]["coding"][0]["code"] in \
-            {"VR", "AMB"}
+        assert slot["appointmentType"]["coding"][0]["code"] in {"VR", "AMB"}
         assert index[slot["schedule"]["reference"]]["resourceType"] == "Schedule"
     assert {s["status"] for s in slots} == {"free", "busy", "busy-unavailable"}
 
@@ -302,10 +311,14 @@ def test_busy_slots_are_exactly_the_booked_ones(by_type, index):
     # No patient is double-booked.
     per_patient = defaultdict(list)
     for appt in booked:
-        patient = next(p["actor"]["reference"] for p in appt["participant"]
-                       if p["actor"]["reference"].startswith("Patient/"))
-        per_patient[patient].append((dt.datetime.fromisoformat(appt["start"]),
-                                     dt.datetime.fromisoformat(appt["end"])))
+        patient = next(
+            p["actor"]["reference"]
+            for p in appt["participant"]
+            if p["actor"]["reference"].startswith("Patient/")
+        )
+        per_patient[patient].append(
+            (dt.datetime.fromisoformat(appt["start"]), dt.datetime.fromisoformat(appt["end"]))
+        )
     for spans in per_patient.values():
         spans.sort()
         assert all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
@@ -340,8 +353,7 @@ def test_patients_are_varied(by_type):
     assert min(ages) < 18
     assert max(ages) >= 75
     assert {p["address"][0]["state"] for p in patients} == {"VT", "ME"}
-    spanish = [p for p in patients
-               if p["communication"][0]["language"]["coding"][0]["code"] == "es"]
+    spanish = [p for p in patients if p["communication"][0]["language"]["coding"][0]["code"] == "es"]
     assert len(spanish) >= 2
     for p in patients:
         assert p["telecom"]
@@ -353,8 +365,7 @@ def test_children_share_a_parent(by_type, index):
     by_person = defaultdict(set)
     for rp in by_type["RelatedPerson"]:
         codes = {c for concept in rp["relationship"] for c in _codes(concept)}
-        if codes & {(generate.ROLE_CODE, "MTH"), (generate.ROLE_CODE, "PRN"),
-                    (generate.ROLE_CODE, "FTH")}:
+        if codes & {(generate.ROLE_CODE, "MTH"), (generate.ROLE_CODE, "PRN"), (generate.ROLE_CODE, "FTH")}:
             by_person[rp["identifier"][0]["value"]].add(rp["patient"]["reference"])
     shared = [patients for patients in by_person.values() if len(patients) >= 2]
     assert shared
@@ -365,8 +376,9 @@ def test_children_share_a_parent(by_type, index):
     # The mother is also a patient and links back to her RelatedPerson records.
     linked = [p for p in by_type["Patient"] if p.get("link")]
     assert linked
-    assert all(index[lk["other"]["reference"]]["resourceType"] == "RelatedPerson"
-                          for p in linked for lk in p["link"])
+    assert all(
+        index[lk["other"]["reference"]]["resourceType"] == "RelatedPerson" for p in linked for lk in p["link"]
+    )
 
 
 def test_every_patient_has_a_history(by_type):
@@ -397,8 +409,7 @@ def test_encounters_are_coded(by_type):
 def test_conditions_use_snomed(by_type):
     codes = {c["code"]["coding"][0]["code"] for c in by_type["Condition"]}
     assert codes >= {"38341003", "44054006", "195967001", "35489007", "42343007", "49436004"}
-    assert all(c["code"]["coding"][0]["system"] == "http://snomed.info/sct"
-               for c in by_type["Condition"])
+    assert all(c["code"]["coding"][0]["system"] == "http://snomed.info/sct" for c in by_type["Condition"])
 
 
 def test_observations(by_type, index):
@@ -407,8 +418,11 @@ def test_observations(by_type, index):
         codes.update(c for c in _codes(obs["code"]) if c[0] == LOINC)
         assert obs["effectiveDateTime"]
         assert obs["category"]
-        quantities = [obs["valueQuantity"]] if "valueQuantity" in obs else \
-            [comp["valueQuantity"] for comp in obs["component"]]
+        quantities = (
+            [obs["valueQuantity"]]
+            if "valueQuantity" in obs
+            else [comp["valueQuantity"] for comp in obs["component"]]
+        )
         for q in quantities:
             assert q["system"] == "http://unitsofmeasure.org"
             assert q["code"]
@@ -416,17 +430,34 @@ def test_observations(by_type, index):
             if "valueQuantity" in part and part.get("referenceRange"):
                 rng = part["referenceRange"][0]
                 value = part["valueQuantity"]["value"]
-                abnormal = value > rng.get("high", {"value": float("inf")})["value"] or \
-                    value < rng.get("low", {"value": float("-inf")})["value"]
+                abnormal = (
+                    value > rng.get("high", {"value": float("inf")})["value"]
+                    or value < rng.get("low", {"value": float("-inf")})["value"]
+                )
                 assert bool(part.get("interpretation")) == abnormal, obs["id"]
-    for code in ("85354-9", "8480-6", "8462-4", "8867-4", "29463-7", "59408-5", "2708-6",
-                 "2339-0", "4548-4", "8310-5", "41950-7", "55423-8"):
+    for code in (
+        "85354-9",
+        "8480-6",
+        "8462-4",
+        "8867-4",
+        "29463-7",
+        "59408-5",
+        "2708-6",
+        "2339-0",
+        "4548-4",
+        "8310-5",
+        "41950-7",
+        "55423-8",
+    ):
         assert codes[(LOINC, code)] or any(
             (LOINC, code) in _codes(comp["code"])
-            for obs in by_type["Observation"] for comp in obs.get("component", [])), code
-    assert any(o.get("interpretation") or any(c.get("interpretation")
-                                              for c in o.get("component", []))
-               for o in by_type["Observation"])
+            for obs in by_type["Observation"]
+            for comp in obs.get("component", [])
+        ), code
+    assert any(
+        o.get("interpretation") or any(c.get("interpretation") for c in o.get("component", []))
+        for o in by_type["Observation"]
+    )
     for report in by_type["DiagnosticReport"]:
         assert report["result"]
         for ref in report["result"]:
@@ -444,8 +475,10 @@ def test_medications_allergies_immunizations(by_type, index):
         assert rx["dispenseRequest"]["numberOfRepeatsAllowed"] >= 0
     allergy_codes = {a["code"]["coding"][0]["code"] for a in by_type["AllergyIntolerance"]}
     assert "409137002" in allergy_codes  # NKDA
-    assert all(i["vaccineCode"]["coding"][0]["system"] == "http://hl7.org/fhir/sid/cvx"
-               for i in by_type["Immunization"])
+    assert all(
+        i["vaccineCode"]["coding"][0]["system"] == "http://hl7.org/fhir/sid/cvx"
+        for i in by_type["Immunization"]
+    )
 
 
 def test_after_visit_summaries_are_small_plain_text(by_type, index):
@@ -462,18 +495,22 @@ def test_after_visit_summaries_are_small_plain_text(by_type, index):
 
 def test_care_teams_and_encounters_respect_licensure(by_type, index):
     """Whoever treats or books a patient is currently licensed in the patient's state."""
+
     def licensed(prac_ref: str, state: str) -> bool:
-        return any(q["identifier"][0]["system"].endswith(f"/{state}")
-                   and q["period"]["start"] <= TODAY.isoformat() <= q["period"]["end"]
-                   for q in index[prac_ref]["qualification"])
+        return any(
+            q["identifier"][0]["system"].endswith(f"/{state}")
+            and q["period"]["start"] <= TODAY.isoformat() <= q["period"]["end"]
+            for q in index[prac_ref]["qualification"]
+        )
 
     checked = 0
-    for rtype in ("CareTeam", "Encounter", "Appointment", "MedicationRequest",
-                  "DocumentReference"):
+    for rtype in ("CareTeam", "Encounter", "Appointment", "MedicationRequest", "DocumentReference"):
         for res in by_type[rtype]:
             patient_ref = _patient_of(res) or next(
-                p["actor"]["reference"] for p in res["participant"]
-                if p["actor"]["reference"].startswith("Patient/"))
+                p["actor"]["reference"]
+                for p in res["participant"]
+                if p["actor"]["reference"].startswith("Patient/")
+            )
             state = index[patient_ref]["address"][0]["state"]
             for ref in _references(res):
                 if ref.startswith("Practitioner/"):

@@ -118,10 +118,28 @@ class Site:
 
 
 SITES = (
-    Site("burlington", "Housecall Burlington Clinic", "1 Lakeview Plaza, Suite 200",
-         "Burlington", "VT", "05401", "802-555-0100", 44.4759, -73.2121),
-    Site("portland", "Housecall Portland Clinic", "75 Harbor View Drive",
-         "Portland", "ME", "04101", "207-555-0100", 43.6591, -70.2568),
+    Site(
+        "burlington",
+        "Housecall Burlington Clinic",
+        "1 Lakeview Plaza, Suite 200",
+        "Burlington",
+        "VT",
+        "05401",
+        "802-555-0100",
+        44.4759,
+        -73.2121,
+    ),
+    Site(
+        "portland",
+        "Housecall Portland Clinic",
+        "75 Harbor View Drive",
+        "Portland",
+        "ME",
+        "04101",
+        "207-555-0100",
+        43.6591,
+        -70.2568,
+    ),
     Site("virtual", "Housecall Virtual Clinic"),
 )
 
@@ -129,19 +147,29 @@ SITES = (
 # The service key is also a coding in SERVICE_SYSTEM: a stable handle for app code.
 SERVICES = {
     "primary-care": (
-        "Primary care video visit", ("17", "General Practice"),
+        "Primary care video visit",
+        ("17", "General Practice"),
         ("124", "General Practice/GP (doctor)"),
-        "Same-week video visits with a primary care clinician licensed in your state."),
+        "Same-week video visits with a primary care clinician licensed in your state.",
+    ),
     "behavioral-health": (
-        "Behavioral health video visit", ("22", "Mental Health"),
+        "Behavioral health video visit",
+        ("22", "Mental Health"),
         ("305", "Counselling"),
-        "Counselling and psychiatric medication management by video."),
+        "Counselling and psychiatric medication management by video.",
+    ),
     "cardiology-econsult": (
-        "Cardiology e-consult", ("27", "Specialist Medical"), ("165", "Cardiology"),
-        "Clinician-to-clinician cardiology advice; patients may be seen by video."),
+        "Cardiology e-consult",
+        ("27", "Specialist Medical"),
+        ("165", "Cardiology"),
+        "Clinician-to-clinician cardiology advice; patients may be seen by video.",
+    ),
     "remote-monitoring": (
-        "Remote patient monitoring", ("17", "General Practice"), None,
-        "Home blood pressure, weight, SpO2 and glucose devices reviewed by a nurse."),
+        "Remote patient monitoring",
+        ("17", "General Practice"),
+        None,
+        "Home blood pressure, weight, SpO2 and glucose devices reviewed by a nurse.",
+    ),
 }
 
 
@@ -181,46 +209,142 @@ class Clinician:
 # Licences deliberately differ: VT-only, ME-only and both.  Dr. Okafor also
 # holds a *lapsed* VT licence so rules must look at qualification.period.
 CLINICIANS = (
-    Clinician("ellison", ("Margaret", "A."), "Ellison", "MD", "female",
-              ("207Q00000X", "Family Medicine"), ("doctor", "Doctor"),
-              ("62247001", "Family medicine specialist"), "Family physician", "medicine",
-              (License("VT", 12, 410), License("ME", 4, 230)),
-              "primary-care", ("burlington",), (0, 2, 4), in_person_weekday=2),
-    Clinician("okafor", ("Samuel",), "Okafor", "MD", "male",
-              ("207R00000X", "Internal Medicine"), ("doctor", "Doctor"),
-              None, "Internist", "medicine",
-              (License("ME", 9, 520), License("VT", 8, -200)),
-              "primary-care", ("portland",), (1, 3), in_person_weekday=3),
-    Clinician("raman", ("Priya",), "Raman", "MD", "female",
-              ("207RC0000X", "Cardiovascular Disease"), ("doctor", "Doctor"),
-              ("17561000", "Cardiologist"), "Cardiologist", "medicine",
-              (License("VT", 6, 45), License("ME", 6, 300)),
-              "cardiology-econsult", (), (2,)),
-    Clinician("lindqvist", ("Hannah",), "Lindqvist", "MD", "female",
-              ("208000000X", "Pediatrics"), ("doctor", "Doctor"),
-              ("82296001", "Pediatrician"), "Pediatrician", "medicine",
-              (License("VT", 7, 600),),
-              "primary-care", ("burlington",), (0, 3), in_person_weekday=0),
-    Clinician("reyes", ("Daniel",), "Reyes", "MD", "male",
-              ("2084P0800X", "Psychiatry"), ("doctor", "Doctor"),
-              ("80584001", "Psychiatrist"), "Psychiatrist", "medicine",
-              (License("ME", 5, 380),),
-              "behavioral-health", (), (1, 4), languages=("en", "es")),
-    Clinician("thompson", ("Aisha",), "Thompson", "LCMHC", "female",
-              ("101YM0800X", "Counselor, Mental Health"), ("counselor", "Counselor"),
-              None, "Mental health counselor", "counseling",
-              (License("VT", 3, 150),),
-              "behavioral-health", (), (0, 2, 3), slot_minutes=40, doctor=False),
-    Clinician("dubois", ("Karen",), "Dubois", "FNP-C", "female",
-              ("363LF0000X", "Nurse Practitioner, Family"), ("nurse", "Nurse"),
-              ("224571005", "Nurse practitioner"), "Family nurse practitioner", "nursing",
-              (License("VT", 10, 200), License("ME", 2, 500)),
-              "primary-care", (), (1, 3, 4), doctor=False),
-    Clinician("whitcomb", ("Thomas",), "Whitcomb", "RN", "male",
-              ("163W00000X", "Registered Nurse"), ("nurse", "Nurse"),
-              ("224535009", "Registered nurse"), "Remote monitoring nurse", "nursing",
-              (License("ME", 15, 330), License("VT", 3, 330)),
-              "remote-monitoring", (), (0, 2), doctor=False),
+    Clinician(
+        "ellison",
+        ("Margaret", "A."),
+        "Ellison",
+        "MD",
+        "female",
+        ("207Q00000X", "Family Medicine"),
+        ("doctor", "Doctor"),
+        ("62247001", "Family medicine specialist"),
+        "Family physician",
+        "medicine",
+        (License("VT", 12, 410), License("ME", 4, 230)),
+        "primary-care",
+        ("burlington",),
+        (0, 2, 4),
+        in_person_weekday=2,
+    ),
+    Clinician(
+        "okafor",
+        ("Samuel",),
+        "Okafor",
+        "MD",
+        "male",
+        ("207R00000X", "Internal Medicine"),
+        ("doctor", "Doctor"),
+        None,
+        "Internist",
+        "medicine",
+        (License("ME", 9, 520), License("VT", 8, -200)),
+        "primary-care",
+        ("portland",),
+        (1, 3),
+        in_person_weekday=3,
+    ),
+    Clinician(
+        "raman",
+        ("Priya",),
+        "Raman",
+        "MD",
+        "female",
+        ("207RC0000X", "Cardiovascular Disease"),
+        ("doctor", "Doctor"),
+        ("17561000", "Cardiologist"),
+        "Cardiologist",
+        "medicine",
+        (License("VT", 6, 45), License("ME", 6, 300)),
+        "cardiology-econsult",
+        (),
+        (2,),
+    ),
+    Clinician(
+        "lindqvist",
+        ("Hannah",),
+        "Lindqvist",
+        "MD",
+        "female",
+        ("208000000X", "Pediatrics"),
+        ("doctor", "Doctor"),
+        ("82296001", "Pediatrician"),
+        "Pediatrician",
+        "medicine",
+        (License("VT", 7, 600),),
+        "primary-care",
+        ("burlington",),
+        (0, 3),
+        in_person_weekday=0,
+    ),
+    Clinician(
+        "reyes",
+        ("Daniel",),
+        "Reyes",
+        "MD",
+        "male",
+        ("2084P0800X", "Psychiatry"),
+        ("doctor", "Doctor"),
+        ("80584001", "Psychiatrist"),
+        "Psychiatrist",
+        "medicine",
+        (License("ME", 5, 380),),
+        "behavioral-health",
+        (),
+        (1, 4),
+        languages=("en", "es"),
+    ),
+    Clinician(
+        "thompson",
+        ("Aisha",),
+        "Thompson",
+        "LCMHC",
+        "female",
+        ("101YM0800X", "Counselor, Mental Health"),
+        ("counselor", "Counselor"),
+        None,
+        "Mental health counselor",
+        "counseling",
+        (License("VT", 3, 150),),
+        "behavioral-health",
+        (),
+        (0, 2, 3),
+        slot_minutes=40,
+        doctor=False,
+    ),
+    Clinician(
+        "dubois",
+        ("Karen",),
+        "Dubois",
+        "FNP-C",
+        "female",
+        ("363LF0000X", "Nurse Practitioner, Family"),
+        ("nurse", "Nurse"),
+        ("224571005", "Nurse practitioner"),
+        "Family nurse practitioner",
+        "nursing",
+        (License("VT", 10, 200), License("ME", 2, 500)),
+        "primary-care",
+        (),
+        (1, 3, 4),
+        doctor=False,
+    ),
+    Clinician(
+        "whitcomb",
+        ("Thomas",),
+        "Whitcomb",
+        "RN",
+        "male",
+        ("163W00000X", "Registered Nurse"),
+        ("nurse", "Nurse"),
+        ("224535009", "Registered nurse"),
+        "Remote monitoring nurse",
+        "nursing",
+        (License("ME", 15, 330), License("VT", 3, 330)),
+        "remote-monitoring",
+        (),
+        (0, 2),
+        doctor=False,
+    ),
 )
 
 # Condition key -> (SNOMED, display, ICD-10-CM, Spanish label).
@@ -238,26 +362,43 @@ CONDITIONS = {
 
 # One-line plans for after-visit summaries: (English, Spanish).
 PLANS = {
-    "htn": ("Keep taking your blood pressure medicine; check BP at home 3 times a week.",
-            "Siga tomando su medicina para la presión; mídase la presión 3 veces por semana."),
-    "t2dm": ("Continue metformin with meals; check fasting glucose each morning.",
-             "Continúe la metformina con las comidas; mida su glucosa en ayunas cada mañana."),
-    "asthma": ("Use the controller inhaler daily and the rescue inhaler as needed.",
-               "Use el inhalador de control a diario y el de rescate cuando lo necesite."),
-    "depression": ("Continue your medicine and weekly counselling; call 988 in a crisis.",
-                   "Continúe su medicina y la consejería semanal; llame al 988 en una crisis."),
-    "gad": ("Practice the breathing exercises daily; continue your medicine.",
-            "Practique los ejercicios de respiración a diario; continúe su medicina."),
-    "chf": ("Weigh yourself every morning; call if you gain more than 1 kg in a day.",
-            "Pésese cada mañana; llame si aumenta más de 1 kg en un día."),
-    "afib": ("Take apixaban twice daily without missing doses; report any bleeding.",
-             "Tome apixabán dos veces al día sin saltar dosis; avise si tiene sangrado."),
-    "hld": ("Continue atorvastatin at bedtime; repeat lipid panel in 6 months.",
-            "Continúe la atorvastatina al acostarse; repita el perfil de lípidos en 6 meses."),
-    "otitis": ("Finish the full course; return if fever or ear pain comes back.",
-               "Termine el tratamiento; regrese si vuelve la fiebre o el dolor de oído."),
-    None: ("Routine check-up; keep up the good work.",
-           "Chequeo de rutina; siga así."),
+    "htn": (
+        "Keep taking your blood pressure medicine; check BP at home 3 times a week.",
+        "Siga tomando su medicina para la presión; mídase la presión 3 veces por semana.",
+    ),
+    "t2dm": (
+        "Continue metformin with meals; check fasting glucose each morning.",
+        "Continúe la metformina con las comidas; mida su glucosa en ayunas cada mañana.",
+    ),
+    "asthma": (
+        "Use the controller inhaler daily and the rescue inhaler as needed.",
+        "Use el inhalador de control a diario y el de rescate cuando lo necesite.",
+    ),
+    "depression": (
+        "Continue your medicine and weekly counselling; call 988 in a crisis.",
+        "Continúe su medicina y la consejería semanal; llame al 988 en una crisis.",
+    ),
+    "gad": (
+        "Practice the breathing exercises daily; continue your medicine.",
+        "Practique los ejercicios de respiración a diario; continúe su medicina.",
+    ),
+    "chf": (
+        "Weigh yourself every morning; call if you gain more than 1 kg in a day.",
+        "Pésese cada mañana; llame si aumenta más de 1 kg en un día.",
+    ),
+    "afib": (
+        "Take apixaban twice daily without missing doses; report any bleeding.",
+        "Tome apixabán dos veces al día sin saltar dosis; avise si tiene sangrado.",
+    ),
+    "hld": (
+        "Continue atorvastatin at bedtime; repeat lipid panel in 6 months.",
+        "Continúe la atorvastatina al acostarse; repita el perfil de lípidos en 6 meses.",
+    ),
+    "otitis": (
+        "Finish the full course; return if fever or ear pain comes back.",
+        "Termine el tratamiento; regrese si vuelve la fiebre o el dolor de oído.",
+    ),
+    None: ("Routine check-up; keep up the good work.", "Chequeo de rutina; siga así."),
 }
 
 
@@ -280,49 +421,173 @@ ORAL = ("26643006", "Oral route")
 INHALED = ("447694001", "Respiratory tract route")
 
 MEDICATIONS = {
-    "lisinopril": Med("314076", "lisinopril 10 MG Oral Tablet",
-                      "Take 1 tablet by mouth once daily.", ORAL, 1, (90, "{tbl}"), 90, 3),
-    "amlodipine": Med("197361", "amlodipine 5 MG Oral Tablet",
-                      "Take 1 tablet by mouth once daily.", ORAL, 1, (90, "{tbl}"), 90, 3),
-    "hctz": Med("310798", "hydrochlorothiazide 25 MG Oral Tablet",
-                "Take 1 tablet by mouth every morning.", ORAL, 1, (90, "{tbl}"), 90, 3),
-    "metformin": Med("861007", "metformin hydrochloride 500 MG Oral Tablet",
-                     "Take 1 tablet by mouth twice daily with meals.", ORAL, 2,
-                     (180, "{tbl}"), 90, 3),
-    "atorvastatin": Med("617310", "atorvastatin 20 MG Oral Tablet",
-                        "Take 1 tablet by mouth at bedtime.", ORAL, 1, (90, "{tbl}"), 90, 3),
-    "furosemide": Med("313988", "furosemide 40 MG Oral Tablet",
-                      "Take 1 tablet by mouth every morning.", ORAL, 1, (30, "{tbl}"), 30, 5),
-    "metoprolol": Med("866427", "24 HR metoprolol succinate 25 MG Extended Release Oral Tablet",
-                      "Take 1 tablet by mouth once daily.", ORAL, 1, (90, "{tbl}"), 90, 3),
-    "apixaban": Med("1364445", "apixaban 5 MG Oral Tablet",
-                    "Take 1 tablet by mouth twice daily.", ORAL, 2, (60, "{tbl}"), 30, 5),
-    "sertraline": Med("312941", "sertraline 50 MG Oral Tablet",
-                      "Take 1 tablet by mouth once daily.", ORAL, 1, (30, "{tbl}"), 30, 2),
-    "escitalopram": Med("349332", "escitalopram 10 MG Oral Tablet",
-                        "Take 1 tablet by mouth once daily.", ORAL, 1, (30, "{tbl}"), 30, 2),
-    "albuterol": Med("745679", "200 ACTUAT albuterol 0.09 MG/ACTUAT Metered Dose Inhaler",
-                     "Inhale 2 puffs every 4 hours as needed for wheezing.", INHALED, 0,
-                     (1, "{inhaler}"), 30, 1, as_needed=True),
-    "fluticasone": Med("895994",
-                       "120 ACTUAT fluticasone propionate 0.044 MG/ACTUAT Metered Dose Inhaler",
-                       "Inhale 2 puffs twice daily; rinse mouth after use.", INHALED, 2,
-                       (1, "{inhaler}"), 30, 5),
+    "lisinopril": Med(
+        "314076",
+        "lisinopril 10 MG Oral Tablet",
+        "Take 1 tablet by mouth once daily.",
+        ORAL,
+        1,
+        (90, "{tbl}"),
+        90,
+        3,
+    ),
+    "amlodipine": Med(
+        "197361",
+        "amlodipine 5 MG Oral Tablet",
+        "Take 1 tablet by mouth once daily.",
+        ORAL,
+        1,
+        (90, "{tbl}"),
+        90,
+        3,
+    ),
+    "hctz": Med(
+        "310798",
+        "hydrochlorothiazide 25 MG Oral Tablet",
+        "Take 1 tablet by mouth every morning.",
+        ORAL,
+        1,
+        (90, "{tbl}"),
+        90,
+        3,
+    ),
+    "metformin": Med(
+        "861007",
+        "metformin hydrochloride 500 MG Oral Tablet",
+        "Take 1 tablet by mouth twice daily with meals.",
+        ORAL,
+        2,
+        (180, "{tbl}"),
+        90,
+        3,
+    ),
+    "atorvastatin": Med(
+        "617310",
+        "atorvastatin 20 MG Oral Tablet",
+        "Take 1 tablet by mouth at bedtime.",
+        ORAL,
+        1,
+        (90, "{tbl}"),
+        90,
+        3,
+    ),
+    "furosemide": Med(
+        "313988",
+        "furosemide 40 MG Oral Tablet",
+        "Take 1 tablet by mouth every morning.",
+        ORAL,
+        1,
+        (30, "{tbl}"),
+        30,
+        5,
+    ),
+    "metoprolol": Med(
+        "866427",
+        "24 HR metoprolol succinate 25 MG Extended Release Oral Tablet",
+        "Take 1 tablet by mouth once daily.",
+        ORAL,
+        1,
+        (90, "{tbl}"),
+        90,
+        3,
+    ),
+    "apixaban": Med(
+        "1364445",
+        "apixaban 5 MG Oral Tablet",
+        "Take 1 tablet by mouth twice daily.",
+        ORAL,
+        2,
+        (60, "{tbl}"),
+        30,
+        5,
+    ),
+    "sertraline": Med(
+        "312941",
+        "sertraline 50 MG Oral Tablet",
+        "Take 1 tablet by mouth once daily.",
+        ORAL,
+        1,
+        (30, "{tbl}"),
+        30,
+        2,
+    ),
+    "escitalopram": Med(
+        "349332",
+        "escitalopram 10 MG Oral Tablet",
+        "Take 1 tablet by mouth once daily.",
+        ORAL,
+        1,
+        (30, "{tbl}"),
+        30,
+        2,
+    ),
+    "albuterol": Med(
+        "745679",
+        "200 ACTUAT albuterol 0.09 MG/ACTUAT Metered Dose Inhaler",
+        "Inhale 2 puffs every 4 hours as needed for wheezing.",
+        INHALED,
+        0,
+        (1, "{inhaler}"),
+        30,
+        1,
+        as_needed=True,
+    ),
+    "fluticasone": Med(
+        "895994",
+        "120 ACTUAT fluticasone propionate 0.044 MG/ACTUAT Metered Dose Inhaler",
+        "Inhale 2 puffs twice daily; rinse mouth after use.",
+        INHALED,
+        2,
+        (1, "{inhaler}"),
+        30,
+        5,
+    ),
 }
 
 # Allergen key -> (system, code, display, category, type, criticality, reaction SNOMED, text).
 ALLERGENS = {
-    "penicillin": (RXNORM, "7980", "penicillin G", "medication", "allergy", "high",
-                   ("126485001", "Urticaria"), "Penicillin"),
-    "sulfa": (RXNORM, "10180", "sulfamethoxazole", "medication", "allergy", "low",
-              ("271807003", "Eruption of skin"), "Sulfa antibiotics"),
-    "peanut": (SNOMED, "256349002", "Peanut - dietary", "food", "allergy", "high",
-               ("39579001", "Anaphylaxis"), "Peanuts"),
-    "latex": (SNOMED, "111088007", "Latex", "environment", "allergy", "low",
-              ("271807003", "Eruption of skin"), "Latex"),
+    "penicillin": (
+        RXNORM,
+        "7980",
+        "penicillin G",
+        "medication",
+        "allergy",
+        "high",
+        ("126485001", "Urticaria"),
+        "Penicillin",
+    ),
+    "sulfa": (
+        RXNORM,
+        "10180",
+        "sulfamethoxazole",
+        "medication",
+        "allergy",
+        "low",
+        ("271807003", "Eruption of skin"),
+        "Sulfa antibiotics",
+    ),
+    "peanut": (
+        SNOMED,
+        "256349002",
+        "Peanut - dietary",
+        "food",
+        "allergy",
+        "high",
+        ("39579001", "Anaphylaxis"),
+        "Peanuts",
+    ),
+    "latex": (
+        SNOMED,
+        "111088007",
+        "Latex",
+        "environment",
+        "allergy",
+        "low",
+        ("271807003", "Eruption of skin"),
+        "Latex",
+    ),
     # "No known drug allergy" is recorded as a positive statement, not an absence.
-    "nkda": (SNOMED, "409137002", "No known drug allergy", None, None, None, None,
-             "NKDA"),
+    "nkda": (SNOMED, "409137002", "No known drug allergy", None, None, None, None, "NKDA"),
 }
 
 # Vaccine key -> (CVX, display).
@@ -344,32 +609,84 @@ VITALS = {
     "diastolic": ("8462-4", "Diastolic blood pressure", "mm[Hg]", "vital-signs", 60, 79, 0),
     "hr": ("8867-4", "Heart rate", "/min", "vital-signs", 60, 100, 0),
     "weight": ("29463-7", "Body weight", "kg", "vital-signs", None, None, 1),
-    "spo2": ("59408-5", "Oxygen saturation in Arterial blood by Pulse oximetry", "%",
-             "vital-signs", 95, 100, 0),
+    "spo2": (
+        "59408-5",
+        "Oxygen saturation in Arterial blood by Pulse oximetry",
+        "%",
+        "vital-signs",
+        95,
+        100,
+        0,
+    ),
     "temp": ("8310-5", "Body temperature", "Cel", "vital-signs", 36.1, 37.2, 1),
     "glucose": ("2339-0", "Glucose [Mass/volume] in Blood", "mg/dL", "laboratory", 70, 99, 0),
-    "steps": ("41950-7", "Number of steps in 24 hour Measured", "/(24.h)", "activity",
-              None, None, 0),
-    "phq9": ("44261-6", "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]",
-             "{score}", "survey", None, None, 0),
-    "gad7": ("70274-6", "Generalized anxiety disorder 7 item (GAD-7) total score [Reported.PHQ]",
-             "{score}", "survey", None, None, 0),
-    "a1c": ("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", "laboratory",
-            4.0, 5.6, 1),
-    "creatinine": ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL",
-                   "laboratory", 0.6, 1.3, 2),
-    "potassium": ("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L",
-                  "laboratory", 3.5, 5.1, 1),
-    "bnp": ("30934-4", "Natriuretic peptide B [Mass/volume] in Serum or Plasma", "pg/mL",
-            "laboratory", 0, 99, 0),
-    "chol": ("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma", "mg/dL",
-             "laboratory", 0, 199, 0),
-    "hdl": ("2085-9", "Cholesterol in HDL [Mass/volume] in Serum or Plasma", "mg/dL",
-            "laboratory", 40, 100, 0),
-    "ldl": ("13457-7", "Cholesterol in LDL [Mass/volume] in Serum or Plasma by calculation",
-            "mg/dL", "laboratory", 0, 99, 0),
-    "tg": ("2571-8", "Triglyceride [Mass/volume] in Serum or Plasma", "mg/dL",
-           "laboratory", 0, 149, 0),
+    "steps": ("41950-7", "Number of steps in 24 hour Measured", "/(24.h)", "activity", None, None, 0),
+    "phq9": (
+        "44261-6",
+        "Patient Health Questionnaire 9 item (PHQ-9) total score [Reported]",
+        "{score}",
+        "survey",
+        None,
+        None,
+        0,
+    ),
+    "gad7": (
+        "70274-6",
+        "Generalized anxiety disorder 7 item (GAD-7) total score [Reported.PHQ]",
+        "{score}",
+        "survey",
+        None,
+        None,
+        0,
+    ),
+    "a1c": ("4548-4", "Hemoglobin A1c/Hemoglobin.total in Blood", "%", "laboratory", 4.0, 5.6, 1),
+    "creatinine": (
+        "2160-0",
+        "Creatinine [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        "laboratory",
+        0.6,
+        1.3,
+        2,
+    ),
+    "potassium": (
+        "2823-3",
+        "Potassium [Moles/volume] in Serum or Plasma",
+        "mmol/L",
+        "laboratory",
+        3.5,
+        5.1,
+        1,
+    ),
+    "bnp": (
+        "30934-4",
+        "Natriuretic peptide B [Mass/volume] in Serum or Plasma",
+        "pg/mL",
+        "laboratory",
+        0,
+        99,
+        0,
+    ),
+    "chol": ("2093-3", "Cholesterol [Mass/volume] in Serum or Plasma", "mg/dL", "laboratory", 0, 199, 0),
+    "hdl": (
+        "2085-9",
+        "Cholesterol in HDL [Mass/volume] in Serum or Plasma",
+        "mg/dL",
+        "laboratory",
+        40,
+        100,
+        0,
+    ),
+    "ldl": (
+        "13457-7",
+        "Cholesterol in LDL [Mass/volume] in Serum or Plasma by calculation",
+        "mg/dL",
+        "laboratory",
+        0,
+        99,
+        0,
+    ),
+    "tg": ("2571-8", "Triglyceride [Mass/volume] in Serum or Plasma", "mg/dL", "laboratory", 0, 149, 0),
 }
 
 # Lab panels (DiagnosticReport code) -> members, and which conditions order them.
@@ -380,7 +697,10 @@ PANELS = {
     "bnp": (("30934-4", "Natriuretic peptide B [Mass/volume] in Serum or Plasma"), ("bnp",)),
 }
 PANELS_FOR_CONDITION = {
-    "t2dm": ("a1c", "bmp"), "chf": ("bmp", "bnp"), "htn": ("bmp",), "afib": ("bmp",),
+    "t2dm": ("a1c", "bmp"),
+    "chf": ("bmp", "bnp"),
+    "htn": ("bmp",),
+    "afib": ("bmp",),
     "hld": ("lipid",),
 }
 
@@ -427,102 +747,250 @@ class PatientSpec:
 
 
 PATIENTS = (
-    PatientSpec("jose", ("José", "Luis"), "Núñez", "male", 58, "Portland", "ME", "04103",
-                "41 Forest Avenue, Apt 3", "okafor",
-                (("t2dm", 8, True), ("htn", 6, True)),
-                (("metformin", "t2dm", "okafor"), ("lisinopril", "htn", "okafor")),
-                ("okafor", "okafor", "whitcomb", "okafor", "whitcomb"), ("okafor", "whitcomb"),
-                {"systolic": 138, "diastolic": 86, "hr": 78, "weight": 92.0, "glucose": 152,
-                 "steps": 5200},
-                rpm=("bp", "glucose", "weight", "steps"), allergies=("penicillin",),
-                languages=("es", "en")),
-    PatientSpec("eleanor", ("Eleanor", "Grace"), "Whitaker", "female", 82, "Burlington", "VT",
-                "05401", "18 Maple Street", "ellison",
-                (("chf", 5, True), ("afib", 7, True), ("htn", 20, True)),
-                (("furosemide", "chf", "raman"), ("metoprolol", "afib", "raman"),
-                 ("apixaban", "afib", "raman"), ("lisinopril", "htn", "ellison")),
-                ("ellison", "raman", "whitcomb", "ellison", "whitcomb", "raman"),
-                ("raman", "whitcomb"),
-                {"systolic": 132, "diastolic": 74, "hr": 82, "weight": 61.5, "spo2": 94},
-                rpm=("bp", "hr", "weight", "spo2"), allergies=("sulfa",),
-                specialists=("raman",), guardians=("linda",)),
-    PatientSpec("harold", ("Harold",), "Pelletier", "male", 76, "Lewiston", "ME", "04240",
-                "220 Lisbon Street", "okafor",
-                (("chf", 3, True), ("t2dm", 12, True), ("htn", 15, True)),
-                (("furosemide", "chf", "raman"), ("metoprolol", "chf", "raman"),
-                 ("metformin", "t2dm", "okafor"), ("atorvastatin", "t2dm", "okafor")),
-                ("okafor", "raman", "whitcomb", "okafor"), ("okafor",),
-                {"systolic": 142, "diastolic": 80, "hr": 74, "weight": 98.4, "spo2": 95,
-                 "glucose": 165},
-                rpm=("bp", "hr", "weight", "spo2", "glucose"), allergies=("latex",),
-                specialists=("raman",)),
-    PatientSpec("grace", ("Grace",), "Kowalski", "female", 71, "Bangor", "ME", "04401",
-                "9 Union Street", "dubois",
-                (("t2dm", 10, True), ("htn", 14, True), ("hld", 9, True)),
-                (("metformin", "t2dm", "dubois"), ("amlodipine", "htn", "dubois"),
-                 ("atorvastatin", "hld", "dubois")),
-                ("dubois", "whitcomb", "dubois"), ("dubois",),
-                {"systolic": 136, "diastolic": 78, "hr": 70, "weight": 77.0, "glucose": 140,
-                 "steps": 3900},
-                rpm=("glucose", "bp", "steps")),
-    PatientSpec("robert", ("Robert", "J."), "Tremblay", "male", 67, "Rutland", "VT", "05701",
-                "57 Woodstock Avenue", "ellison",
-                (("afib", 4, True), ("htn", 11, True), ("hld", 8, True)),
-                (("apixaban", "afib", "raman"), ("metoprolol", "afib", "raman"),
-                 ("atorvastatin", "hld", "ellison"), ("hctz", "htn", "ellison")),
-                ("ellison", "raman", "ellison"), ("ellison",),
-                {"systolic": 128, "diastolic": 78, "hr": 68, "weight": 88.0},
-                allergies=("penicillin",), specialists=("raman",)),
-    PatientSpec("anne-marie", ("Anne-Marie",), "Caron-Leblanc", "female", 44, "Winooski", "VT",
-                "05404", "3 Mill Street, Unit 12", "ellison",
-                (("depression", 3, True), ("gad", 3, True)),
-                (("sertraline", "depression", "ellison"),),
-                ("ellison", "thompson", "thompson", "thompson"), ("thompson",),
-                {"systolic": 118, "diastolic": 74, "hr": 72, "weight": 68.0, "phq9": 12,
-                 "gad7": 11},
-                specialists=("thompson",)),
-    PatientSpec("sophie", ("Sophie", "Anne"), "Bergeron", "female", 38, "South Burlington",
-                "VT", "05403", "240 Dorset Street", "dubois",
-                (("gad", 2, True),),
-                (("escitalopram", "gad", "dubois"),),
-                ("dubois", "dubois"), ("dubois",),
-                {"systolic": 112, "diastolic": 70, "hr": 70, "weight": 63.0, "gad7": 8}),
-    PatientSpec("lucas", ("Lucas",), "Bergeron", "male", 8, "South Burlington", "VT", "05403",
-                "240 Dorset Street", "lindqvist",
-                (("asthma", 4, True),),
-                (("albuterol", "asthma", "lindqvist"), ("fluticasone", "asthma", "lindqvist")),
-                ("lindqvist", "lindqvist", "lindqvist"), ("lindqvist",),
-                {"weight": 26.0, "temp": 36.8, "spo2": 98},
-                subscriber="sophie", guardians=("sophie-mom-lucas", "marc-dad-lucas")),
-    PatientSpec("emma", ("Emma",), "Bergeron", "female", 5, "South Burlington", "VT", "05403",
-                "240 Dorset Street", "lindqvist",
-                (("otitis", 1, False),),
-                (),
-                ("lindqvist", "lindqvist"), ("lindqvist",),
-                {"weight": 18.5, "temp": 36.9},
-                allergies=("peanut",), subscriber="sophie",
-                guardians=("sophie-mom-emma", "marc-dad-emma")),
-    PatientSpec("lucia", ("Lucía",), "Hernández", "female", 29, "South Portland", "ME", "04106",
-                "88 Cottage Road", "okafor",
-                (("depression", 1, True),),
-                (("sertraline", "depression", "reyes"),),
-                ("okafor", "reyes", "reyes"), ("reyes",),
-                {"systolic": 108, "diastolic": 68, "hr": 76, "weight": 59.0, "phq9": 14},
-                specialists=("reyes",), languages=("es", "en"), insured=False),
-    PatientSpec("aiden", ("Aiden",), "Nguyen", "male", 24, "Brunswick", "ME", "04011",
-                "14 Maine Street, Apt 2B", "dubois",
-                (("gad", 2, True), ("asthma", 15, True)),
-                (("escitalopram", "gad", "reyes"), ("albuterol", "asthma", "dubois")),
-                ("dubois", "reyes", "reyes", "reyes"), ("reyes",),
-                {"systolic": 122, "diastolic": 76, "hr": 80, "weight": 74.0, "gad7": 13},
-                specialists=("reyes",), insured=False),
-    PatientSpec("marcus", ("Marcus", "D."), "Johnson", "male", 46, "Montpelier", "VT", "05602",
-                "12 State Street", "dubois",
-                (("htn", 1, True), ("hld", 1, True)),
-                (("amlodipine", "htn", "dubois"),),
-                ("dubois", "dubois"), ("dubois",),
-                {"systolic": 146, "diastolic": 92, "hr": 74, "weight": 101.0},
-                allergies=("nkda",)),
+    PatientSpec(
+        "jose",
+        ("José", "Luis"),
+        "Núñez",
+        "male",
+        58,
+        "Portland",
+        "ME",
+        "04103",
+        "41 Forest Avenue, Apt 3",
+        "okafor",
+        (("t2dm", 8, True), ("htn", 6, True)),
+        (("metformin", "t2dm", "okafor"), ("lisinopril", "htn", "okafor")),
+        ("okafor", "okafor", "whitcomb", "okafor", "whitcomb"),
+        ("okafor", "whitcomb"),
+        {"systolic": 138, "diastolic": 86, "hr": 78, "weight": 92.0, "glucose": 152, "steps": 5200},
+        rpm=("bp", "glucose", "weight", "steps"),
+        allergies=("penicillin",),
+        languages=("es", "en"),
+    ),
+    PatientSpec(
+        "eleanor",
+        ("Eleanor", "Grace"),
+        "Whitaker",
+        "female",
+        82,
+        "Burlington",
+        "VT",
+        "05401",
+        "18 Maple Street",
+        "ellison",
+        (("chf", 5, True), ("afib", 7, True), ("htn", 20, True)),
+        (
+            ("furosemide", "chf", "raman"),
+            ("metoprolol", "afib", "raman"),
+            ("apixaban", "afib", "raman"),
+            ("lisinopril", "htn", "ellison"),
+        ),
+        ("ellison", "raman", "whitcomb", "ellison", "whitcomb", "raman"),
+        ("raman", "whitcomb"),
+        {"systolic": 132, "diastolic": 74, "hr": 82, "weight": 61.5, "spo2": 94},
+        rpm=("bp", "hr", "weight", "spo2"),
+        allergies=("sulfa",),
+        specialists=("raman",),
+        guardians=("linda",),
+    ),
+    PatientSpec(
+        "harold",
+        ("Harold",),
+        "Pelletier",
+        "male",
+        76,
+        "Lewiston",
+        "ME",
+        "04240",
+        "220 Lisbon Street",
+        "okafor",
+        (("chf", 3, True), ("t2dm", 12, True), ("htn", 15, True)),
+        (
+            ("furosemide", "chf", "raman"),
+            ("metoprolol", "chf", "raman"),
+            ("metformin", "t2dm", "okafor"),
+            ("atorvastatin", "t2dm", "okafor"),
+        ),
+        ("okafor", "raman", "whitcomb", "okafor"),
+        ("okafor",),
+        {"systolic": 142, "diastolic": 80, "hr": 74, "weight": 98.4, "spo2": 95, "glucose": 165},
+        rpm=("bp", "hr", "weight", "spo2", "glucose"),
+        allergies=("latex",),
+        specialists=("raman",),
+    ),
+    PatientSpec(
+        "grace",
+        ("Grace",),
+        "Kowalski",
+        "female",
+        71,
+        "Bangor",
+        "ME",
+        "04401",
+        "9 Union Street",
+        "dubois",
+        (("t2dm", 10, True), ("htn", 14, True), ("hld", 9, True)),
+        (("metformin", "t2dm", "dubois"), ("amlodipine", "htn", "dubois"), ("atorvastatin", "hld", "dubois")),
+        ("dubois", "whitcomb", "dubois"),
+        ("dubois",),
+        {"systolic": 136, "diastolic": 78, "hr": 70, "weight": 77.0, "glucose": 140, "steps": 3900},
+        rpm=("glucose", "bp", "steps"),
+    ),
+    PatientSpec(
+        "robert",
+        ("Robert", "J."),
+        "Tremblay",
+        "male",
+        67,
+        "Rutland",
+        "VT",
+        "05701",
+        "57 Woodstock Avenue",
+        "ellison",
+        (("afib", 4, True), ("htn", 11, True), ("hld", 8, True)),
+        (
+            ("apixaban", "afib", "raman"),
+            ("metoprolol", "afib", "raman"),
+            ("atorvastatin", "hld", "ellison"),
+            ("hctz", "htn", "ellison"),
+        ),
+        ("ellison", "raman", "ellison"),
+        ("ellison",),
+        {"systolic": 128, "diastolic": 78, "hr": 68, "weight": 88.0},
+        allergies=("penicillin",),
+        specialists=("raman",),
+    ),
+    PatientSpec(
+        "anne-marie",
+        ("Anne-Marie",),
+        "Caron-Leblanc",
+        "female",
+        44,
+        "Winooski",
+        "VT",
+        "05404",
+        "3 Mill Street, Unit 12",
+        "ellison",
+        (("depression", 3, True), ("gad", 3, True)),
+        (("sertraline", "depression", "ellison"),),
+        ("ellison", "thompson", "thompson", "thompson"),
+        ("thompson",),
+        {"systolic": 118, "diastolic": 74, "hr": 72, "weight": 68.0, "phq9": 12, "gad7": 11},
+        specialists=("thompson",),
+    ),
+    PatientSpec(
+        "sophie",
+        ("Sophie", "Anne"),
+        "Bergeron",
+        "female",
+        38,
+        "South Burlington",
+        "VT",
+        "05403",
+        "240 Dorset Street",
+        "dubois",
+        (("gad", 2, True),),
+        (("escitalopram", "gad", "dubois"),),
+        ("dubois", "dubois"),
+        ("dubois",),
+        {"systolic": 112, "diastolic": 70, "hr": 70, "weight": 63.0, "gad7": 8},
+    ),
+    PatientSpec(
+        "lucas",
+        ("Lucas",),
+        "Bergeron",
+        "male",
+        8,
+        "South Burlington",
+        "VT",
+        "05403",
+        "240 Dorset Street",
+        "lindqvist",
+        (("asthma", 4, True),),
+        (("albuterol", "asthma", "lindqvist"), ("fluticasone", "asthma", "lindqvist")),
+        ("lindqvist", "lindqvist", "lindqvist"),
+        ("lindqvist",),
+        {"weight": 26.0, "temp": 36.8, "spo2": 98},
+        subscriber="sophie",
+        guardians=("sophie-mom-lucas", "marc-dad-lucas"),
+    ),
+    PatientSpec(
+        "emma",
+        ("Emma",),
+        "Bergeron",
+        "female",
+        5,
+        "South Burlington",
+        "VT",
+        "05403",
+        "240 Dorset Street",
+        "lindqvist",
+        (("otitis", 1, False),),
+        (),
+        ("lindqvist", "lindqvist"),
+        ("lindqvist",),
+        {"weight": 18.5, "temp": 36.9},
+        allergies=("peanut",),
+        subscriber="sophie",
+        guardians=("sophie-mom-emma", "marc-dad-emma"),
+    ),
+    PatientSpec(
+        "lucia",
+        ("Lucía",),
+        "Hernández",
+        "female",
+        29,
+        "South Portland",
+        "ME",
+        "04106",
+        "88 Cottage Road",
+        "okafor",
+        (("depression", 1, True),),
+        (("sertraline", "depression", "reyes"),),
+        ("okafor", "reyes", "reyes"),
+        ("reyes",),
+        {"systolic": 108, "diastolic": 68, "hr": 76, "weight": 59.0, "phq9": 14},
+        specialists=("reyes",),
+        languages=("es", "en"),
+        insured=False,
+    ),
+    PatientSpec(
+        "aiden",
+        ("Aiden",),
+        "Nguyen",
+        "male",
+        24,
+        "Brunswick",
+        "ME",
+        "04011",
+        "14 Maine Street, Apt 2B",
+        "dubois",
+        (("gad", 2, True), ("asthma", 15, True)),
+        (("escitalopram", "gad", "reyes"), ("albuterol", "asthma", "dubois")),
+        ("dubois", "reyes", "reyes", "reyes"),
+        ("reyes",),
+        {"systolic": 122, "diastolic": 76, "hr": 80, "weight": 74.0, "gad7": 13},
+        specialists=("reyes",),
+        insured=False,
+    ),
+    PatientSpec(
+        "marcus",
+        ("Marcus", "D."),
+        "Johnson",
+        "male",
+        46,
+        "Montpelier",
+        "VT",
+        "05602",
+        "12 State Street",
+        "dubois",
+        (("htn", 1, True), ("hld", 1, True)),
+        (("amlodipine", "htn", "dubois"),),
+        ("dubois", "dubois"),
+        ("dubois",),
+        {"systolic": 146, "diastolic": 92, "hr": 74, "weight": 101.0},
+        allergies=("nkda",),
+    ),
 )
 
 
@@ -543,16 +1011,42 @@ class Relative:
 
 # The Bergeron children share both parents; their mother is also a patient.
 RELATED_PEOPLE = (
-    Relative("sophie-mom-lucas", "sophie-bergeron", "lucas", ("Sophie", "Anne"), "Bergeron",
-             "female", 38, ("MTH", "mother"), is_patient="sophie"),
-    Relative("sophie-mom-emma", "sophie-bergeron", "emma", ("Sophie", "Anne"), "Bergeron",
-             "female", 38, ("MTH", "mother"), is_patient="sophie"),
-    Relative("marc-dad-lucas", "marc-bergeron", "lucas", ("Marc",), "Bergeron", "male", 40,
-             ("FTH", "father")),
-    Relative("marc-dad-emma", "marc-bergeron", "emma", ("Marc",), "Bergeron", "male", 40,
-             ("FTH", "father")),
-    Relative("linda", "linda-whitaker-moss", "eleanor", ("Linda",), "Whitaker-Moss", "female",
-             55, ("DAU", "natural daughter")),
+    Relative(
+        "sophie-mom-lucas",
+        "sophie-bergeron",
+        "lucas",
+        ("Sophie", "Anne"),
+        "Bergeron",
+        "female",
+        38,
+        ("MTH", "mother"),
+        is_patient="sophie",
+    ),
+    Relative(
+        "sophie-mom-emma",
+        "sophie-bergeron",
+        "emma",
+        ("Sophie", "Anne"),
+        "Bergeron",
+        "female",
+        38,
+        ("MTH", "mother"),
+        is_patient="sophie",
+    ),
+    Relative(
+        "marc-dad-lucas", "marc-bergeron", "lucas", ("Marc",), "Bergeron", "male", 40, ("FTH", "father")
+    ),
+    Relative("marc-dad-emma", "marc-bergeron", "emma", ("Marc",), "Bergeron", "male", 40, ("FTH", "father")),
+    Relative(
+        "linda",
+        "linda-whitaker-moss",
+        "eleanor",
+        ("Linda",),
+        "Whitaker-Moss",
+        "female",
+        55,
+        ("DAU", "natural daughter"),
+    ),
 )
 
 # Condition -> clinician specialty that treats it, used to pick an encounter reason.
@@ -657,8 +1151,15 @@ def _human_name(given: tuple[str, ...], family: str, suffix: str | None = None) 
 
 
 def _address(line: str, city: str, state: str, postal: str, use: str = "home") -> Resource:
-    return {"use": use, "type": "both", "line": [line], "city": city, "state": state,
-            "postalCode": postal, "country": "US"}
+    return {
+        "use": use,
+        "type": "both",
+        "line": [line],
+        "city": city,
+        "state": state,
+        "postalCode": postal,
+        "country": "US",
+    }
 
 
 def _interpretation(value: float, low: float | None, high: float | None) -> list[Resource]:
@@ -728,14 +1229,15 @@ class _Builder:
     def add(self, resource: Resource) -> str:
         """Append `resource` as a PUT entry (tagged demo) and return its reference."""
         rtype, rid = resource["resourceType"], resource["id"]
-        ordered: Resource = {"resourceType": rtype, "id": rid,
-                             "meta": {"tag": [dict(DEMO_TAG)]}}
+        ordered: Resource = {"resourceType": rtype, "id": rid, "meta": {"tag": [dict(DEMO_TAG)]}}
         ordered.update((k, v) for k, v in resource.items() if k not in ordered)
-        self.entries.append({
-            "fullUrl": f"urn:uuid:{uuid.uuid5(_UUID_NAMESPACE, f'{rtype}/{rid}')}",
-            "resource": ordered,
-            "request": {"method": "PUT", "url": f"{rtype}/{rid}"},
-        })
+        self.entries.append(
+            {
+                "fullUrl": f"urn:uuid:{uuid.uuid5(_UUID_NAMESPACE, f'{rtype}/{rid}')}",
+                "resource": ordered,
+                "request": {"method": "PUT", "url": f"{rtype}/{rid}"},
+            }
+        )
         return f"{rtype}/{rid}"
 
 
@@ -763,64 +1265,78 @@ SITE_BY_KEY = {s.key: s for s in SITES}
 def _build_organizations(ctx: _Context) -> None:
     b = ctx.b
     npi = _luhn_npi(str(b.rng("org-npi").randint(100_000_000, 199_999_999)))
-    ctx.org = b.add({
-        "resourceType": "Organization",
-        "id": b.id("org", "housecall"),
-        "identifier": [
-            {"system": ORG_ID_SYSTEM, "value": f"housecall-demo-{b.seed}"},
-            {"system": NPI_SYSTEM, "value": npi},
-        ],
-        "active": True,
-        "type": [_cc(f"{THO}/organization-type", "prov", "Healthcare Provider")],
-        "name": "Housecall Demo Health",
-        "alias": ["Housecall"],
-        "telecom": [
-            {"system": "phone", "value": "802-555-0100", "use": "work"},
-            {"system": "email", "value": "care@housecall.example", "use": "work"},
-            {"system": "url", "value": HC, "use": "work"},
-        ],
-        "address": [_address("1 Lakeview Plaza, Suite 200", "Burlington", "VT", "05401",
-                             use="work")],
-    })
-    ctx.payer = b.add({
-        "resourceType": "Organization",
-        "id": b.id("org", "payer"),
-        "identifier": [{"system": f"{HC}/payer", "value": "DHP"}],
-        "active": True,
-        "type": [_cc(f"{THO}/organization-type", "pay", "Payer")],
-        "name": "Demo Health Plan",
-        "telecom": [{"system": "phone", "value": "207-555-0199", "use": "work"}],
-        "address": [_address("500 Capitol Street", "Augusta", "ME", "04330", use="work")],
-    })
+    ctx.org = b.add(
+        {
+            "resourceType": "Organization",
+            "id": b.id("org", "housecall"),
+            "identifier": [
+                {"system": ORG_ID_SYSTEM, "value": f"housecall-demo-{b.seed}"},
+                {"system": NPI_SYSTEM, "value": npi},
+            ],
+            "active": True,
+            "type": [_cc(f"{THO}/organization-type", "prov", "Healthcare Provider")],
+            "name": "Housecall Demo Health",
+            "alias": ["Housecall"],
+            "telecom": [
+                {"system": "phone", "value": "802-555-0100", "use": "work"},
+                {"system": "email", "value": "care@housecall.example", "use": "work"},
+                {"system": "url", "value": HC, "use": "work"},
+            ],
+            "address": [_address("1 Lakeview Plaza, Suite 200", "Burlington", "VT", "05401", use="work")],
+        }
+    )
+    ctx.payer = b.add(
+        {
+            "resourceType": "Organization",
+            "id": b.id("org", "payer"),
+            "identifier": [{"system": f"{HC}/payer", "value": "DHP"}],
+            "active": True,
+            "type": [_cc(f"{THO}/organization-type", "pay", "Payer")],
+            "name": "Demo Health Plan",
+            "telecom": [{"system": "phone", "value": "207-555-0199", "use": "work"}],
+            "address": [_address("500 Capitol Street", "Augusta", "ME", "04330", use="work")],
+        }
+    )
 
 
 def _build_locations(ctx: _Context) -> None:
     b = ctx.b
     loc_type = f"{THO}/location-physical-type"
     for site in SITES:
-        res: Resource = {"resourceType": "Location", "id": b.id("loc", site.key),
-                         "status": "active", "name": site.name}
+        res: Resource = {
+            "resourceType": "Location",
+            "id": b.id("loc", site.key),
+            "status": "active",
+            "name": site.name,
+        }
         if site.state is None:
             # A "kind" location: where a video visit happens, not a building.
-            res.update({
-                "description": "Video visits; patients join from home.",
-                "mode": "kind",
-                "telecom": [{"system": "url", "value": VISIT_URL, "use": "work"}],
-                "physicalType": _cc(loc_type, "vi", "Virtual"),
-            })
+            res.update(
+                {
+                    "description": "Video visits; patients join from home.",
+                    "mode": "kind",
+                    "telecom": [{"system": "url", "value": VISIT_URL, "use": "work"}],
+                    "physicalType": _cc(loc_type, "vi", "Virtual"),
+                }
+            )
         else:
-            res.update({
-                "mode": "instance",
-                "type": [_cc(ROLE_CODE, "OF", "Outpatient facility")],
-                "telecom": [{"system": "phone", "value": site.phone, "use": "work"}],
-                "address": _address(site.line, site.city, site.state, site.postal,
-                                    use="work"),
-                "physicalType": _cc(loc_type, "bu", "Building"),
-                "position": {"longitude": site.lon, "latitude": site.lat},
-                "hoursOfOperation": [{
-                    "daysOfWeek": ["mon", "tue", "wed", "thu", "fri"],
-                    "openingTime": "08:00:00", "closingTime": "17:00:00"}],
-            })
+            res.update(
+                {
+                    "mode": "instance",
+                    "type": [_cc(ROLE_CODE, "OF", "Outpatient facility")],
+                    "telecom": [{"system": "phone", "value": site.phone, "use": "work"}],
+                    "address": _address(site.line, site.city, site.state, site.postal, use="work"),
+                    "physicalType": _cc(loc_type, "bu", "Building"),
+                    "position": {"longitude": site.lon, "latitude": site.lat},
+                    "hoursOfOperation": [
+                        {
+                            "daysOfWeek": ["mon", "tue", "wed", "thu", "fri"],
+                            "openingTime": "08:00:00",
+                            "closingTime": "17:00:00",
+                        }
+                    ],
+                }
+            )
         res["managingOrganization"] = {"reference": ctx.org}
         ctx.sites[site.key] = b.add(res)
 
@@ -832,36 +1348,45 @@ def _build_services(ctx: _Context) -> None:
         locations = [ctx.sites["virtual"]]
         if in_person:
             locations += [ctx.sites["burlington"], ctx.sites["portland"]]
-        ctx.services[key] = b.add({
-            "resourceType": "HealthcareService",
-            "id": b.id("svc", key),
-            "active": True,
-            "providedBy": {"reference": ctx.org},
-            "category": [_cc(f"{THO}/service-category", *category)],
-            "type": [_service_cc(key)],
-            "location": [{"reference": r} for r in locations],
-            "name": name,
-            "comment": comment,
-            "telecom": [{"system": "phone", "value": "802-555-0100", "use": "work"}],
-            "communication": [_cc(BCP47, "en", "English"), _cc(BCP47, "es", "Spanish")],
-            # E-consults are asynchronous requests, everything else is booked.
-            "appointmentRequired": key != "cardiology-econsult",
-            "availableTime": [{"daysOfWeek": ["mon", "tue", "wed", "thu", "fri"],
-                               "availableStartTime": "08:00:00",
-                               "availableEndTime": "17:00:00"}],
-        })
+        ctx.services[key] = b.add(
+            {
+                "resourceType": "HealthcareService",
+                "id": b.id("svc", key),
+                "active": True,
+                "providedBy": {"reference": ctx.org},
+                "category": [_cc(f"{THO}/service-category", *category)],
+                "type": [_service_cc(key)],
+                "location": [{"reference": r} for r in locations],
+                "name": name,
+                "comment": comment,
+                "telecom": [{"system": "phone", "value": "802-555-0100", "use": "work"}],
+                "communication": [_cc(BCP47, "en", "English"), _cc(BCP47, "es", "Spanish")],
+                # E-consults are asynchronous requests, everything else is booked.
+                "appointmentRequired": key != "cardiology-econsult",
+                "availableTime": [
+                    {
+                        "daysOfWeek": ["mon", "tue", "wed", "thu", "fri"],
+                        "availableStartTime": "08:00:00",
+                        "availableEndTime": "17:00:00",
+                    }
+                ],
+            }
+        )
 
 
 def _qualification(b: _Builder, c: Clinician, lic: License, number: str) -> Resource:
     return {
-        "extension": [{
-            "url": LICENSE_STATE_EXT,
-            "valueCodeableConcept": _cc(USPS, lic.state, STATES[lic.state]),
-        }],
+        "extension": [
+            {
+                "url": LICENSE_STATE_EXT,
+                "valueCodeableConcept": _cc(USPS, lic.state, STATES[lic.state]),
+            }
+        ],
         "identifier": [{"system": f"{LICENSE_SYSTEM}/{lic.state}", "value": number}],
-        "code": {"coding": [_coding(QUALIFICATION_SYSTEM, "state-license",
-                                    "State license to practice")],
-                 "text": "State medical license"},
+        "code": {
+            "coding": [_coding(QUALIFICATION_SYSTEM, "state-license", "State license to practice")],
+            "text": "State medical license",
+        },
         "period": {
             "start": _years_before(b.today, lic.issued_years_ago).isoformat(),
             "end": (b.today + dt.timedelta(days=lic.expires_in_days)).isoformat(),
@@ -879,45 +1404,53 @@ def _build_clinicians(ctx: _Context) -> None:
     for n, c in enumerate(CLINICIANS, start=1):
         npi = _luhn_npi(str(rng.randint(100_000_000, 299_999_999)))
         phone = f"802-555-01{10 + n:02d}"
-        ctx.practitioners[c.key] = b.add({
-            "resourceType": "Practitioner",
-            "id": b.id("prac", c.key),
-            "identifier": [{"system": NPI_SYSTEM, "value": npi}],
-            "active": True,
-            "name": [_human_name(c.given, c.family, c.credential)],
-            "telecom": [
-                {"system": "phone", "value": phone, "use": "work"},
-                {"system": "email", "value": f"{c.key}@housecall.example", "use": "work"},
-            ],
-            "gender": c.gender,
-            "qualification": [
-                _qualification(b, c, lic, f"{lic.state}-{rng.randint(10_000, 99_999)}")
-                for lic in c.licenses
-            ],
-            "communication": [_cc(BCP47, lang, {"en": "English", "es": "Spanish"}[lang])
-                              for lang in c.languages],
-        })
+        ctx.practitioners[c.key] = b.add(
+            {
+                "resourceType": "Practitioner",
+                "id": b.id("prac", c.key),
+                "identifier": [{"system": NPI_SYSTEM, "value": npi}],
+                "active": True,
+                "name": [_human_name(c.given, c.family, c.credential)],
+                "telecom": [
+                    {"system": "phone", "value": phone, "use": "work"},
+                    {"system": "email", "value": f"{c.key}@housecall.example", "use": "work"},
+                ],
+                "gender": c.gender,
+                "qualification": [
+                    _qualification(b, c, lic, f"{lic.state}-{rng.randint(10_000, 99_999)}")
+                    for lic in c.licenses
+                ],
+                "communication": [
+                    _cc(BCP47, lang, {"en": "English", "es": "Spanish"}[lang]) for lang in c.languages
+                ],
+            }
+        )
         sites = [ctx.sites[s] for s in (*c.sites, "virtual")]
-        ctx.roles[c.key] = b.add({
-            "resourceType": "PractitionerRole",
-            "id": b.id("role", c.key),
-            "active": True,
-            "period": {"start": _years_before(b.today, 2).isoformat()},
-            "practitioner": {"reference": ctx.practitioners[c.key]},
-            "organization": {"reference": ctx.org},
-            "code": [_cc(f"{THO}/practitioner-role", *c.role)] if c.role[0] != "counselor"
-            else [{"text": c.team_text}],
-            "specialty": [_cc(NUCC, *c.taxonomy)],
-            "location": [{"reference": r} for r in sites],
-            "healthcareService": [{"reference": ctx.services[c.service]}],
-            "telecom": [{"system": "phone", "value": phone, "use": "work"}],
-            "availableTime": [{
-                "daysOfWeek": [_WEEKDAY_CODES[d] for d in c.weekdays],
-                "availableStartTime": CLINIC_START.isoformat(),
-                "availableEndTime": CLINIC_END.isoformat(),
-            }],
-            "availabilityExceptions": "Times are America/New_York. Closed on US federal holidays.",
-        })
+        ctx.roles[c.key] = b.add(
+            {
+                "resourceType": "PractitionerRole",
+                "id": b.id("role", c.key),
+                "active": True,
+                "period": {"start": _years_before(b.today, 2).isoformat()},
+                "practitioner": {"reference": ctx.practitioners[c.key]},
+                "organization": {"reference": ctx.org},
+                "code": [_cc(f"{THO}/practitioner-role", *c.role)]
+                if c.role[0] != "counselor"
+                else [{"text": c.team_text}],
+                "specialty": [_cc(NUCC, *c.taxonomy)],
+                "location": [{"reference": r} for r in sites],
+                "healthcareService": [{"reference": ctx.services[c.service]}],
+                "telecom": [{"system": "phone", "value": phone, "use": "work"}],
+                "availableTime": [
+                    {
+                        "daysOfWeek": [_WEEKDAY_CODES[d] for d in c.weekdays],
+                        "availableStartTime": CLINIC_START.isoformat(),
+                        "availableEndTime": CLINIC_END.isoformat(),
+                    }
+                ],
+                "availabilityExceptions": "Times are America/New_York. Closed on US federal holidays.",
+            }
+        )
 
 
 def _build_schedules(ctx: _Context) -> None:
@@ -930,19 +1463,23 @@ def _build_schedules(ctx: _Context) -> None:
     horizon_start = b.today + dt.timedelta(days=1)
     horizon_end = b.today + dt.timedelta(days=SLOT_HORIZON_DAYS)
     for c in CLINICIANS:
-        sched_ref = b.add({
-            "resourceType": "Schedule",
-            "id": b.id("sched", c.key),
-            "active": True,
-            "serviceCategory": [_cc(f"{THO}/service-category", *SERVICES[c.service][1])],
-            "serviceType": [_service_cc(c.service)],
-            "specialty": [_cc(NUCC, *c.taxonomy)],
-            "actor": [{"reference": ctx.roles[c.key]}]
-            + [{"reference": ctx.sites[s]} for s in (*c.sites, "virtual")],
-            "planningHorizon": {"start": _iso(local_dt(horizon_start, 8)),
-                                "end": _iso(local_dt(horizon_end, 18))},
-            "comment": f"{c.team_text} weekday mornings (America/New_York).",
-        })
+        sched_ref = b.add(
+            {
+                "resourceType": "Schedule",
+                "id": b.id("sched", c.key),
+                "active": True,
+                "serviceCategory": [_cc(f"{THO}/service-category", *SERVICES[c.service][1])],
+                "serviceType": [_service_cc(c.service)],
+                "specialty": [_cc(NUCC, *c.taxonomy)],
+                "actor": [{"reference": ctx.roles[c.key]}]
+                + [{"reference": ctx.sites[s]} for s in (*c.sites, "virtual")],
+                "planningHorizon": {
+                    "start": _iso(local_dt(horizon_start, 8)),
+                    "end": _iso(local_dt(horizon_end, 18)),
+                },
+                "comment": f"{c.team_text} weekday mornings (America/New_York).",
+            }
+        )
         rng = b.rng(f"slots:{c.key}")
         slots: list[Resource] = []
         for offset in range(1, SLOT_HORIZON_DAYS + 1):
@@ -1005,12 +1542,14 @@ def _build_patients(ctx: _Context) -> None:
         res: Resource = {
             "resourceType": "Patient",
             "id": b.id("pat", p.key),
-            "identifier": [{
-                "use": "usual",
-                "type": _cc(f"{THO}/v2-0203", "MR", "Medical record number"),
-                "system": MRN_SYSTEM,
-                "value": f"HC{rng.randint(1_000_000, 9_999_999)}",
-            }],
+            "identifier": [
+                {
+                    "use": "usual",
+                    "type": _cc(f"{THO}/v2-0203", "MR", "Medical record number"),
+                    "system": MRN_SYSTEM,
+                    "value": f"HC{rng.randint(1_000_000, 9_999_999)}",
+                }
+            ],
             "active": True,
             "name": [_human_name(p.given, p.family)],
             "telecom": [
@@ -1021,8 +1560,7 @@ def _build_patients(ctx: _Context) -> None:
             "birthDate": _birth_date(b, p.age, p.key).isoformat(),
             "address": [_address(p.line, p.city, p.state, p.postal)],
             "communication": [
-                {"language": _cc(BCP47, lang, {"en": "English", "es": "Spanish"}[lang]),
-                 "preferred": i == 0}
+                {"language": _cc(BCP47, lang, {"en": "English", "es": "Spanish"}[lang]), "preferred": i == 0}
                 for i, lang in enumerate(p.languages)
             ],
             "generalPractitioner": [{"reference": ctx.practitioners[p.pcp]}],
@@ -1030,12 +1568,14 @@ def _build_patients(ctx: _Context) -> None:
         }
         if p.guardians:  # minors: contact goes through the parent's line
             parent = next(r for r in RELATED_PEOPLE if r.key == p.guardians[0])
-            res["telecom"] = [{"system": "phone", "value": phones[parent.person],
-                               "use": "home"}]
+            res["telecom"] = [{"system": "phone", "value": phones[parent.person], "use": "home"}]
         # A parent who is also our patient links to her RelatedPerson records so
         # proxy access resolves from either side.
-        links = [{"other": {"reference": b.ref("RelatedPerson", "rp", r.key)},
-                  "type": "seealso"} for r in RELATED_PEOPLE if r.is_patient == p.key]
+        links = [
+            {"other": {"reference": b.ref("RelatedPerson", "rp", r.key)}, "type": "seealso"}
+            for r in RELATED_PEOPLE
+            if r.is_patient == p.key
+        ]
         if links:
             res["link"] = links
         ctx.patients[p.key] = b.add(res)
@@ -1049,21 +1589,23 @@ def _build_relatives(ctx: _Context) -> None:
         pat = patients[r.patient]
         # The same human gets the same birth date on every record.
         birth = _birth_date(b, r.age, r.is_patient or f"rp:{r.person}")
-        ctx.relatives[r.key] = b.add({
-            "resourceType": "RelatedPerson",
-            "id": b.id("rp", r.key),
-            "identifier": [{"system": PERSON_SYSTEM, "value": r.person}],
-            "active": True,
-            "patient": {"reference": ctx.patients[r.patient]},
-            # Parents also carry the generic PRN code so proxy rules need one check.
-            "relationship": [_cc(ROLE_CODE, *r.relationship)]
-            + ([_cc(ROLE_CODE, "PRN", "parent")] if r.relationship[0] in {"MTH", "FTH"} else []),
-            "name": [_human_name(r.given, r.family)],
-            "telecom": [{"system": "phone", "value": phones[r.person], "use": "mobile"}],
-            "gender": r.gender,
-            "birthDate": birth.isoformat(),
-            "address": [_address(pat.line, pat.city, pat.state, pat.postal)],
-        })
+        ctx.relatives[r.key] = b.add(
+            {
+                "resourceType": "RelatedPerson",
+                "id": b.id("rp", r.key),
+                "identifier": [{"system": PERSON_SYSTEM, "value": r.person}],
+                "active": True,
+                "patient": {"reference": ctx.patients[r.patient]},
+                # Parents also carry the generic PRN code so proxy rules need one check.
+                "relationship": [_cc(ROLE_CODE, *r.relationship)]
+                + ([_cc(ROLE_CODE, "PRN", "parent")] if r.relationship[0] in {"MTH", "FTH"} else []),
+                "name": [_human_name(r.given, r.family)],
+                "telecom": [{"system": "phone", "value": phones[r.person], "use": "mobile"}],
+                "gender": r.gender,
+                "birthDate": birth.isoformat(),
+                "address": [_address(pat.line, pat.city, pat.state, pat.postal)],
+            }
+        )
 
 
 def _build_coverage(ctx: _Context) -> None:
@@ -1082,27 +1624,39 @@ def _build_coverage(ctx: _Context) -> None:
         if not p.insured:
             continue
         holder = p.subscriber or p.key
-        b.add({
-            "resourceType": "Coverage",
-            "id": b.id("cov", p.key),
-            "status": "active",
-            "type": _cc(ACT_CODE, "HIP", "health insurance plan policy"),
-            "subscriber": {"reference": ctx.patients[holder]},
-            "subscriberId": member_ids[holder],
-            "beneficiary": {"reference": ctx.patients[p.key]},
-            "dependent": f"{dependents[holder].index(p.key):02d}",
-            "relationship": _cc(f"{THO}/subscriber-relationship",
-                                *(("self", "Self") if holder == p.key else ("child", "Child"))),
-            "period": {"start": dt.date(b.today.year, 1, 1).isoformat(),
-                       "end": dt.date(b.today.year, 12, 31).isoformat()},
-            "payor": [{"reference": ctx.payer}],
-            "class": [
-                {"type": _cc(cov_class, "group", "Group"), "value": f"GRP-{p.state}-0042",
-                 "name": f"Demo Health Plan {STATES[p.state]} Small Business"},
-                {"type": _cc(cov_class, "plan", "Plan"), "value": "SILVER-TH",
-                 "name": "Silver with telehealth"},
-            ],
-        })
+        b.add(
+            {
+                "resourceType": "Coverage",
+                "id": b.id("cov", p.key),
+                "status": "active",
+                "type": _cc(ACT_CODE, "HIP", "health insurance plan policy"),
+                "subscriber": {"reference": ctx.patients[holder]},
+                "subscriberId": member_ids[holder],
+                "beneficiary": {"reference": ctx.patients[p.key]},
+                "dependent": f"{dependents[holder].index(p.key):02d}",
+                "relationship": _cc(
+                    f"{THO}/subscriber-relationship",
+                    *(("self", "Self") if holder == p.key else ("child", "Child")),
+                ),
+                "period": {
+                    "start": dt.date(b.today.year, 1, 1).isoformat(),
+                    "end": dt.date(b.today.year, 12, 31).isoformat(),
+                },
+                "payor": [{"reference": ctx.payer}],
+                "class": [
+                    {
+                        "type": _cc(cov_class, "group", "Group"),
+                        "value": f"GRP-{p.state}-0042",
+                        "name": f"Demo Health Plan {STATES[p.state]} Small Business",
+                    },
+                    {
+                        "type": _cc(cov_class, "plan", "Plan"),
+                        "value": "SILVER-TH",
+                        "name": "Silver with telehealth",
+                    },
+                ],
+            }
+        )
 
 
 def _build_care_teams(ctx: _Context) -> None:
@@ -1113,29 +1667,42 @@ def _build_care_teams(ctx: _Context) -> None:
         for key in dict.fromkeys(members):  # de-duplicate, keep order
             c = CLINICIAN_BY_KEY[key]
             if key == p.pcp:
-                role = (_cc(SNOMED, "446050000", "Primary care physician") if c.doctor
-                        else _cc(SNOMED, *c.team_role, text="Primary care provider"))
+                role = (
+                    _cc(SNOMED, "446050000", "Primary care physician")
+                    if c.doctor
+                    else _cc(SNOMED, *c.team_role, text="Primary care provider")
+                )
             elif c.team_role:
                 role = _cc(SNOMED, *c.team_role, text=c.team_text)
             else:
                 role = {"text": c.team_text}
-            participants.append({"role": [role],
-                                 "member": {"reference": ctx.practitioners[key]},
-                                 "onBehalfOf": {"reference": ctx.org}})
+            participants.append(
+                {
+                    "role": [role],
+                    "member": {"reference": ctx.practitioners[key]},
+                    "onBehalfOf": {"reference": ctx.org},
+                }
+            )
         for r in RELATED_PEOPLE:
             if r.patient == p.key:
-                participants.append({"role": [_cc(SNOMED, "133932002", "Caregiver")],
-                                     "member": {"reference": ctx.relatives[r.key]}})
-        b.add({
-            "resourceType": "CareTeam",
-            "id": b.id("team", p.key),
-            "status": "active",
-            "name": f"{' '.join(p.given[:1])} {p.family} care team",
-            "subject": {"reference": ctx.patients[p.key]},
-            "period": {"start": _years_before(b.today, 1).isoformat()},
-            "participant": participants,
-            "managingOrganization": [{"reference": ctx.org}],
-        })
+                participants.append(
+                    {
+                        "role": [_cc(SNOMED, "133932002", "Caregiver")],
+                        "member": {"reference": ctx.relatives[r.key]},
+                    }
+                )
+        b.add(
+            {
+                "resourceType": "CareTeam",
+                "id": b.id("team", p.key),
+                "status": "active",
+                "name": f"{' '.join(p.given[:1])} {p.family} care team",
+                "subject": {"reference": ctx.patients[p.key]},
+                "period": {"start": _years_before(b.today, 1).isoformat()},
+                "participant": participants,
+                "managingOrganization": [{"reference": ctx.org}],
+            }
+        )
 
 
 def _build_conditions(ctx: _Context) -> None:
@@ -1144,19 +1711,18 @@ def _build_conditions(ctx: _Context) -> None:
         for cond, years_ago, active in p.conditions:
             snomed, display, icd, _es = CONDITIONS[cond]
             onset = _years_before(b.today, years_ago) - dt.timedelta(
-                days=b.rng(f"onset:{p.key}:{cond}").randint(0, 200))
+                days=b.rng(f"onset:{p.key}:{cond}").randint(0, 200)
+            )
             res: Resource = {
                 "resourceType": "Condition",
                 "id": b.id("cond", p.key, cond),
-                "clinicalStatus": _cc(f"{THO}/condition-clinical",
-                                      *(("active", "Active") if active
-                                        else ("resolved", "Resolved"))),
-                "verificationStatus": _cc(f"{THO}/condition-ver-status", "confirmed",
-                                          "Confirmed"),
-                "category": [_cc(f"{THO}/condition-category", "problem-list-item",
-                                 "Problem List Item")],
-                "code": {"coding": [_coding(SNOMED, snomed, display),
-                                    _coding(ICD10, icd)], "text": display},
+                "clinicalStatus": _cc(
+                    f"{THO}/condition-clinical",
+                    *(("active", "Active") if active else ("resolved", "Resolved")),
+                ),
+                "verificationStatus": _cc(f"{THO}/condition-ver-status", "confirmed", "Confirmed"),
+                "category": [_cc(f"{THO}/condition-category", "problem-list-item", "Problem List Item")],
+                "code": {"coding": [_coding(SNOMED, snomed, display), _coding(ICD10, icd)], "text": display},
                 "subject": {"reference": ctx.patients[p.key]},
                 "onsetDateTime": onset.isoformat(),
                 "recordedDate": onset.isoformat(),
@@ -1167,9 +1733,15 @@ def _build_conditions(ctx: _Context) -> None:
             ctx.conditions[(p.key, cond)] = b.add(res)
 
 
-def _observation(obs_id: str, patient: str, key: str, value: float,
-                 when: dt.datetime, performer: str | None = None,
-                 encounter: str | None = None) -> Resource:
+def _observation(
+    obs_id: str,
+    patient: str,
+    key: str,
+    value: float,
+    when: dt.datetime,
+    performer: str | None = None,
+    encounter: str | None = None,
+) -> Resource:
     code, display, unit, category, low, high, decimals = VITALS[key]
     value = _round(value, decimals)
     coding = [_coding(LOINC, code, display)]
@@ -1198,14 +1770,19 @@ def _observation(obs_id: str, patient: str, key: str, value: float,
     return res
 
 
-def _blood_pressure(obs_id: str, patient: str, systolic: float,
-                    diastolic: float, when: dt.datetime, performer: str | None = None,
-                    encounter: str | None = None) -> Resource:
+def _blood_pressure(
+    obs_id: str,
+    patient: str,
+    systolic: float,
+    diastolic: float,
+    when: dt.datetime,
+    performer: str | None = None,
+    encounter: str | None = None,
+) -> Resource:
     components = []
     for key, value in (("systolic", systolic), ("diastolic", diastolic)):
         code, display, unit, _cat, low, high, _dec = VITALS[key]
-        comp: Resource = {"code": _cc(LOINC, code, display),
-                          "valueQuantity": _quantity(round(value), unit)}
+        comp: Resource = {"code": _cc(LOINC, code, display), "valueQuantity": _quantity(round(value), unit)}
         if interp := _interpretation(round(value), low, high):
             comp["interpretation"] = interp
         comp["referenceRange"] = _reference_range(unit, low, high)
@@ -1239,16 +1816,24 @@ def _reason(p: PatientSpec, clinician: str) -> str | None:
 
 # Labels for the measurements quoted in after-visit summaries: (English, Spanish).
 SUMMARY_LABELS = {
-    "bp": ("Blood pressure", "Presión arterial"), "hr": ("Heart rate", "Pulso"),
-    "weight": ("Weight", "Peso"), "temp": ("Temperature", "Temperatura"),
+    "bp": ("Blood pressure", "Presión arterial"),
+    "hr": ("Heart rate", "Pulso"),
+    "weight": ("Weight", "Peso"),
+    "temp": ("Temperature", "Temperatura"),
     "spo2": ("Oxygen saturation", "Saturación de oxígeno"),
-    "phq9": ("PHQ-9 score", "Puntaje PHQ-9"), "gad7": ("GAD-7 score", "Puntaje GAD-7"),
+    "phq9": ("PHQ-9 score", "Puntaje PHQ-9"),
+    "gad7": ("GAD-7 score", "Puntaje GAD-7"),
 }
 
 
-def _after_visit_summary(p: PatientSpec, c: Clinician, when: dt.datetime, virtual: bool,
-                         reason: str | None,
-                         measurements: list[tuple[str, str]]) -> tuple[str, str]:
+def _after_visit_summary(
+    p: PatientSpec,
+    c: Clinician,
+    when: dt.datetime,
+    virtual: bool,
+    reason: str | None,
+    measurements: list[tuple[str, str]],
+) -> tuple[str, str]:
     """Short plain-text after-visit summary in the patient's preferred language.
 
     Returns (BCP-47 language, text).
@@ -1268,8 +1853,10 @@ def _after_visit_summary(p: PatientSpec, c: Clinician, when: dt.datetime, virtua
         ]
         if vitals:
             lines.append("Signos vitales: " + "; ".join(vitals))
-        lines += [f"Plan: {PLANS[reason][1]}",
-                  "¿Preguntas? Escriba a su equipo en la app Housecall o llame al 802-555-0100."]
+        lines += [
+            f"Plan: {PLANS[reason][1]}",
+            "¿Preguntas? Escriba a su equipo en la app Housecall o llame al 802-555-0100.",
+        ]
         return "es", "\n".join(lines) + "\n"
     mode = "video" if virtual else "in person"
     lines = [
@@ -1280,8 +1867,10 @@ def _after_visit_summary(p: PatientSpec, c: Clinician, when: dt.datetime, virtua
     ]
     if vitals:
         lines.append("Vitals: " + "; ".join(vitals))
-    lines += [f"Plan: {PLANS[reason][0]}",
-              "Questions? Message your care team in the Housecall app or call 802-555-0100."]
+    lines += [
+        f"Plan: {PLANS[reason][0]}",
+        "Questions? Message your care team in the Housecall app or call 802-555-0100.",
+    ]
     return "en", "\n".join(lines) + "\n"
 
 
@@ -1314,9 +1903,18 @@ def _plan_visits(ctx: _Context, p: PatientSpec, rng: random.Random) -> list[_Vis
         # A child's first (well) visit and about a quarter of the other visits
         # with clinic-based clinicians happened in person.
         in_person = bool(c.sites) and ((p.age < 18 and n == 1) or rng.random() < 0.25)
-        visits.append(_Visit(
-            p, c, n, start, start + dt.timedelta(minutes=c.slot_minutes), in_person,
-            ctx.sites[c.sites[0]] if in_person else ctx.sites["virtual"], _reason(p, key)))
+        visits.append(
+            _Visit(
+                p,
+                c,
+                n,
+                start,
+                start + dt.timedelta(minutes=c.slot_minutes),
+                in_person,
+                ctx.sites[c.sites[0]] if in_person else ctx.sites["virtual"],
+                _reason(p, key),
+            )
+        )
     return visits
 
 
@@ -1349,8 +1947,9 @@ def _add_encounter(ctx: _Context, v: _Visit, appointment: str) -> str:
         enc_type = ("448337001", "Telemedicine consultation with patient")
     else:
         enc_class = _coding(ACT_CODE, "AMB", "ambulatory")
-        enc_type = (("410620009", "Well child visit") if v.p.age < 18
-                    else ("185349003", "Encounter for check up"))
+        enc_type = (
+            ("410620009", "Well child visit") if v.p.age < 18 else ("185349003", "Encounter for check up")
+        )
     period = {"start": _iso(v.start), "end": _iso(v.end)}
     res: Resource = {
         "resourceType": "Encounter",
@@ -1360,11 +1959,13 @@ def _add_encounter(ctx: _Context, v: _Visit, appointment: str) -> str:
         "type": [_cc(SNOMED, *enc_type)],
         "serviceType": _service_cc(v.c.service),
         "subject": {"reference": ctx.patients[v.p.key]},
-        "participant": [{
-            "type": [_cc(f"{THO}/v3-ParticipationType", "PPRF", "primary performer")],
-            "period": period,
-            "individual": {"reference": ctx.practitioners[v.c.key]},
-        }],
+        "participant": [
+            {
+                "type": [_cc(f"{THO}/v3-ParticipationType", "PPRF", "primary performer")],
+                "period": period,
+                "individual": {"reference": ctx.practitioners[v.c.key]},
+            }
+        ],
         "appointment": [{"reference": appointment}],
         "period": period,
     }
@@ -1375,9 +1976,9 @@ def _add_encounter(ctx: _Context, v: _Visit, appointment: str) -> str:
     return ctx.b.add(res)
 
 
-def _add_visit_observations(ctx: _Context, v: _Visit, encounter: str,
-                            obs_ids: Iterator[str],
-                            rng: random.Random) -> list[tuple[str, str]]:
+def _add_visit_observations(
+    ctx: _Context, v: _Visit, encounter: str, obs_ids: Iterator[str], rng: random.Random
+) -> list[tuple[str, str]]:
     """Vitals or questionnaire scores taken at the visit; returns summary phrases.
 
     On video visits the numbers are patient-reported from home devices, which
@@ -1390,8 +1991,7 @@ def _add_visit_observations(ctx: _Context, v: _Visit, encounter: str,
     phrases: list[tuple[str, str]] = []
 
     def observe(key: str, value: float, phrase: tuple[str, str]) -> None:
-        observations.append(_observation(next(obs_ids), patient, key, value, when,
-                                         performer, encounter))
+        observations.append(_observation(next(obs_ids), patient, key, value, when, performer, encounter))
         phrases.append(phrase)
 
     if v.c.service == "behavioral-health":
@@ -1404,8 +2004,9 @@ def _add_visit_observations(ctx: _Context, v: _Visit, encounter: str,
         if "systolic" in base:
             sys_v = base["systolic"] + rng.gauss(0, 6)
             dia_v = base["diastolic"] + rng.gauss(0, 4)
-            observations.append(_blood_pressure(next(obs_ids), patient, sys_v, dia_v, when,
-                                                performer, encounter))
+            observations.append(
+                _blood_pressure(next(obs_ids), patient, sys_v, dia_v, when, performer, encounter)
+            )
             phrases.append(("bp", f"{round(sys_v)}/{round(dia_v)} mmHg"))
             hr = base["hr"] + rng.gauss(0, 4)
             observe("hr", hr, ("hr", f"{round(hr)}/min"))
@@ -1424,33 +2025,41 @@ def _add_visit_observations(ctx: _Context, v: _Visit, encounter: str,
     return phrases
 
 
-def _add_after_visit_summary(ctx: _Context, v: _Visit, encounter: str,
-                             phrases: list[tuple[str, str]]) -> None:
-    language, text = _after_visit_summary(v.p, v.c, v.start, not v.in_person, v.reason,
-                                          phrases)
+def _add_after_visit_summary(
+    ctx: _Context, v: _Visit, encounter: str, phrases: list[tuple[str, str]]
+) -> None:
+    language, text = _after_visit_summary(v.p, v.c, v.start, not v.in_person, v.reason, phrases)
     signed = _iso(v.end + dt.timedelta(minutes=15))
-    ctx.b.add({
-        "resourceType": "DocumentReference",
-        "id": ctx.b.id("doc", v.p.key, v.n),
-        "status": "current",
-        "docStatus": "final",
-        "type": _cc(LOINC, "34133-9", "Summary of episode note", "After-visit summary"),
-        "category": [_cc(US_CORE_DOC_CATEGORY, "clinical-note", "Clinical Note")],
-        "subject": {"reference": ctx.patients[v.p.key]},
-        "date": signed,
-        "author": [{"reference": ctx.practitioners[v.c.key]}],
-        "custodian": {"reference": ctx.org},
-        "description": "After-visit summary",
-        "content": [{"attachment": {
-            "contentType": "text/plain",
-            "language": language,
-            "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
-            "title": f"After-visit summary {v.start.date().isoformat()}",
-            "creation": signed,
-        }}],
-        "context": {"encounter": [{"reference": encounter}],
-                    "period": {"start": _iso(v.start), "end": _iso(v.end)}},
-    })
+    ctx.b.add(
+        {
+            "resourceType": "DocumentReference",
+            "id": ctx.b.id("doc", v.p.key, v.n),
+            "status": "current",
+            "docStatus": "final",
+            "type": _cc(LOINC, "34133-9", "Summary of episode note", "After-visit summary"),
+            "category": [_cc(US_CORE_DOC_CATEGORY, "clinical-note", "Clinical Note")],
+            "subject": {"reference": ctx.patients[v.p.key]},
+            "date": signed,
+            "author": [{"reference": ctx.practitioners[v.c.key]}],
+            "custodian": {"reference": ctx.org},
+            "description": "After-visit summary",
+            "content": [
+                {
+                    "attachment": {
+                        "contentType": "text/plain",
+                        "language": language,
+                        "data": base64.b64encode(text.encode("utf-8")).decode("ascii"),
+                        "title": f"After-visit summary {v.start.date().isoformat()}",
+                        "creation": signed,
+                    }
+                }
+            ],
+            "context": {
+                "encounter": [{"reference": encounter}],
+                "period": {"start": _iso(v.start), "end": _iso(v.end)},
+            },
+        }
+    )
 
 
 def _build_history(ctx: _Context) -> None:
@@ -1480,22 +2089,29 @@ def _build_home_readings(ctx: _Context, p: PatientSpec, obs_ids: Iterator[str]) 
         when = local_dt(b.today - dt.timedelta(days=days_ago), 7, rng.randint(0, 50))
         for metric in p.rpm:
             if metric == "bp":
-                obs = _blood_pressure(next(obs_ids), patient,
-                                      base["systolic"] + rng.gauss(0, 7),
-                                      base["diastolic"] + rng.gauss(0, 5), when,
-                                      performer=patient)
+                obs = _blood_pressure(
+                    next(obs_ids),
+                    patient,
+                    base["systolic"] + rng.gauss(0, 7),
+                    base["diastolic"] + rng.gauss(0, 5),
+                    when,
+                    performer=patient,
+                )
             elif metric == "steps":
                 # The tracker syncs yesterday's 24-hour total; stamp it at day end.
-                obs = _observation(next(obs_ids), patient, "steps",
-                                   max(300, base["steps"] + rng.gauss(0, 1200)),
-                                   local_dt(when.date() - dt.timedelta(days=1), 23, 59),
-                                   performer=patient)
+                obs = _observation(
+                    next(obs_ids),
+                    patient,
+                    "steps",
+                    max(300, base["steps"] + rng.gauss(0, 1200)),
+                    local_dt(when.date() - dt.timedelta(days=1), 23, 59),
+                    performer=patient,
+                )
             else:
                 value = base[metric] + rng.gauss(0, spread[metric])
                 if metric == "spo2":
                     value = min(100, value)
-                obs = _observation(next(obs_ids), patient, metric, value, when,
-                                   performer=patient)
+                obs = _observation(next(obs_ids), patient, metric, value, when, performer=patient)
             b.add(obs)
 
 
@@ -1504,40 +2120,46 @@ def _build_labs(ctx: _Context) -> None:
     b = ctx.b
     for p in PATIENTS:
         active = [c for c, _y, is_active in p.conditions if is_active]
-        panels = list(dict.fromkeys(panel for cond in active
-                                    for panel in PANELS_FOR_CONDITION.get(cond, ())))
+        panels = list(dict.fromkeys(panel for cond in active for panel in PANELS_FOR_CONDITION.get(cond, ())))
         if not panels:
             continue
         rng = b.rng(f"labs:{p.key}")
         patient = ctx.patients[p.key]
         for draw, days_ago in enumerate((200, 25), start=1):
-            drawn = local_dt(_weekday_on_or_before(b.today - dt.timedelta(days=days_ago)),
-                             7, 30 + rng.randint(0, 25))
+            drawn = local_dt(
+                _weekday_on_or_before(b.today - dt.timedelta(days=days_ago)), 7, 30 + rng.randint(0, 25)
+            )
             issued = drawn + dt.timedelta(hours=9)
             for panel in panels:
                 (code, display), members = PANELS[panel]
                 results = []
                 for member in members:
                     typical = LAB_TYPICAL[member]
-                    mean, sd = next((typical[c] for c in active if c in typical),
-                                    typical[None])
-                    obs = _observation(b.id("lab", p.key, draw, member), patient,
-                                       member, max(0.1, rng.gauss(mean, sd)), drawn)
+                    mean, sd = next((typical[c] for c in active if c in typical), typical[None])
+                    obs = _observation(
+                        b.id("lab", p.key, draw, member),
+                        patient,
+                        member,
+                        max(0.1, rng.gauss(mean, sd)),
+                        drawn,
+                    )
                     obs["issued"] = _iso(issued)
                     results.append(b.add(obs))
-                b.add({
-                    "resourceType": "DiagnosticReport",
-                    "id": b.id("dr", p.key, draw, panel),
-                    "status": "final",
-                    "category": [_cc(f"{THO}/v2-0074", "LAB", "Laboratory")],
-                    "code": _cc(LOINC, code, display),
-                    "subject": {"reference": patient},
-                    "effectiveDateTime": _iso(drawn),
-                    "issued": _iso(issued),
-                    "performer": [{"reference": ctx.org}],
-                    "resultsInterpreter": [{"reference": ctx.practitioners[p.pcp]}],
-                    "result": [{"reference": r} for r in results],
-                })
+                b.add(
+                    {
+                        "resourceType": "DiagnosticReport",
+                        "id": b.id("dr", p.key, draw, panel),
+                        "status": "final",
+                        "category": [_cc(f"{THO}/v2-0074", "LAB", "Laboratory")],
+                        "code": _cc(LOINC, code, display),
+                        "subject": {"reference": patient},
+                        "effectiveDateTime": _iso(drawn),
+                        "issued": _iso(issued),
+                        "performer": [{"reference": ctx.org}],
+                        "resultsInterpreter": [{"reference": ctx.practitioners[p.pcp]}],
+                        "result": [{"reference": r} for r in results],
+                    }
+                )
 
 
 def _build_medications(ctx: _Context) -> None:
@@ -1545,41 +2167,59 @@ def _build_medications(ctx: _Context) -> None:
     for p in PATIENTS:
         for med_key, reason, prescriber in p.meds:
             m = MEDICATIONS[med_key]
-            authored = local_dt(_weekday_on_or_before(
-                b.today - dt.timedelta(days=b.rng(f"rx:{p.key}:{med_key}").randint(20, 300))),
-                11, 30)
+            authored = local_dt(
+                _weekday_on_or_before(
+                    b.today - dt.timedelta(days=b.rng(f"rx:{p.key}:{med_key}").randint(20, 300))
+                ),
+                11,
+                30,
+            )
             dose: Resource = {"text": m.sig, "route": _cc(SNOMED, *m.route)}
             if m.as_needed:
                 dose["asNeededBoolean"] = True
             else:
-                dose["timing"] = {"repeat": {"frequency": m.per_day, "period": 1,
-                                             "periodUnit": "d"}}
+                dose["timing"] = {"repeat": {"frequency": m.per_day, "period": 1, "periodUnit": "d"}}
             unit = m.quantity[1]
-            dose["doseAndRate"] = [{"doseQuantity": {
-                "value": 2 if unit == "{inhaler}" else 1,
-                "unit": "puff" if unit == "{inhaler}" else "tablet",
-                "system": UCUM, "code": "{puff}" if unit == "{inhaler}" else "{tbl}"}}]
-            b.add({
-                "resourceType": "MedicationRequest",
-                "id": b.id("rx", p.key, med_key),
-                "status": "active",
-                "intent": "order",
-                "category": [_cc(f"{THO}/medicationrequest-category", "community",
-                                 "Community")],
-                "medicationCodeableConcept": _cc(RXNORM, m.rxnorm, m.display),
-                "subject": {"reference": ctx.patients[p.key]},
-                "authoredOn": _iso(authored),
-                "requester": {"reference": ctx.practitioners[prescriber]},
-                "reasonReference": [{"reference": ctx.conditions[(p.key, reason)]}],
-                "dosageInstruction": [dose],
-                "dispenseRequest": {
-                    "numberOfRepeatsAllowed": m.refills,
-                    "quantity": {"value": m.quantity[0], "unit": unit.strip("{}"),
-                                 "system": UCUM, "code": unit},
-                    "expectedSupplyDuration": {"value": m.supply_days, "unit": "days",
-                                               "system": UCUM, "code": "d"},
-                },
-            })
+            dose["doseAndRate"] = [
+                {
+                    "doseQuantity": {
+                        "value": 2 if unit == "{inhaler}" else 1,
+                        "unit": "puff" if unit == "{inhaler}" else "tablet",
+                        "system": UCUM,
+                        "code": "{puff}" if unit == "{inhaler}" else "{tbl}",
+                    }
+                }
+            ]
+            b.add(
+                {
+                    "resourceType": "MedicationRequest",
+                    "id": b.id("rx", p.key, med_key),
+                    "status": "active",
+                    "intent": "order",
+                    "category": [_cc(f"{THO}/medicationrequest-category", "community", "Community")],
+                    "medicationCodeableConcept": _cc(RXNORM, m.rxnorm, m.display),
+                    "subject": {"reference": ctx.patients[p.key]},
+                    "authoredOn": _iso(authored),
+                    "requester": {"reference": ctx.practitioners[prescriber]},
+                    "reasonReference": [{"reference": ctx.conditions[(p.key, reason)]}],
+                    "dosageInstruction": [dose],
+                    "dispenseRequest": {
+                        "numberOfRepeatsAllowed": m.refills,
+                        "quantity": {
+                            "value": m.quantity[0],
+                            "unit": unit.strip("{}"),
+                            "system": UCUM,
+                            "code": unit,
+                        },
+                        "expectedSupplyDuration": {
+                            "value": m.supply_days,
+                            "unit": "days",
+                            "system": UCUM,
+                            "code": "d",
+                        },
+                    },
+                }
+            )
 
 
 def _build_allergies(ctx: _Context) -> None:
@@ -1590,10 +2230,8 @@ def _build_allergies(ctx: _Context) -> None:
             res: Resource = {
                 "resourceType": "AllergyIntolerance",
                 "id": b.id("allergy", p.key, key),
-                "clinicalStatus": _cc(f"{THO}/allergyintolerance-clinical", "active",
-                                      "Active"),
-                "verificationStatus": _cc(f"{THO}/allergyintolerance-verification",
-                                          "confirmed", "Confirmed"),
+                "clinicalStatus": _cc(f"{THO}/allergyintolerance-clinical", "active", "Active"),
+                "verificationStatus": _cc(f"{THO}/allergyintolerance-verification", "confirmed", "Confirmed"),
             }
             if kind:
                 res["type"] = kind
@@ -1604,10 +2242,12 @@ def _build_allergies(ctx: _Context) -> None:
             res["recordedDate"] = _years_before(b.today, 1).isoformat()
             res["recorder"] = {"reference": ctx.practitioners[p.pcp]}
             if reaction:
-                res["reaction"] = [{
-                    "manifestation": [_cc(SNOMED, *reaction)],
-                    "severity": "severe" if criticality == "high" else "mild",
-                }]
+                res["reaction"] = [
+                    {
+                        "manifestation": [_cc(SNOMED, *reaction)],
+                        "severity": "severe" if criticality == "high" else "mild",
+                    }
+                ]
             b.add(res)
 
 
@@ -1617,11 +2257,15 @@ def _vaccines_for(p: PatientSpec, birth: dt.date, today: dt.date) -> list[tuple[
     if p.age < 18:
         first_birthday = _years_before(birth, -1)
         fourth_birthday = _years_before(birth, -4)
-        shots += [("mmr", first_birthday + dt.timedelta(days=10)),
-                  ("varicella", first_birthday + dt.timedelta(days=10))]
+        shots += [
+            ("mmr", first_birthday + dt.timedelta(days=10)),
+            ("varicella", first_birthday + dt.timedelta(days=10)),
+        ]
         if p.age >= 5:
-            shots += [("dtap", fourth_birthday + dt.timedelta(days=30)),
-                      ("ipv", fourth_birthday + dt.timedelta(days=30))]
+            shots += [
+                ("dtap", fourth_birthday + dt.timedelta(days=30)),
+                ("ipv", fourth_birthday + dt.timedelta(days=30)),
+            ]
     else:
         shots.append(("tdap", today - dt.timedelta(days=3 * 365 + 40)))
         shots.append(("covid", today - dt.timedelta(days=210)))
@@ -1649,8 +2293,7 @@ def _build_immunizations(ctx: _Context) -> None:
                 "status": "completed",
                 "vaccineCode": _cc(CVX, cvx, display),
                 "patient": {"reference": ctx.patients[p.key]},
-                "occurrenceDateTime": _iso(local_dt(_weekday_on_or_before(day), 10,
-                                                    rng.randint(0, 50))),
+                "occurrenceDateTime": _iso(local_dt(_weekday_on_or_before(day), 10, rng.randint(0, 50))),
                 "primarySource": in_clinic,
             }
             if in_clinic:
@@ -1658,8 +2301,7 @@ def _build_immunizations(ctx: _Context) -> None:
                 res["lotNumber"] = f"L{rng.randint(100000, 999999)}"
                 res["performer"] = [{"actor": {"reference": ctx.practitioners[p.pcp]}}]
             else:
-                res["reportOrigin"] = _cc(f"{THO}/immunization-origin", "record",
-                                          "Written Record")
+                res["reportOrigin"] = _cc(f"{THO}/immunization-origin", "record", "Written Record")
             b.add(res)
 
 
@@ -1667,8 +2309,7 @@ def _span(res: Resource) -> tuple[dt.datetime, dt.datetime]:
     return dt.datetime.fromisoformat(res["start"]), dt.datetime.fromisoformat(res["end"])
 
 
-def _overlaps(span: tuple[dt.datetime, dt.datetime],
-              others: list[tuple[dt.datetime, dt.datetime]]) -> bool:
+def _overlaps(span: tuple[dt.datetime, dt.datetime], others: list[tuple[dt.datetime, dt.datetime]]) -> bool:
     return any(span[0] < end and start < span[1] for start, end in others)
 
 
@@ -1682,25 +2323,32 @@ def _build_upcoming(ctx: _Context) -> None:
         for n, clin_key in enumerate(p.upcoming, start=1):
             c = CLINICIAN_BY_KEY[clin_key]
             # Never double-book the patient across two clinicians' calendars.
-            free = [s for s in ctx.slots[clin_key] if s["status"] == "free"
-                    and not _overlaps(_span(s), booked)]
+            free = [
+                s for s in ctx.slots[clin_key] if s["status"] == "free" and not _overlaps(_span(s), booked)
+            ]
             slot = rng.choice(free)
             slot["status"] = "busy"
             booked.append(_span(slot))
             virtual = slot["appointmentType"]["coding"][0]["code"] == "VR"
             site = ctx.sites["virtual"] if virtual else ctx.sites[c.sites[0]]
             participants = [
-                {"actor": {"reference": ctx.patients[p.key]}, "required": "required",
-                 "status": "accepted"},
-                {"actor": {"reference": ctx.practitioners[clin_key]}, "required": "required",
-                 "status": "accepted"},
+                {"actor": {"reference": ctx.patients[p.key]}, "required": "required", "status": "accepted"},
+                {
+                    "actor": {"reference": ctx.practitioners[clin_key]},
+                    "required": "required",
+                    "status": "accepted",
+                },
                 {"actor": {"reference": site}, "required": "required", "status": "accepted"},
             ]
             # Minors attend with a parent, an elder with her caregiver (first listed).
             if p.guardians:
-                participants.append({
-                    "actor": {"reference": ctx.relatives[guardians[p.guardians[0]].key]},
-                    "required": "required", "status": "accepted"})
+                participants.append(
+                    {
+                        "actor": {"reference": ctx.relatives[guardians[p.guardians[0]].key]},
+                        "required": "required",
+                        "status": "accepted",
+                    }
+                )
             reason = _reason(p, clin_key)
             appt: Resource = {
                 "resourceType": "Appointment",
@@ -1714,10 +2362,12 @@ def _build_upcoming(ctx: _Context) -> None:
                 "end": slot["end"],
                 "minutesDuration": c.slot_minutes,
                 "slot": [{"reference": f"Slot/{slot['id']}"}],
-                "created": _iso(local_dt(b.today - dt.timedelta(days=rng.randint(1, 10)),
-                                         14, 5 * rng.randint(0, 11))),
-                "comment": f"Join at {VISIT_URL}" if virtual else
-                f"Please arrive 10 minutes early at {SITE_BY_KEY[c.sites[0]].name}.",
+                "created": _iso(
+                    local_dt(b.today - dt.timedelta(days=rng.randint(1, 10)), 14, 5 * rng.randint(0, 11))
+                ),
+                "comment": f"Join at {VISIT_URL}"
+                if virtual
+                else f"Please arrive 10 minutes early at {SITE_BY_KEY[c.sites[0]].name}.",
                 "participant": participants,
             }
             if reason:
