@@ -86,9 +86,11 @@ def _entry(
 
 
 def searchset(base_url: str, req: SearchRequest, result: SearchResult) -> bytes:
+    kept = urlencode([(k, v) for k, v in req.used if k != "_offset"])
+    stem = f"{base_url}/{req.res_type}?{kept}{'&' if kept else ''}_offset="
+
     def link(offset: int) -> str:
-        query = [*[(k, v) for k, v in req.used if k != "_offset"], ("_offset", str(offset))]
-        return f"{base_url}/{req.res_type}?{urlencode(query)}"
+        return f"{stem}{offset}"
 
     links = [{"relation": "self", "url": link(req.offset)}]
     if req.count:
