@@ -206,3 +206,32 @@ async def test_summary_true_keeps_summary_elements_only(client: httpx.AsyncClien
     assert body["meta"]["tag"][-1]["code"] == "SUBSETTED"
     body = (await client.get(f"/fhir/Observation?_id={oid}&_elements=value")).json()["entry"][0]["resource"]
     assert "valueQuantity" in body and "note" not in body
+
+
+async def test_patient_scoped_code_search_is_exact(client: httpx.AsyncClient) -> None:
+    # An Observation about one patient performed by another is in both compartments; a search by
+    # subject must still only find it for its subject (decision 0004's narrowed token rows).
+    x = (await client.post("/fhir/Patient", json=patient("Subjectx"))).json()["id"]
+    y = (await client.post("/fhir/Patient", json=patient("Performery"))).json()["id"]
+    code = {"coding": [{"system": "urn:test:codes", "code": f"c-{x[:8]}"}]}
+    obs = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": code,
+        "subject": {"reference": f"Patient/{x}"},
+        "performer": [{"reference": f"Patient/{y}"}],
+    }
+    oid = (await client.post("/fhir/Observation", json=obs)).json()["id"]
+    token = f"urn:test:codes|c-{x[:8]}"
+
+    async def ids(query: str) -> set[str]:
+        body = (await client.get(f"/fhir/Observation?{query}")).json()
+        return {e["resource"]["id"] for e in body.get("entry", [])}
+
+    assert await ids(f"subject=Patient/{x}&code={token}") == {oid}
+    assert await ids(f"subject=Patient/{y}&code={token}") == set()
+    assert await ids(f"performer=Patient/{y}&code={token}") == {oid}
+    assert await ids(f"performer=Patient/{x}&code={token}") == set()
+    assert await ids(f"subject:Patient={x}&code={token}") == {oid}
+    assert await ids(f"subject=Patient/{x}&code:not={token}") == set()
+    assert await ids(f"subject=Patient/{x}&code={token},urn:test:codes|other") == {oid}

@@ -69,15 +69,16 @@ def _index_table(name: str, *columns: Column, lookup: tuple[str, ...]) -> Table:
     )
 
 
-# Token rows carry the patient whose compartment holds the resource (one row per such patient;
-# NULL when none), so that "this patient's resources with code C" is one index range - the shape
-# of nearly every clinical query and of every patient-scoped access filter.
+# Token rows carry the reference that puts the resource in a patient's compartment, as
+# "<param>|<patient id>" (e.g. "subject|123"; one row per such reference, NULL when none), so that
+# "this patient's resources with code C" is one exact index range - the shape of nearly every
+# clinical query and of every patient-scoped access filter. See docs/decisions/0004.
 sp_token = _index_table(
     "sp_token",
     Column("system", _Text, nullable=True),
     Column("code", _Text, nullable=True),
     Column("text", _Text, nullable=True),  # normalized display/text, for :text
-    Column("pat", String(64), nullable=True),
+    Column("pat", String(160), nullable=True),
     lookup=("code", "system", "pat"),
 )
 sp_string = _index_table(

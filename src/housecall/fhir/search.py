@@ -316,8 +316,9 @@ class SearchBuilder:
     def ids_matching(self, res_type: str, flt: Filter, pat: str | None = None) -> tuple[str, bool]:
         """A subquery of ``res_id`` values of ``res_type`` matching the filter, and whether to negate.
 
-        ``pat`` narrows token rows to one patient's compartment (the caller knows every match is
-        in it), which turns "code C" into "this patient's code C" - one index range.
+        ``pat`` (``param|patient-id``) narrows token rows to the resources that reference that
+        patient through that compartment parameter, which turns "code C" into "this patient's
+        code C" - one exact index range.
         """
         sql = self.sql
         if flt.code == "_id":
@@ -406,8 +407,8 @@ class SearchBuilder:
         )
 
     def _pinned_patient(self, res_type: str, flt: Filter) -> str | None:
-        """The patient id when the filter only admits resources in that patient's compartment
-        (``subject=Patient/X``, ``patient=X`` and the other CompartmentDefinition parameters)."""
+        """``param|patient-id`` when the filter is exactly "this compartment parameter references
+        Patient X" (``subject=Patient/X``, ``patient=X`` where that parameter defines the compartment)."""
         if flt.chain or len(flt.values) != 1 or flt.modifier not in (None, "Patient"):
             return None
         if flt.code not in COMPARTMENT_PATIENT.get(res_type, ()):
@@ -418,10 +419,10 @@ class SearchBuilder:
         value = flt.values[0]
         if self.base_url and value.startswith(self.base_url + "/"):
             value = value[len(self.base_url) + 1 :]
-        if value.startswith("Patient/") and value.count("/") == 1:
-            return value[len("Patient/") :] or None
-        if "/" not in value and (flt.modifier == "Patient" or sp.targets == ("Patient",)):
-            return value
+        if value.startswith("Patient/") and value.count("/") == 1 and len(value) > len("Patient/"):
+            return f"{flt.code}|{value[len('Patient/') :]}"
+        if value and "/" not in value and (flt.modifier == "Patient" or sp.targets == ("Patient",)):
+            return f"{flt.code}|{value}"
         return None
 
     def where(self, req: SearchRequest, restrict: str | None = None) -> str:
@@ -440,10 +441,8 @@ class SearchBuilder:
         )  # fmt: skip
         for n, flt in enumerate(req.filters):
             if narrowed and n == pin_index:
-                # The token filters are already limited to this patient's compartment; check the
-                # reference itself per candidate instead of reading every row that names the patient.
-                sub, _ = self.ids_matching(req.res_type, flt)
-                clauses.append(f"EXISTS ({sub} AND res_id = r.res_id)")
+                # The narrowed token filters only hold rows of resources with exactly this reference,
+                # so the reference filter itself is implied (and would read every row naming the patient).
                 continue
             sub, negate = self.ids_matching(req.res_type, flt, pat if narrowed else None)
             if negate:

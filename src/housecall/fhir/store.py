@@ -21,6 +21,7 @@ import orjson
 
 from housecall.core.db import Conn
 from housecall.fhir.indexing import IndexRows, extract_index
+from housecall.fhir.indexing._r4_search_params import COMPARTMENT_PATIENT
 
 # Column lists of the index tables, in the order IndexRows tuples carry them (after `param`).
 INDEX_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -385,15 +386,27 @@ def _flatten(writes: Iterable[Write], kind: str) -> list[tuple[Any, ...]]:
         if w.rows is None:
             continue
         if kind == "token":
-            # One copy per compartment patient (see schema.sp_token); almost always exactly one.
-            patients: list[str | None] = [*sorted(w.rows.patients)] or [None]
+            # One copy per compartment reference (see schema.sp_token); almost always exactly one.
+            links: list[str | None] = [*compartment_links(w.res_type, w.rows)] or [None]
             for row in w.rows.token:
-                for pat in patients:
+                for pat in links:
                     out.append((w.res_type, w.res_id, *row, pat))
             continue
         for row in getattr(w.rows, kind):
             out.append((w.res_type, w.res_id, *row))
     return out
+
+
+def compartment_links(res_type: str, rows: IndexRows) -> list[str]:
+    """``param|patient-id`` for each reference that puts the resource in a patient compartment."""
+    params = COMPARTMENT_PATIENT.get(res_type, ())
+    return sorted(
+        {
+            f"{param}|{target}"
+            for param, kind, target, _ in rows.reference
+            if kind == "Patient" and target and param in params
+        }
+    )
 
 
 def _unique_key_chunks(writes: Sequence[Write]) -> list[list[Write]]:

@@ -1,4 +1,4 @@
-"""token rows carry the compartment patient
+"""token rows carry the patient reference that puts them in a compartment
 
 Revision ID: 0002
 Revises: 0001
@@ -18,28 +18,30 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table("sp_token", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("pat", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("pat", sa.String(length=160), nullable=True))
         batch_op.drop_index(batch_op.f("ix_sp_token_lookup"))
         batch_op.create_index(
             "ix_sp_token_lookup", ["res_type", "param", "code", "system", "pat", "res_id"], unique=False
         )
-    # Existing rows: one copy per compartment patient, then drop the patient-less originals of
-    # resources that have a compartment.
+    # Existing rows: one copy per (parameter, Patient) reference of a compartment patient, then
+    # drop the originals of resources that have one.
     op.execute(
         "INSERT INTO sp_token (res_type, res_id, param, system, code, text, pat) "
-        "SELECT t.res_type, t.res_id, t.param, t.system, t.code, t.text, c.patient_id FROM sp_token t "
-        "JOIN compartment c ON c.res_type = t.res_type AND c.res_id = t.res_id WHERE t.pat IS NULL"
+        "SELECT DISTINCT t.res_type, t.res_id, t.param, t.system, t.code, t.text, r.param || '|' || r.target_id "
+        "FROM sp_token t JOIN sp_reference r ON r.res_type = t.res_type AND r.res_id = t.res_id "
+        "AND r.target_type = 'Patient' JOIN compartment c ON c.res_type = t.res_type AND c.res_id = t.res_id "
+        "AND c.patient_id = r.target_id WHERE t.pat IS NULL"
     )
     op.execute(
-        "DELETE FROM sp_token WHERE pat IS NULL AND EXISTS (SELECT 1 FROM compartment c "
-        "WHERE c.res_type = sp_token.res_type AND c.res_id = sp_token.res_id)"
+        "DELETE FROM sp_token WHERE pat IS NULL AND EXISTS (SELECT 1 FROM sp_token o "
+        "WHERE o.res_type = sp_token.res_type AND o.res_id = sp_token.res_id AND o.pat IS NOT NULL)"
     )
 
 
 def downgrade() -> None:
     op.execute(
-        "DELETE FROM sp_token WHERE pat IS NOT NULL AND pat <> (SELECT min(c.patient_id) FROM compartment c "
-        "WHERE c.res_type = sp_token.res_type AND c.res_id = sp_token.res_id)"
+        "DELETE FROM sp_token WHERE pat IS NOT NULL AND pat <> (SELECT min(o.pat) FROM sp_token o "
+        "WHERE o.res_type = sp_token.res_type AND o.res_id = sp_token.res_id)"
     )
     with op.batch_alter_table("sp_token", schema=None) as batch_op:
         batch_op.drop_index("ix_sp_token_lookup")
