@@ -1,0 +1,57 @@
+"""Migration 0002 back-fills the compartment reference of token rows written before it existed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+
+from housecall.core import migrate
+from housecall.core.db import DatabaseURL
+from tests.support import drop_database, new_database
+
+
+@pytest.fixture
+def url_at_0001(engine: str, tmp_path: Path) -> Iterator[str]:
+    url = new_database(engine, tmp_path)
+    command.downgrade(migrate.alembic_config(url), "0001")
+    yield url
+    drop_database(url)
+
+
+def test_0002_backfills_pat(url_at_0001: str) -> None:
+    engine = sa.create_engine(DatabaseURL.parse(url_at_0001).sqlalchemy_url)
+    with engine.begin() as conn:
+        # An Observation about Patient p1 (two token rows) and one with no patient (one token row).
+        for res_id, param, code in (("o1", "code", "c1"), ("o1", "status", "final"), ("o2", "code", "c2")):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO sp_token (res_type, res_id, param, system, code) VALUES ('Observation', :i, :p, NULL, :c)"
+                ),
+                {"i": res_id, "p": param, "c": code},
+            )
+        conn.execute(
+            sa.text(
+                "INSERT INTO sp_reference (res_type, res_id, param, target_type, target_id) "
+                "VALUES ('Observation', 'o1', 'subject', 'Patient', 'p1')"
+            )
+        )
+        conn.execute(
+            sa.text(
+                "INSERT INTO compartment (patient_id, res_type, res_id) VALUES ('p1', 'Observation', 'o1')"
+            )
+        )
+    migrate.upgrade(url_at_0001)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT res_id, param, code, pat FROM sp_token ORDER BY res_id, param")
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("o1", "code", "c1", "subject|p1"),
+        ("o1", "status", "final", "subject|p1"),
+        ("o2", "code", "c2", None),
+    ]
