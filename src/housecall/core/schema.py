@@ -50,7 +50,6 @@ resource_history = Table(
     Column("deleted", Boolean, nullable=False),
     Column("method", String(8), nullable=False),
     Column("content", LargeBinary, nullable=True),
-    Index("ix_history_type_updated", "res_type", "last_updated"),
     Index("ix_history_updated", "last_updated"),
 )
 
@@ -111,8 +110,8 @@ sp_quantity = _index_table(
 sp_number = _index_table("sp_number", Column("value", Float, nullable=False), lookup=("value",))
 sp_uri = _index_table("sp_uri", Column("value", _Text, nullable=False), lookup=("value",))
 
-# Reverse lookups (_revinclude, chaining into a target) go by target.
-Index("ix_sp_reference_target", sp_reference.c.target_type, sp_reference.c.target_id)
+# No separate (target_type, target_id) index: _revinclude, _has and chains name the parameter, so
+# the lookup index serves them, and every index costs each write (see migration 0003).
 
 # The patient compartment of every resource, computed on write from the R4 CompartmentDefinition;
 # access control filters by it in the same SQL as the search.

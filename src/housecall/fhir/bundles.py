@@ -215,7 +215,7 @@ async def _store_posts(ctx: ix.Ctx, posts: list[Entry]) -> None:
         raise
 
 
-POST_CHUNK = 250
+POST_CHUNK = 50
 
 
 def _prepare_posts(posts: list[Entry], existing: dict[tuple[str, str], Stored]) -> list[Write]:
