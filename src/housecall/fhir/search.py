@@ -20,15 +20,13 @@ from housecall.core.db import Conn
 from housecall.fhir.errors import bad_request
 from housecall.fhir.indexing import SearchParam, date_bounds, normalize_string, search_params
 from housecall.fhir.indexing._r4_search_params import COMPARTMENT_PATIENT
-from housecall.fhir.store import Stored, now_us
+from housecall.fhir.store import Store, Stored, now_us, stored_row
 
-PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
 CONTROL = {
     "_count", "_offset", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total",
     "_format", "_pretty", "_totalMethod", "_include:iterate", "_revinclude:iterate", "_contained",
 }  # fmt: skip
 MODIFIERS = {"exact", "contains", "missing", "not", "text", "above", "below", "identifier", "iterate"}
-MIN_US, MAX_US = -(2**62), 2**62
 _PREFIX_RE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
 _SPLIT_COMMA = re.compile(r"(?<!\\),")
 
@@ -496,16 +494,12 @@ async def run_search(
     conn: Conn, req: SearchRequest, *, base_url: str = "", restrict: Any = None
 ) -> SearchResult:
     """Run a parsed search. ``restrict(builder) -> str | None`` adds an access condition on ``r``."""
-    from housecall.fhir.store import Store, _stored
-
     builder = SearchBuilder(base_url)
     where = builder.where(req, restrict(builder) if restrict else None)
     total: int | None = None
     want_total = req.summary == "count" or req.count == 0 or req.total in ("accurate", "estimate")
     if want_total:
-        count_sql = _Sql()
-        count_sql.args = list(builder.sql.args)
-        total = int(await conn.fetchval(f"SELECT count(*) FROM resource r WHERE {where}", *count_sql.args))
+        total = int(await conn.fetchval(f"SELECT count(*) FROM resource r WHERE {where}", *builder.sql.args))
     if req.summary == "count" or req.count == 0:
         return SearchResult([], [], total, False)
     order = builder.order_by(req)
@@ -516,7 +510,7 @@ async def run_search(
         f"WHERE {where} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
         *builder.sql.args,
     )
-    matches = [_stored(r) for r in rows[: req.count]]
+    matches = [stored_row(r) for r in rows[: req.count]]
     has_more = len(rows) > req.count
     if total is None and not has_more:
         total = req.offset + len(matches)

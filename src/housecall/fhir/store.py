@@ -146,7 +146,7 @@ def _cut_rows(rows: list[tuple[Any, ...]], positions: tuple[int, ...]) -> list[t
     return out
 
 
-_RES_COLS = "res_type, res_id, version, last_updated, deleted, content"
+RESOURCE_COLUMNS = "res_type, res_id, version, last_updated, deleted, content"
 
 
 class Store:
@@ -160,26 +160,28 @@ class Store:
 
     async def read(self, res_type: str, res_id: str) -> Stored | None:
         row = await self.conn.fetchrow(
-            f"SELECT {_RES_COLS} FROM resource WHERE res_type = $1 AND res_id = $2", res_type, res_id
+            f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id = $2", res_type, res_id
         )
-        return _stored(row) if row is not None else None
+        return stored_row(row) if row is not None else None
 
     async def read_version(self, res_type: str, res_id: str, version: int) -> Stored | None:
         row = await self.conn.fetchrow(
-            f"SELECT {_RES_COLS} FROM resource_history WHERE res_type = $1 AND res_id = $2 AND version = $3",
+            f"SELECT {RESOURCE_COLUMNS} FROM resource_history WHERE res_type = $1 AND res_id = $2 AND version = $3",
             res_type,
             res_id,
             version,
         )
-        return _stored(row) if row is not None else None
+        return stored_row(row) if row is not None else None
 
     async def lock_current(self, res_type: str, res_id: str) -> Stored | None:
         """The current version, locked until the transaction ends (SQLite's writer lock already is)."""
         lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
         row = await self.conn.fetchrow(
-            f"SELECT {_RES_COLS} FROM resource WHERE res_type = $1 AND res_id = $2{lock}", res_type, res_id
+            f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id = $2{lock}",
+            res_type,
+            res_id,
         )
-        return _stored(row) if row is not None else None
+        return stored_row(row) if row is not None else None
 
     async def fetch_many(self, res_type: str, ids: Sequence[str]) -> list[Stored]:
         """Live (not deleted) resources of one type, in the order of ``ids``."""
@@ -189,12 +191,12 @@ class Store:
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
             marks = ", ".join(f"${i + 2}" for i in range(len(chunk)))
             rows = await self.conn.fetch(
-                f"SELECT {_RES_COLS} FROM resource WHERE res_type = $1 AND res_id IN ({marks}) AND NOT deleted",
+                f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id IN ({marks}) AND NOT deleted",
                 res_type,
                 *chunk,
             )
             for row in rows:
-                found[row[1]] = _stored(row)
+                found[row[1]] = stored_row(row)
         return [found[i] for i in ids if i in found]
 
     async def history(
@@ -203,13 +205,13 @@ class Store:
         """Versions newest first; instance, type or whole-system history."""
         clause, args = _history_filter(res_type, res_id, since)
         rows = await self.conn.fetch(
-            f"SELECT {_RES_COLS} FROM resource_history {clause} "
+            f"SELECT {RESOURCE_COLUMNS} FROM resource_history {clause} "
             f"ORDER BY last_updated DESC, version DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
             *args,
             count,
             offset,
         )
-        return [_stored(r) for r in rows]
+        return [stored_row(r) for r in rows]
 
     async def count_history(self, res_type: str | None, res_id: str | None, since: int | None) -> int:
         clause, args = _history_filter(res_type, res_id, since)
@@ -272,7 +274,7 @@ class Store:
         c = arr([w.content for w in writes], "bytea")
         m = arr([w.method for w in writes], "text")
         ctes = [
-            f"w_res AS (INSERT INTO resource ({_RES_COLS}) SELECT * FROM unnest({t}, {i}, {v}, {lu}, {d}, {c}) "
+            f"w_res AS (INSERT INTO resource ({RESOURCE_COLUMNS}) SELECT * FROM unnest({t}, {i}, {v}, {lu}, {d}, {c}) "
             "ON CONFLICT (res_type, res_id) DO UPDATE SET version = EXCLUDED.version, "
             "last_updated = EXCLUDED.last_updated, deleted = EXCLUDED.deleted, content = EXCLUDED.content)",
             "w_hist AS (INSERT INTO resource_history (res_type, res_id, version, last_updated, deleted, method, "
@@ -323,7 +325,7 @@ class Store:
     async def _apply_sqlite(self, writes: list[Write]) -> None:
         statements: list[tuple[str, list[Any]]] = [
             (
-                f"INSERT INTO resource ({_RES_COLS}) VALUES ($1, $2, $3, $4, $5, $6) "
+                f"INSERT INTO resource ({RESOURCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) "
                 "ON CONFLICT (res_type, res_id) DO UPDATE SET version = excluded.version, "
                 "last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
                 [(w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content) for w in writes],
@@ -373,7 +375,7 @@ def _history_filter(res_type: str | None, res_id: str | None, since: int | None)
     return ("WHERE " + " AND ".join(where)) if where else "", args
 
 
-def _stored(row: Sequence[Any]) -> Stored:
+def stored_row(row: Sequence[Any]) -> Stored:
     content = row[5]
     if content is not None and not isinstance(content, bytes):
         content = bytes(content)

@@ -12,7 +12,7 @@ from housecall.fhir import interactions as ix
 from housecall.fhir.errors import bad_request
 from housecall.fhir.indexing import date_bounds
 from housecall.fhir.render import resource_bytes
-from housecall.fhir.store import _RES_COLS, _stored
+from housecall.fhir.store import RESOURCE_COLUMNS, stored_row
 
 MAX_EVERYTHING = 10_000
 
@@ -42,13 +42,13 @@ async def run(ctx: ix.Ctx, patient_id: str, query: list[tuple[str, str]]) -> byt
     )
     offset = int(params["_offset"]) if params.get("_offset", "").isdigit() else 0
     args += [count + 1, offset]
-    cols = ", ".join(f"r.{c.strip()}" for c in _RES_COLS.split(","))
+    cols = ", ".join(f"r.{c.strip()}" for c in RESOURCE_COLUMNS.split(","))
     rows = await ctx.conn.fetch(
         f"SELECT {cols} FROM resource r JOIN compartment c ON c.res_type = r.res_type AND c.res_id = r.res_id "
         f"WHERE {' AND '.join(where)} ORDER BY r.res_type, r.res_id LIMIT ${len(args) - 1} OFFSET ${len(args)}",
         *args,
     )
-    found = [_stored(r) for r in rows]
+    found = [stored_row(r) for r in rows]
     has_more = len(found) > count
     found = found[:count]
     members = ([patient.stored] if offset == 0 else []) + found
