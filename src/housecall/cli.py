@@ -56,6 +56,11 @@ def serve(
     if migrations.is_empty(settings.database_url):
         console.print("empty database: migrating")
         migrations.upgrade(settings.database_url)
+    elif migrations.pending(settings.database_url):
+        # Upgrading a database that holds data is the operator's decision (after a backup).
+        _fail(
+            "the database schema is behind this version of Housecall: back it up, then run `housecall migrate`"
+        )
     if workers > 1 and DatabaseURL.parse(settings.database_url).dialect == "sqlite":
         _fail("SQLite serves from one process; use PostgreSQL for --workers > 1")
     uvicorn.run(

@@ -275,3 +275,17 @@ async def test_demo_load_only_twice_makes_no_duplicates(fresh_database_url: str)
         assert name in r.stdout
         assert str(n) in r.stdout
     assert Counter(expected).total() == versions
+
+
+def test_serve_refuses_a_database_behind_the_migrations(fresh_database_url: str) -> None:
+    from alembic import command
+
+    from housecall.core import migrate
+
+    command.downgrade(migrate.alembic_config(fresh_database_url), "0001")
+    r = hc(fresh_database_url, "serve", "--port", "1")  # refuses before it would bind
+    assert r.returncode == 1
+    assert "housecall migrate" in " ".join(r.stderr.split())
+    assert hc(fresh_database_url, "check").returncode == 1
+    assert hc(fresh_database_url, "migrate").returncode == 0
+    assert hc(fresh_database_url, "check").returncode == 0

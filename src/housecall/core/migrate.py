@@ -47,6 +47,20 @@ def check(database_url: str) -> None:
     command.check(alembic_config(database_url))
 
 
+def pending(database_url: str) -> bool:
+    """True when the database is behind the newest migration (`housecall migrate` brings it up)."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    head = ScriptDirectory.from_config(alembic_config(database_url)).get_current_head()
+    engine = create_engine(DatabaseURL.parse(database_url).sqlalchemy_url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision() != head
+    finally:
+        engine.dispose()
+
+
 def is_empty(database_url: str) -> bool:
     """True when the database has no Housecall tables yet (``serve`` migrates it first then)."""
     _prepare(database_url)
