@@ -235,3 +235,29 @@ async def test_patient_scoped_code_search_is_exact(client: httpx.AsyncClient) ->
     assert await ids(f"subject:Patient={x}&code={token}") == {oid}
     assert await ids(f"subject=Patient/{x}&code:not={token}") == set()
     assert await ids(f"subject=Patient/{x}&code={token},urn:test:codes|other") == {oid}
+
+
+async def test_combo_parameters_search_code_and_components(client: httpx.AsyncClient) -> None:
+    tag = f"combo-{(await client.post('/fhir/Patient', json=patient('Combo'))).json()['id'][:8]}"
+    bp = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "urn:test:combo", "code": f"{tag}-panel"}]},
+        "component": [
+            {
+                "code": {"coding": [{"system": "urn:test:combo", "code": f"{tag}-sys"}]},
+                "valueQuantity": {"value": 117, "system": "http://unitsofmeasure.org", "code": "mm[Hg]"},
+            }
+        ],
+    }
+    oid = (await client.post("/fhir/Observation", json=bp)).json()["id"]
+
+    async def ids(query: str) -> set[str]:
+        body = (await client.get(f"/fhir/Observation?{query}")).json()
+        return {e["resource"]["id"] for e in body.get("entry", [])}
+
+    assert await ids(f"combo-code=urn:test:combo|{tag}-panel") == {oid}  # the code itself
+    assert await ids(f"combo-code=urn:test:combo|{tag}-sys") == {oid}  # a component's code
+    assert await ids(f"code=urn:test:combo|{tag}-sys") == set()
+    assert await ids(f"combo-code=urn:test:combo|{tag}-sys&combo-value-quantity=117") == {oid}
+    assert await ids(f"combo-code=urn:test:combo|{tag}-sys&combo-value-quantity=118") == set()

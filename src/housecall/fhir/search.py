@@ -18,7 +18,7 @@ from typing import Any
 
 from housecall.core.db import Conn
 from housecall.fhir.errors import bad_request
-from housecall.fhir.indexing import SearchParam, date_bounds, normalize_string, search_params
+from housecall.fhir.indexing import SearchParam, date_bounds, index_params, normalize_string, search_params
 from housecall.fhir.indexing._r4_search_params import COMPARTMENT_PATIENT
 from housecall.fhir.store import Store, Stored, now_us, stored_row
 
@@ -335,7 +335,7 @@ class SearchBuilder:
         table = _TABLE_OF.get(sp.type)
         if table is None:
             raise bad_request(f"search parameter '{flt.code}' ({sp.type}) is not supported", "not-supported")
-        head = f"SELECT res_id FROM {table} WHERE res_type = {sql.p(res_type)} AND param = {sql.p(flt.code)}"
+        head = f"SELECT res_id FROM {table} WHERE res_type = {sql.p(res_type)} AND {self._param(res_type, flt.code)}"
         if pat is not None and sp.type == "token" and flt.modifier not in ("not", "missing"):
             head += f" AND pat = {sql.p(pat)}"
         if flt.modifier == "missing":
@@ -346,6 +346,12 @@ class SearchBuilder:
             return head + " AND " + self._chain(sp, flt), False
         value_tests = [self._value_test(sp, v, flt.modifier) for v in flt.values]
         return head + " AND (" + " OR ".join(value_tests) + ")", flt.modifier == "not"
+
+    def _param(self, res_type: str, code: str, column: str = "param") -> str:
+        stored_as = index_params(res_type, code)
+        if len(stored_as) == 1:
+            return f"{column} = {self.sql.p(code)}"
+        return f"{column} IN ({self.sql.many(list(stored_as))})"
 
     def _value_test(self, sp: SearchParam, value: str, modifier: str | None) -> str:
         sql = self.sql
@@ -480,7 +486,7 @@ class SearchBuilder:
             }[sp.type]
             keys.append(
                 f"(SELECT {agg}(s.{col}) FROM {_TABLE_OF[sp.type]} s WHERE s.res_type = r.res_type AND "
-                f"s.res_id = r.res_id AND s.param = {self.sql.p(code)}) {direction} NULLS LAST"
+                f"s.res_id = r.res_id AND {self._param(req.res_type, code, 's.param')}) {direction} NULLS LAST"
             )
         if not req.sort:
             # With filters, "+" keeps SQLite from walking the whole type in last_updated order and

@@ -43,10 +43,12 @@ from typing import Any
 from . import _r4_search_params as _table
 
 __all__ = [
+    "UNION_ALIASES",
     "IndexRows",
     "SearchParam",
     "date_bounds",
     "extract_index",
+    "index_params",
     "normalize_string",
     "search_params",
 ]
@@ -562,6 +564,24 @@ def _build_registry() -> dict[str, Mapping[str, SearchParam]]:
     return registry
 
 
+# Parameters that are exactly the union of others of the same type (R4 defines Observation's
+# combo-* as "code or component.code", etc.). Their rows would duplicate their parts' rows, so they
+# are not extracted; the search layer answers them from the parts (``param IN (parts)``).
+UNION_ALIASES: dict[str, dict[str, tuple[str, ...]]] = {
+    "Observation": {
+        "combo-code": ("code", "component-code"),
+        "combo-data-absent-reason": ("data-absent-reason", "component-data-absent-reason"),
+        "combo-value-concept": ("value-concept", "component-value-concept"),
+        "combo-value-quantity": ("value-quantity", "component-value-quantity"),
+    },
+}
+
+
+def index_params(resource_type: str, code: str) -> tuple[str, ...]:
+    """The ``param`` values under which the rows of search parameter ``code`` are stored."""
+    return UNION_ALIASES.get(resource_type, {}).get(code, (code,))
+
+
 def _build_plans(
     registry: Mapping[str, Mapping[str, SearchParam]],
 ) -> tuple[dict[str, dict[str, tuple[_Entry, ...]]], dict[str, tuple[_ExistsEntry, ...]]]:
@@ -570,9 +590,12 @@ def _build_plans(
     for rtype, params in registry.items():
         by_key: dict[str, list[_Entry]] = {}
         ex: list[_ExistsEntry] = []
+        aliases = UNION_ALIASES.get(rtype, {})
         for base in _bases(rtype):
             for row in _table.BRANCHES.get(base, ()):
                 code, steps, leaf, restrict = row
+                if code in aliases:
+                    continue
                 fn = _EXTRACTORS[(params[code].type, leaf)]
                 (key, filters, first), *rest = steps
                 by_key.setdefault(key, []).append((code, filters, first, tuple(rest), fn, restrict))
