@@ -214,7 +214,9 @@ async def test_backup_restore_gives_the_original_back(
         extra = (
             await client.post("/fhir/Patient", json={"resourceType": "Patient", "gender": "other"})
         ).json()
-        first_patient = (await client.get("/fhir/Patient?_count=1&_sort=_id")).json()["entry"][0]["resource"]
+        # A Patient that was in the backup: not the one just created (its random id may sort first).
+        page = (await client.get("/fhir/Patient?_count=2&_sort=_id")).json()["entry"]
+        first_patient = next(e["resource"] for e in page if e["resource"]["id"] != extra["id"])
         assert (await client.delete(f"/fhir/Patient/{first_patient['id']}")).status_code == 204
     changed = await type_counts(url)
     assert changed != original

@@ -55,3 +55,37 @@ def test_0002_backfills_pat(url_at_0001: str) -> None:
         ("o1", "status", "final", "subject|p1"),
         ("o2", "code", "c2", None),
     ]
+
+
+@pytest.fixture
+def url_at_0004(engine: str, tmp_path: Path) -> Iterator[str]:
+    url = new_database(engine, tmp_path)
+    command.downgrade(migrate.alembic_config(url), "0004")
+    yield url
+    drop_database(url)
+
+
+def test_0005_keeps_only_earlier_versions_in_history(url_at_0004: str) -> None:
+    engine = sa.create_engine(DatabaseURL.parse(url_at_0004).sqlalchemy_url)
+    insert = (
+        "INSERT INTO {table} (res_type, res_id, version, last_updated, deleted, {extra}content) "
+        "VALUES ('Patient', 'p1', :v, :t, false, {extra_value}:c)"
+    )
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(insert.format(table="resource", extra="", extra_value="")), {"v": 2, "t": 2, "c": b"v2"}
+        )
+        for v in (1, 2):
+            conn.execute(
+                sa.text(insert.format(table="resource_history", extra="method, ", extra_value="'PUT', ")),
+                {"v": v, "t": v, "c": f"v{v}".encode()},
+            )
+    migrate.upgrade(url_at_0004)
+    with engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT version FROM resource_history ORDER BY version")).scalars().all()
+    assert kept == [1]
+    command.downgrade(migrate.alembic_config(url_at_0004), "0004")
+    with engine.connect() as conn:
+        back = conn.execute(sa.text("SELECT version FROM resource_history ORDER BY version")).scalars().all()
+    engine.dispose()
+    assert back == [1, 2]

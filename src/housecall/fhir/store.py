@@ -165,8 +165,10 @@ class Store:
         return stored_row(row) if row is not None else None
 
     async def read_version(self, res_type: str, res_id: str, version: int) -> Stored | None:
+        where = "WHERE res_type = $1 AND res_id = $2 AND version = $3"
         row = await self.conn.fetchrow(
-            f"SELECT {RESOURCE_COLUMNS} FROM resource_history WHERE res_type = $1 AND res_id = $2 AND version = $3",
+            f"SELECT {RESOURCE_COLUMNS} FROM resource {where} "
+            f"UNION ALL SELECT {RESOURCE_COLUMNS} FROM resource_history {where}",
             res_type,
             res_id,
             version,
@@ -205,7 +207,8 @@ class Store:
         """Versions newest first; instance, type or whole-system history."""
         clause, args = _history_filter(res_type, res_id, since)
         rows = await self.conn.fetch(
-            f"SELECT {RESOURCE_COLUMNS} FROM resource_history {clause} "
+            f"SELECT {RESOURCE_COLUMNS} FROM resource {clause} "
+            f"UNION ALL SELECT {RESOURCE_COLUMNS} FROM resource_history {clause} "
             f"ORDER BY last_updated DESC, version DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
             *args,
             count,
@@ -215,7 +218,12 @@ class Store:
 
     async def count_history(self, res_type: str | None, res_id: str | None, since: int | None) -> int:
         clause, args = _history_filter(res_type, res_id, since)
-        return int(await self.conn.fetchval(f"SELECT count(*) FROM resource_history {clause}", *args))
+        return int(
+            await self.conn.fetchval(
+                f"SELECT (SELECT count(*) FROM resource {clause}) + (SELECT count(*) FROM resource_history {clause})",
+                *args,
+            )
+        )
 
     # -- writes ------------------------------------------------------------------------------------
 
@@ -238,14 +246,6 @@ class Store:
             ("res_type", "res_id", "version", "last_updated", "deleted", "content"),
             [(w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content) for w in writes],
         )
-        await conn.copy_rows(
-            "resource_history",
-            ("res_type", "res_id", "version", "last_updated", "deleted", "method", "content"),
-            [
-                (w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.method, w.content)
-                for w in writes
-            ],
-        )
         for kind, cols in INDEX_COLUMNS.items():
             rows = _flatten(writes, kind)
             if rows:
@@ -266,31 +266,44 @@ class Store:
             args.append(values)
             return f"${len(args)}::{pgtype}[]"
 
-        t = arr([w.res_type for w in writes], "text")
-        i = arr([w.res_id for w in writes], "text")
-        v = arr([w.version for w in writes], "int4")
-        lu = arr([w.last_updated for w in writes], "int8")
-        d = arr([w.deleted for w in writes], "bool")
-        c = arr([w.content for w in writes], "bytea")
-        m = arr([w.method for w in writes], "text")
-        ctes = [
-            f"w_res AS (INSERT INTO resource ({RESOURCE_COLUMNS}) SELECT * FROM unnest({t}, {i}, {v}, {lu}, {d}, {c}) "
-            "ON CONFLICT (res_type, res_id) DO UPDATE SET version = EXCLUDED.version, "
-            "last_updated = EXCLUDED.last_updated, deleted = EXCLUDED.deleted, content = EXCLUDED.content)",
-            "w_hist AS (INSERT INTO resource_history (res_type, res_id, version, last_updated, deleted, method, "
-            f"content) SELECT * FROM unnest({t}, {i}, {v}, {lu}, {d}, {m}, {c}))",
-        ]
+        ctes = []
+        for label, group, conflict in (
+            # New resources: a plain INSERT, so two requests racing to create the same id make the
+            # second fail (409) instead of overwriting the first.
+            ("w_new", [w for w in writes if not w.replace], ""),
+            (
+                "w_next",
+                [w for w in writes if w.replace],
+                " ON CONFLICT (res_type, res_id) DO UPDATE SET version = EXCLUDED.version, "
+                "last_updated = EXCLUDED.last_updated, deleted = EXCLUDED.deleted, content = EXCLUDED.content",
+            ),
+        ):
+            if group:
+                columns = (
+                    arr([w.res_type for w in group], "text"),
+                    arr([w.res_id for w in group], "text"),
+                    arr([w.version for w in group], "int4"),
+                    arr([w.last_updated for w in group], "int8"),
+                    arr([w.deleted for w in group], "bool"),
+                    arr([w.content for w in group], "bytea"),
+                )
+                ctes.append(
+                    f"{label} AS (INSERT INTO resource ({RESOURCE_COLUMNS}) SELECT * FROM unnest({', '.join(columns)})"
+                    f"{conflict})"
+                )
         replaced = [w for w in writes if w.replace]
         if replaced:
-            # A separate statement: within one statement PostgreSQL still sees the old rows when
-            # checking the unique keys of the new ones.
-            deletes = [
-                f"d_{table} AS (DELETE FROM {table} WHERE (res_type, res_id) IN (SELECT * FROM unnest($1::text[], "
-                "$2::text[])))"
+            # A separate statement, first: it moves the current versions into the history and drops
+            # their index rows (within one statement PostgreSQL would still see the old rows when
+            # checking the unique keys of the new ones).
+            keys = "(res_type, res_id) IN (SELECT * FROM unnest($1::text[], $2::text[]))"
+            steps = [f"h AS (INSERT INTO resource_history {_MOVE_TO_HISTORY} WHERE {keys})"]
+            steps += [
+                f"d_{table} AS (DELETE FROM {table} WHERE {keys})"
                 for table in (*(f"sp_{k}" for k in INDEX_COLUMNS), "compartment")
             ]
             await self.conn.execute(
-                "WITH " + ",\n".join(deletes) + " SELECT 1",
+                "WITH " + ",\n".join(steps) + " SELECT 1",
                 [w.res_type for w in replaced],
                 [w.res_id for w in replaced],
             )
@@ -323,26 +336,35 @@ class Store:
         await self.conn.execute("WITH " + ",\n".join(ctes) + " SELECT 1", *args)
 
     async def _apply_sqlite(self, writes: list[Write]) -> None:
+        replaced = [w.key for w in writes if w.replace]
         statements: list[tuple[str, list[Any]]] = [
+            (
+                f"INSERT INTO resource_history {_MOVE_TO_HISTORY} WHERE res_type = $1 AND res_id = $2",
+                replaced,
+            ),
+            *(
+                (f"DELETE FROM {table} WHERE res_type = $1 AND res_id = $2", replaced)
+                for table in (*(f"sp_{k}" for k in INDEX_COLUMNS), "compartment")
+            ),
+            (
+                f"INSERT INTO resource ({RESOURCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
+                [
+                    (w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content)
+                    for w in writes
+                    if not w.replace
+                ],
+            ),
             (
                 f"INSERT INTO resource ({RESOURCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) "
                 "ON CONFLICT (res_type, res_id) DO UPDATE SET version = excluded.version, "
                 "last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
-                [(w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content) for w in writes],
-            ),
-            (
-                "INSERT INTO resource_history (res_type, res_id, version, last_updated, deleted, method, content) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 [
-                    (w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.method, w.content)
+                    (w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content)
                     for w in writes
+                    if w.replace
                 ],
             ),
         ]
-        replaced = [w.key for w in writes if w.replace]
-        if replaced:
-            for table in (*(f"sp_{k}" for k in INDEX_COLUMNS), "compartment"):
-                statements.append((f"DELETE FROM {table} WHERE res_type = $1 AND res_id = $2", replaced))
         for kind, cols in INDEX_COLUMNS.items():
             names = ", ".join(name for name, _ in cols)
             marks = ", ".join(
@@ -363,6 +385,16 @@ class Store:
             ("INSERT INTO compartment (res_type, res_id, patient_id) VALUES ($1, $2, $3)", comp)
         )
         await self.conn.execute_batch(statements)
+
+
+# The current version of a resource lives in `resource` only; when a new version replaces it, it
+# moves to `resource_history` (so a create writes its JSON once). The method is derived from the
+# version as the history Bundle reports it.
+_MOVE_TO_HISTORY = (
+    "(res_type, res_id, version, last_updated, deleted, method, content) "
+    "SELECT res_type, res_id, version, last_updated, deleted, "
+    "CASE WHEN deleted THEN 'DELETE' WHEN version = 1 THEN 'POST' ELSE 'PUT' END, content FROM resource"
+)
 
 
 def _history_filter(res_type: str | None, res_id: str | None, since: int | None) -> tuple[str, list[Any]]:
