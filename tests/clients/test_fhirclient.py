@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,20 +21,14 @@ from fhirclient.models.observation import Observation
 from fhirclient.models.patient import Patient
 
 from housecall.fhir.validation import validate_resource
-from tests.support import LiveServer, drop_database, fixtures_dir, new_database
+from tests.support import fixtures_dir
 
 FHIR_JSON = {"Content-Type": "application/fhir+json", "Accept": "application/fhir+json"}
 
 
 @pytest.fixture(scope="module")
-def base(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    url = new_database(engine, tmp_path_factory.mktemp(f"fhirclient-{engine}"))
-    live = LiveServer(url).start()
-    try:
-        yield f"{live.base}/fhir"
-    finally:
-        live.stop()
-        drop_database(url)
+def base(fhir_base: str) -> str:
+    return fhir_base
 
 
 @pytest.fixture

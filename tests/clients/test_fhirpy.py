@@ -7,7 +7,6 @@ an identifier system made for the test, so the tests do not depend on each other
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -15,19 +14,10 @@ import pytest
 from fhirpy import AsyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome, ResourceNotFound
 
-from tests.support import LiveServer, drop_database, new_database
-
 
 @pytest.fixture(scope="module")
-def server(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """The FHIR base of a live server on a database of its own."""
-    url = new_database(engine, tmp_path_factory.mktemp(f"fhirpy-{engine}"))
-    live = LiveServer(url).start()
-    try:
-        yield f"{live.base}/fhir"
-    finally:
-        live.stop()
-        drop_database(url)
+def server(fhir_base: str) -> str:
+    return fhir_base
 
 
 class RecordingClient(AsyncFHIRClient):
