@@ -230,7 +230,7 @@ def _prepare_posts(posts: list[Entry], existing: dict[tuple[str, str], Stored]) 
             # changes it (a PUT does), so loading the same Bundles again is a no-op.
             e.outcome = ix.Outcome(200, found)
             continue
-        w = version_write(resource, res_id, 1, "POST", replace=False)
+        w = version_write(resource, res_id, 1, replace=False)
         e.outcome = ix.Outcome(201, w.stored())
         writes.append(w)
     return writes

@@ -177,13 +177,13 @@ async def create(
             raise FhirError(412, "multiple-matches", f"If-None-Exist matched {len(found)} resources")
         if found:
             return Outcome(200, found[0])
-    write = version_write(resource, res_id or new_id(), 1, "POST", replace=False)
+    write = version_write(resource, res_id or new_id(), 1, replace=False)
     await ctx.store.apply([write])
     return Outcome(201, write.stored())
 
 
 async def update(
-    ctx: Ctx, res_type: str, res_id: str, resource: Any, *, if_match: str | None = None, method: str = "PUT"
+    ctx: Ctx, res_type: str, res_id: str, resource: Any, *, if_match: str | None = None
 ) -> Outcome:
     """Update, or create with the client's id (update-as-create, http.html#upsert)."""
     check_type(res_type)
@@ -202,13 +202,13 @@ async def update(
     ):
         raise FhirError(412, "conflict", f"If-Match {if_match} does not match the current version")
     if current is None:
-        write = version_write(resource, res_id, 1, method, replace=False)
+        write = version_write(resource, res_id, 1, replace=False)
         status = 201
     elif not current.deleted and same_content(current.resource(), resource):
         # No-op update: nothing changed, so no new version (keeps re-imports idempotent).
         return Outcome(200, current)
     else:
-        write = version_write(resource, res_id, current.version + 1, method, replace=True)
+        write = version_write(resource, res_id, current.version + 1, replace=True)
         status = 201 if current.deleted else 200
     await ctx.store.apply([write])
     return Outcome(status, write.stored())
@@ -299,7 +299,7 @@ async def patch(
         or patched.get("id") != res_id
     ):
         raise FhirError(422, "processing", "a patch may not change resourceType or id")
-    return await update(ctx, res_type, res_id, patched, method="PATCH")
+    return await update(ctx, res_type, res_id, patched)
 
 
 # -- search and history -------------------------------------------------------------------------

@@ -76,7 +76,6 @@ class Write:
     version: int
     last_updated: int
     deleted: bool
-    method: str
     content: bytes | None
     rows: IndexRows | None
     replace: bool
@@ -104,7 +103,6 @@ def version_write(
     resource: dict[str, Any],
     res_id: str,
     version: int,
-    method: str,
     *,
     replace: bool,
     when: int | None = None,
@@ -113,15 +111,11 @@ def version_write(
     last_updated = when if when is not None else now_us()
     content = stamp(resource, res_id, version, last_updated)
     rows = extract_index(resource)
-    return Write(
-        resource["resourceType"], res_id, version, last_updated, False, method, content, rows, replace
-    )
+    return Write(resource["resourceType"], res_id, version, last_updated, False, content, rows, replace)
 
 
 def delete_write(res_type: str, res_id: str, version: int, when: int | None = None) -> Write:
-    return Write(
-        res_type, res_id, version, when if when is not None else now_us(), True, "DELETE", None, None, True
-    )
+    return Write(res_type, res_id, version, when if when is not None else now_us(), True, None, None, True)
 
 
 # Index values longer than this are cut (in the INSERT itself, at no cost in Python): PostgreSQL
