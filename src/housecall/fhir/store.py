@@ -1,6 +1,8 @@
 """The versioned FHIR resource store: current versions, full history and search-index rows.
 
-Every change is a new version; a delete is a version without content. Index rows and the patient
+Every change is a new version; a delete is a version without content. The current version lives
+in ``resource``; when a newer one replaces it, it moves to ``resource_history`` (vread and history
+read both), so a create writes its JSON once. Index rows and the patient
 compartment are rewritten in the same transaction as the resource, so a search never sees a
 resource that is not committed, nor misses one that is.
 
