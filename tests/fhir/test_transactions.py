@@ -452,3 +452,27 @@ async def test_json_patch_past_the_nesting_limit_is_422(client: httpx.AsyncClien
     assert r.json()["resourceType"] == "OperationOutcome"
     r = await client.get(f"/fhir/Patient/{pid}")
     assert r.json()["meta"]["versionId"] == "1"
+
+
+async def test_a_deleted_identity_is_created_again_by_the_same_bundle(client: httpx.AsyncClient) -> None:
+    full_url = f"urn:uuid:{uuid.uuid4()}"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": full_url,
+                "resource": {"resourceType": "Patient", "name": [{"family": "Reloaded"}]},
+                "request": {"method": "POST", "url": "Patient"},
+            }
+        ],
+    }
+    pid = full_url.removeprefix("urn:uuid:")
+    first = (await client.post("/fhir", json=bundle)).json()["entry"][0]["response"]
+    assert first["status"].startswith("201")
+    assert (await client.delete(f"/fhir/Patient/{pid}")).status_code == 204
+    again = await client.post("/fhir", json=bundle)
+    assert again.status_code == 200, again.text
+    assert again.json()["entry"][0]["response"]["status"].startswith("201")
+    read = await client.get(f"/fhir/Patient/{pid}")
+    assert read.status_code == 200 and read.json()["meta"]["versionId"] == "3"

@@ -192,7 +192,7 @@ async def _store_posts(ctx: ix.Ctx, posts: list[Entry]) -> None:
         by_type.setdefault(e.url.split("?")[0].split("/")[-1], []).append(e.request["_id"])
     existing: dict[tuple[str, str], Stored] = {}
     for res_type, wanted in by_type.items():
-        for s in await ctx.store.fetch_many(res_type, wanted):
+        for s in await ctx.store.fetch_many(res_type, wanted, deleted=True):
             existing[(s.res_type, s.res_id)] = s
     # Pipelined: while the database stores one chunk, the next is validated and indexed. Both
     # happen inside the caller's one transaction, so a failure anywhere still stores nothing.
@@ -225,12 +225,15 @@ def _prepare_posts(posts: list[Entry], existing: dict[tuple[str, str], Stored]) 
         resource = e.resource if e.validated else ix.validate(e.resource, res_type)
         res_id = e.request["_id"]
         found = existing.get((res_type, res_id))
-        if found is not None:
+        if found is not None and not found.deleted:
             # Already stored under this identity: a match, as for If-None-Exist - the POST never
             # changes it (a PUT does), so loading the same Bundles again is a no-op.
             e.outcome = ix.Outcome(200, found)
             continue
-        w = version_write(resource, res_id, 1, replace=False)
+        if found is not None:  # deleted since: created again, as a new version of the same id
+            w = version_write(resource, res_id, found.version + 1, replace=True)
+        else:
+            w = version_write(resource, res_id, 1, replace=False)
         e.outcome = ix.Outcome(201, w.stored())
         writes.append(w)
     return writes

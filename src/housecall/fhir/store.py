@@ -181,15 +181,16 @@ class Store:
         )
         return stored_row(row) if row is not None else None
 
-    async def fetch_many(self, res_type: str, ids: Sequence[str]) -> list[Stored]:
-        """Live (not deleted) resources of one type, in the order of ``ids``."""
+    async def fetch_many(self, res_type: str, ids: Sequence[str], *, deleted: bool = False) -> list[Stored]:
+        """Live resources of one type (and deleted ones too when asked), in the order of ``ids``."""
         if not ids:
             return []
         found: dict[str, Stored] = {}
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
             marks = ", ".join(f"${i + 2}" for i in range(len(chunk)))
             rows = await self.conn.fetch(
-                f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id IN ({marks}) AND NOT deleted",
+                f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id IN ({marks})"
+                + ("" if deleted else " AND NOT deleted"),
                 res_type,
                 *chunk,
             )
