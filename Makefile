@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export HOUSECALL_DATABASE_URL ?= sqlite:///var/housecall.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo serve test test-fast lint format migrate bench clean
+.PHONY: help install demo serve test lint format migrate bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -33,9 +33,6 @@ migrate: $(STAMP) ## apply the migrations to the configured database
 test: $(STAMP) ## run the whole suite on SQLite and PostgreSQL (starts PostgreSQL if needed)
 	./scripts/services.sh
 	$(PY) -m pytest -q
-
-test-fast: $(STAMP) ## the suite without the slow end-to-end tests
-	$(PY) -m pytest -q -m "not slow"
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check src tests tools bench
