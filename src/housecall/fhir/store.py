@@ -172,13 +172,22 @@ class Store:
         return stored_row(row) if row is not None else None
 
     async def lock_current(self, res_type: str, res_id: str) -> Stored | None:
-        """The current version, locked until the transaction ends (SQLite's writer lock already is)."""
-        lock = " FOR UPDATE" if self.dialect == "postgresql" else ""
-        row = await self.conn.fetchrow(
-            f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id = $2{lock}",
-            res_type,
-            res_id,
-        )
+        """The current version, locked until the transaction ends (SQLite's writer lock already is).
+
+        On PostgreSQL an id that does not exist yet has no row to lock, so the id itself is locked
+        (a transaction-scoped advisory lock) and read again: of several requests creating the same
+        id at once, one creates it and the others then update it, instead of failing on the key.
+        """
+        sql = f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id = $2"
+        if self.dialect != "postgresql":
+            row = await self.conn.fetchrow(sql, res_type, res_id)
+            return stored_row(row) if row is not None else None
+        row = await self.conn.fetchrow(sql + " FOR UPDATE", res_type, res_id)
+        if row is None:
+            await self.conn.fetchval(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 1))", f"{res_type}/{res_id}"
+            )
+            row = await self.conn.fetchrow(sql + " FOR UPDATE", res_type, res_id)
         return stored_row(row) if row is not None else None
 
     async def fetch_many(self, res_type: str, ids: Sequence[str], *, deleted: bool = False) -> list[Stored]:
