@@ -154,13 +154,10 @@ async def find_by_criteria(ctx: Ctx, res_type: str, criteria: str, *, limit: int
     req = parse_search(res_type, query, strict=True, default_count=limit, max_count=max(limit, 1000))
     req.count = limit
     req.total = "none"
-    if ctx.conn.dialect == "postgresql":
-        # Conditional interactions on the same criteria take turns until their transaction ends, so
-        # two concurrent conditional creates cannot both find nothing and both create (SQLite's
-        # single writer already serializes them). The search below then runs on a fresh snapshot
-        # (read committed) and sees what the previous holder committed.
-        key = f"{res_type}?{urlencode(sorted(query))}"
-        await ctx.conn.fetchval("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", key)
+    # Conditional interactions on the same criteria take turns until their transaction ends, so two
+    # concurrent conditional creates cannot both find nothing and both create. The search below
+    # then runs on a fresh snapshot (read committed) and sees what the previous holder committed.
+    await ctx.store.lock_name(f"criteria:{res_type}?{urlencode(sorted(query))}")
     result = await run_search(ctx.conn, req, base_url=ctx.base_url)
     return result.matches
 

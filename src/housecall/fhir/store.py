@@ -184,11 +184,15 @@ class Store:
             return stored_row(row) if row is not None else None
         row = await self.conn.fetchrow(sql + " FOR UPDATE", res_type, res_id)
         if row is None:
-            await self.conn.fetchval(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 1))", f"{res_type}/{res_id}"
-            )
+            await self.lock_name(f"id:{res_type}/{res_id}")
             row = await self.conn.fetchrow(sql + " FOR UPDATE", res_type, res_id)
         return stored_row(row) if row is not None else None
+
+    async def lock_name(self, name: str) -> None:
+        """Hold a lock on ``name`` until the transaction ends, for work that has no row to lock
+        yet (PostgreSQL advisory lock; SQLite's single writer already serializes everything)."""
+        if self.dialect == "postgresql":
+            await self.conn.fetchval("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", name)
 
     async def fetch_many(self, res_type: str, ids: Sequence[str], *, deleted: bool = False) -> list[Stored]:
         """Live resources of one type (and deleted ones too when asked), in the order of ``ids``."""
