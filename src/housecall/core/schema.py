@@ -123,13 +123,3 @@ compartment = Table(
     Column("res_id", String(64), primary_key=True),
     Index("ix_compartment_owner", "res_type", "res_id"),
 )
-
-INDEX_TABLES = {
-    "token": sp_token,
-    "string": sp_string,
-    "reference": sp_reference,
-    "date": sp_date,
-    "quantity": sp_quantity,
-    "number": sp_number,
-    "uri": sp_uri,
-}

@@ -30,7 +30,6 @@ class ImportReport:
     resources: int = 0
     created: int = 0
     updated: int = 0
-    unchanged: int = 0
     errors: list[str] = field(default_factory=list)
 
 

@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import orjson
 
 from housecall.fhir.search import SearchRequest, SearchResult
-from housecall.fhir.store import Stored, instant, now_us
+from housecall.fhir.store import Stored, instant
 from housecall.fhir.validation import required_elements
 
 SUBSETTED = {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "SUBSETTED"}
@@ -158,7 +158,3 @@ def history_bundle(
     if not entries:
         return body
     return body[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
-
-
-def now_instant() -> str:
-    return instant(now_us())

@@ -11,7 +11,6 @@ counts and pages stay right.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -75,15 +74,11 @@ def _split_values(value: str) -> list[str]:
     return [v.replace("\\,", ",") for v in _SPLIT_COMMA.split(value)]
 
 
-def _params_for(res_type: str) -> Mapping[str, SearchParam]:
-    return search_params(res_type)
-
-
 def parse_search(
     res_type: str, query: list[tuple[str, str]], *, strict: bool, default_count: int, max_count: int
 ) -> SearchRequest:
     req = SearchRequest(res_type, count=default_count)
-    params = _params_for(res_type)
+    params = search_params(res_type)
     for key, value in query:
         if key in CONTROL:
             _parse_control(req, key, value, max_count)
@@ -329,7 +324,7 @@ class SearchBuilder:
             return f"SELECT res_id FROM resource WHERE res_type = {sql.p(res_type)} AND ({tests})", False
         if flt.code == "_has":
             return self._has(res_type, flt), False
-        sp = _params_for(res_type).get(flt.code)
+        sp = search_params(res_type).get(flt.code)
         if sp is None or not sp.indexed:
             raise bad_request(f"unknown search parameter '{flt.code}' for {res_type}", "not-supported")
         table = _TABLE_OF.get(sp.type)
@@ -384,7 +379,7 @@ class SearchBuilder:
         inner_code = flt.chain[0]
         alternatives = []
         for target in targets:
-            if inner_code.split(":")[0] not in {*_params_for(target), "_id", "_lastUpdated"}:
+            if inner_code.split(":")[0] not in {*search_params(target), "_id", "_lastUpdated"}:
                 continue
             sub = Filter(inner_code, None, flt.chain[1:], flt.values)
             if ":" in inner_code:
@@ -417,7 +412,7 @@ class SearchBuilder:
             return None
         if flt.code not in COMPARTMENT_PATIENT.get(res_type, ()):
             return None
-        sp = _params_for(res_type).get(flt.code)
+        sp = search_params(res_type).get(flt.code)
         if sp is None or sp.type != "reference":
             return None
         value = flt.values[0]
@@ -437,7 +432,7 @@ class SearchBuilder:
             ((n, p) for n, f in enumerate(req.filters) if (p := self._pinned_patient(req.res_type, f))),
             (-1, None),
         )
-        params = _params_for(req.res_type)
+        params = search_params(req.res_type)
         narrowed = pat is not None and any(
             n != pin_index and f.modifier not in ("not", "missing") and not f.chain
             and getattr(params.get(f.code), "type", None) == "token"
@@ -463,7 +458,7 @@ class SearchBuilder:
 
     def order_by(self, req: SearchRequest) -> str:
         keys = []
-        params = _params_for(req.res_type)
+        params = search_params(req.res_type)
         for code, desc in req.sort:
             direction = "DESC" if desc else "ASC"
             if code == "_id":
