@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Start the local services the test suite talks to, when they are not already running.
+# Start the local services the test suite talks to, when they are not already running, and install
+# the browser the page tests drive.
 # CI machines start them before the run; this covers a machine where one has stopped.
 set -euo pipefail
 
@@ -12,3 +13,15 @@ if ! pg_up; then
   for _ in $(seq 1 30); do pg_up && break; sleep 1; done
 fi
 pg_up || { echo "PostgreSQL is not reachable on 127.0.0.1:5432" >&2; exit 1; }
+
+# Browser tests drive Debian's Chromium through Playwright (which cannot download browsers here).
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Chromium for the browser tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "/usr/bin/chromium is missing: install Debian's chromium package for the browser tests" >&2
+    exit 1
+  fi
+fi
