@@ -6,13 +6,8 @@ the file apart from the server-owned ``meta.versionId``/``meta.lastUpdated`` (an
 ``Questionnaire-qs1.json`` is the one invalid official example (nested items lack the required
 ``linkId``) and must be refused with a 400 OperationOutcome naming every missing ``linkId``.
 
-Decimals: the comparison is on parsed JSON with Python floats, so ``1.00`` equals ``1.0``. The
-server parses and re-serializes with orjson, which keeps the value but not the *text* of a FHIR
-decimal: ``1.00`` comes back as ``1.0``, ``20.00`` as ``20.0``, ``42.256500`` as ``42.2565``,
-``1.000000000000000000E-245`` as ``1e-245`` and ``66.899999999999991`` as ``66.89999999999999``.
-FHIR says a decimal's precision is part of its value (datatypes.html#decimal), so this is a
-known limitation; ``test_decimal_text_survives_round_trip`` pins it as a strict xfail so that
-whoever fixes it is told to turn it into a plain test.
+Decimals are compared as text (``parse_float=str``): a FHIR decimal's precision is part of its value
+(datatypes.html#decimal), so ``1.00`` must come back as ``1.00``, not ``1.0``.
 """
 
 from __future__ import annotations
@@ -22,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 FHIR = {"Content-Type": "application/fhir+json"}
 INVALID = "Questionnaire-qs1.json"
@@ -32,6 +26,11 @@ def example_files(fixtures: Path) -> list[Path]:
     files = sorted((fixtures / "hl7-r4-examples").glob("*.json"))
     assert len(files) == 376, f"expected the 376 HL7 examples, found {len(files)}"
     return files
+
+
+def as_text(raw: bytes) -> Any:
+    """JSON with every decimal kept as its text, so precision differences show."""
+    return json.loads(raw, parse_float=str)
 
 
 def without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
@@ -81,7 +80,7 @@ async def test_every_example_round_trips(client: httpx.AsyncClient, fixtures: Pa
         if path.name == INVALID:
             continue
         raw = path.read_bytes()
-        sent = json.loads(raw)
+        sent = as_text(raw)
         res_type, res_id = sent["resourceType"], sent.get("id")
         expected = without_server_meta(sent)
 
@@ -95,7 +94,7 @@ async def test_every_example_round_trips(client: httpx.AsyncClient, fixtures: Pa
             if r.status_code != 200:
                 failures.append(f"{path.name}: GET after PUT {r.status_code}")
                 continue
-            back = without_server_meta(r.json())
+            back = without_server_meta(as_text(r.content))
             if back != expected:
                 where = first_difference(expected, back)
                 failures.append(f"{path.name}: PUT/GET round trip differs at {where}")
@@ -105,7 +104,7 @@ async def test_every_example_round_trips(client: httpx.AsyncClient, fixtures: Pa
         if r.status_code != 201:
             failures.append(f"{path.name}: POST {r.status_code} {r.text[:200]}")
             continue
-        back = without_server_meta(r.json())
+        back = without_server_meta(as_text(r.content))
         new_id = back.get("id")
         if (
             not new_id
@@ -120,6 +119,47 @@ async def test_every_example_round_trips(client: httpx.AsyncClient, fixtures: Pa
         checked += 1
     assert not failures, f"{len(failures)} HL7 examples failed:\n" + "\n".join(failures)
     assert checked == 375
+
+
+DECIMAL_FILES = ("Observation-decimal.json", "Coverage-7546D.json", "Location-hl7.json")
+
+
+async def test_decimal_precision_survives_search_and_patch(client: httpx.AsyncClient, fixtures: Path) -> None:
+    """The examples with decimals whose text a float would change (1.00, 42.256500, 1.000E-245):
+    they come back unchanged from a search, with _elements, and after a JSON Patch elsewhere;
+    and changing only the precision (1.00 to 1.0) makes a new version."""
+    for name in DECIMAL_FILES:
+        raw = (fixtures / "hl7-r4-examples" / name).read_bytes()
+        sent = as_text(raw)
+        res_type, res_id = sent["resourceType"], sent["id"]
+        r = await client.put(f"/fhir/{res_type}/{res_id}", content=raw, headers=FHIR)
+        assert r.status_code in (200, 201), r.text
+        r = await client.get(f"/fhir/{res_type}", params={"_id": res_id})
+        entry = json.loads(r.content, parse_float=str)["entry"][0]["resource"]
+        assert without_server_meta(entry) == without_server_meta(sent), name
+        keys = ",".join(k for k in sent if k not in ("resourceType", "id", "meta", "text"))
+        r = await client.get(f"/fhir/{res_type}/{res_id}", params={"_elements": keys})
+        trimmed = as_text(r.content)
+        assert {k: v for k, v in trimmed.items() if k in sent and k not in ("meta", "text")} == {
+            k: v for k, v in sent.items() if k not in ("meta", "text")
+        }, name
+        patch = [{"op": "add", "path": "/language", "value": "en-US"}]
+        r = await client.patch(
+            f"/fhir/{res_type}/{res_id}", json=patch, headers={"Content-Type": "application/json-patch+json"}
+        )
+        assert r.status_code == 200, r.text
+        patched = without_server_meta(as_text(r.content))
+        assert patched == {**without_server_meta(sent), "language": "en-US"}, name
+
+    raw = (fixtures / "hl7-r4-examples" / "Observation-decimal.json").read_bytes()
+    res_id = as_text(raw)["id"]
+    before = (await client.get(f"/fhir/Observation/{res_id}")).json()["meta"]["versionId"]
+    assert b'"value":1.00,' in (await client.get(f"/fhir/Observation/{res_id}")).content
+    r = await client.put(
+        f"/fhir/Observation/{res_id}", content=raw.replace(b'"value": 1.00,', b'"value": 1.0,'), headers=FHIR
+    )
+    assert r.status_code == 200
+    assert r.json()["meta"]["versionId"] == str(int(before) + 1), "a change of precision is a change"
 
 
 async def test_questionnaire_without_link_ids_is_rejected(client: httpx.AsyncClient, fixtures: Path) -> None:
@@ -139,26 +179,3 @@ async def test_questionnaire_without_link_ids_is_rejected(client: httpx.AsyncCli
 
     r = await client.get(f"/fhir/Questionnaire/{sent['id']}")
     assert r.status_code == 404, "a rejected resource must not be stored"
-
-
-DECIMAL_FILES = ("Observation-decimal.json", "Coverage-7546D.json", "Location-hl7.json")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="known limitation: decimals are re-serialized by orjson, so 1.00 comes back as 1.0 "
-    "(FHIR decimal precision is lost in the text, not in the value)",
-)
-async def test_decimal_text_survives_round_trip(client: httpx.AsyncClient, fixtures: Path) -> None:
-    changed: list[str] = []
-    for name in DECIMAL_FILES:
-        raw = (fixtures / "hl7-r4-examples" / name).read_bytes()
-        sent = json.loads(raw, parse_float=str)
-        r = await client.put(f"/fhir/{sent['resourceType']}/{sent['id']}", content=raw, headers=FHIR)
-        assert r.status_code in (200, 201), r.text
-        r = await client.get(f"/fhir/{sent['resourceType']}/{sent['id']}")
-        back = json.loads(r.content, parse_float=str)
-        want, got = without_server_meta(sent), without_server_meta(back)
-        if got != want:
-            changed.append(f"{name}: {first_difference(want, got)}")
-    assert not changed, "decimal text changed:\n" + "\n".join(changed)

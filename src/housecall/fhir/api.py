@@ -13,14 +13,13 @@ from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.routing import Route
 
 from housecall.core.db import Conn, Database, DatabaseUnavailable
 from housecall.core.settings import Settings
-from housecall.fhir import bundles
+from housecall.fhir import bundles, jsonio
 from housecall.fhir import interactions as ix
 from housecall.fhir.capability import capability_statement
 from housecall.fhir.errors import FhirError, OutcomeIssue, bad_request, operation_outcome
@@ -36,7 +35,7 @@ def fhir_response(
     body: bytes | dict[str, Any] | None, status: int = 200, headers: dict[str, str] | None = None
 ) -> Response:
     if isinstance(body, dict):
-        body = orjson.dumps(body)
+        body = jsonio.dumps(body)
     return Response(body or b"", status_code=status, headers=headers, media_type=FHIR_JSON if body else None)
 
 

@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import orjson
-
 from housecall.core.db import Conn
 from housecall.fhir import interactions as ix
+from housecall.fhir import jsonio
 from housecall.fhir.errors import FhirError, bad_request
 from housecall.fhir.render import resource_bytes, searchset
 from housecall.fhir.store import Stored, Write, instant, version_write
@@ -262,7 +261,7 @@ async def run_entry(ctx: ix.Ctx, e: Entry) -> ix.Outcome:
         if isinstance(body, dict) and body.get("resourceType") == "Binary" and body.get("data"):
             import base64
 
-            body = orjson.loads(base64.b64decode(body["data"]))
+            body = jsonio.loads(base64.b64decode(body["data"]))
         return await ix.patch(ctx, res_type, path[1], body, "application/json-patch+json")
     if e.method == "DELETE":
         if len(path) == 2:
@@ -289,7 +288,7 @@ async def run_entry(ctx: ix.Ctx, e: Entry) -> ix.Outcome:
 
 def _response_entry(e: Entry, base_url: str, representation: bool) -> bytes:
     if e.error is not None:
-        return orjson.dumps({"response": {"status": str(e.error.status), "outcome": e.error.outcome()}})
+        return jsonio.dumps({"response": {"status": str(e.error.status), "outcome": e.error.outcome()}})
     out = e.outcome
     assert out is not None
     status = {200: "200 OK", 201: "201 Created", 204: "204 No Content", 304: "304 Not Modified"}.get(
@@ -307,8 +306,8 @@ def _response_entry(e: Entry, base_url: str, representation: bool) -> bytes:
         if (representation or e.method == "GET") and s.content is not None and out.status != 304:
             item += b'"resource":' + resource_bytes(s) + b","
     elif out.body is not None:
-        item += b'"resource":' + (out.body if isinstance(out.body, bytes) else orjson.dumps(out.body)) + b","
-    return item + b'"response":' + orjson.dumps(response) + b"}"
+        item += b'"resource":' + (out.body if isinstance(out.body, bytes) else jsonio.dumps(out.body)) + b","
+    return item + b'"response":' + jsonio.dumps(response) + b"}"
 
 
 def _bundle(kind: str, entries: list[Entry], base_url: str, representation: bool) -> bytes:

@@ -5,9 +5,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-import orjson
-
 from housecall import __version__
+from housecall.fhir import jsonio
 from housecall.fhir.indexing import search_params
 from housecall.fhir.validation import RESOURCE_TYPES
 
@@ -86,5 +85,5 @@ def capability_statement(base_url: str, extra_json: bytes = b"") -> bytes:
         ],
     }
     if extra_json:
-        doc["rest"][0].update(orjson.loads(extra_json))
-    return orjson.dumps(doc)
+        doc["rest"][0].update(jsonio.loads(extra_json))
+    return jsonio.dumps(doc)

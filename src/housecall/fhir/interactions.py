@@ -12,10 +12,10 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
-import orjson
 
 from housecall.core.db import Conn
 from housecall.core.settings import Settings
+from housecall.fhir import jsonio
 from housecall.fhir.errors import FhirError, OutcomeIssue, bad_request, not_found
 from housecall.fhir.search import SearchRequest, SearchResult, parse_search, run_search
 from housecall.fhir.store import Store, Stored, delete_write, new_id, version_write
@@ -77,15 +77,15 @@ def parse_json(body: bytes) -> Any:
     if not body:
         raise bad_request("the request has no body", "structure")
     try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
+        parsed = jsonio.loads(body)
+    except jsonio.JSONDecodeError as exc:
         raise bad_request(f"the body is not valid JSON: {exc}", "structure") from None
     # orjson reads up to 1024 levels but writes at most 254, and the store serializes what it
     # stores: refuse what could not be written (a 400 here, not a 500 at commit). A few ms per MB.
     if isinstance(parsed, dict | list) and body.count(b"[") + body.count(b"{") > 250:
         try:
-            orjson.dumps(parsed)
-        except orjson.JSONEncodeError:
+            jsonio.dumps(parsed)
+        except jsonio.JSONEncodeError:
             raise bad_request("the body is nested too deeply (at most 250 levels)", "structure") from None
     return parsed
 
@@ -119,7 +119,8 @@ def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
             out["meta"] = meta
         return out
 
-    return strip(a) == strip(b)
+    # Compared as written, so that a decimal's precision (1.0 → 1.00) counts as a change.
+    return jsonio.dumps(strip(a), sort_keys=True) == jsonio.dumps(strip(b), sort_keys=True)
 
 
 # -- read ---------------------------------------------------------------------------------------
@@ -283,8 +284,8 @@ async def patch(
         except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, TypeError, KeyError) as exc:
             raise FhirError(422, "processing", f"the JSON Patch cannot be applied: {exc}") from None
         try:  # a value put deep into the resource can nest it past what the store can write
-            orjson.dumps(patched)
-        except orjson.JSONEncodeError:
+            jsonio.dumps(patched)
+        except jsonio.JSONEncodeError:
             raise FhirError(422, "processing", "the patched resource would be nested too deeply") from None
     elif isinstance(body, dict):
         patched = _merge_patch(resource, body)

@@ -17,7 +17,7 @@ import orjson
 
 from housecall.core.db import Database
 from housecall.core.settings import Settings
-from housecall.fhir import bundles
+from housecall.fhir import bundles, jsonio
 from housecall.fhir import interactions as ix
 from housecall.fhir.errors import FhirError
 
@@ -58,7 +58,7 @@ def units(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         with path.open("rb") as fh:
             for number, line in enumerate(fh, 1):
                 if line.strip():
-                    resource = orjson.loads(line)
+                    resource = jsonio.loads(line)
                     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
                         raise ValueError(f"{path}, line {number}: not a FHIR resource (no resourceType)")
                     chunk.append(resource)
@@ -68,7 +68,7 @@ def units(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         if chunk:
             yield "transaction", as_transaction(chunk)
         return
-    doc = orjson.loads(path.read_bytes())
+    doc = jsonio.loads(path.read_bytes())
     if not isinstance(doc, dict):
         raise ValueError(f"{path}: not a FHIR resource")
     if doc.get("resourceType") == "Bundle" and doc.get("type") in ("transaction", "batch"):

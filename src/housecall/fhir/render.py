@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import orjson
-
+from housecall.fhir import jsonio
 from housecall.fhir.search import SearchRequest, SearchResult
 from housecall.fhir.store import Stored, instant
 from housecall.fhir.validation import required_elements
@@ -72,7 +71,7 @@ def resource_bytes(stored: Stored, elements: list[str] | None = None, summary: s
     assert stored.content is not None
     if not elements and summary not in ("text", "data", "true"):
         return stored.content
-    return orjson.dumps(subset(orjson.loads(stored.content), elements, summary))
+    return jsonio.dumps(subset(jsonio.loads(stored.content), elements, summary))
 
 
 def _entry(
@@ -117,8 +116,8 @@ def searchset(base_url: str, req: SearchRequest, result: SearchResult) -> bytes:
                 for k in req.ignored
             ],
         }
-        entries.append(b'{"resource":' + orjson.dumps(oo) + b',"search":{"mode":"outcome"}}')
-    body = orjson.dumps(head)
+        entries.append(b'{"resource":' + jsonio.dumps(oo) + b',"search":{"mode":"outcome"}}')
+    body = jsonio.dumps(head)
     if not entries:
         return body
     return body[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
@@ -152,9 +151,9 @@ def history_bundle(
         item = b'{"fullUrl":"' + f"{base_url}/{url}".encode() + b'"'
         if not s.deleted and s.content is not None:
             item += b',"resource":' + s.content
-        item += b',"request":' + orjson.dumps(request) + b',"response":' + orjson.dumps(response) + b"}"
+        item += b',"request":' + jsonio.dumps(request) + b',"response":' + jsonio.dumps(response) + b"}"
         entries.append(item)
-    body = orjson.dumps(head)
+    body = jsonio.dumps(head)
     if not entries:
         return body
     return body[:-1] + b',"entry":[' + b",".join(entries) + b"]}"

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
 from housecall.core.db import Conn
+from housecall.fhir import jsonio
 from housecall.fhir.indexing import IndexRows, extract_index
 from housecall.fhir.indexing._r4_search_params import COMPARTMENT_PATIENT
 
@@ -66,7 +65,7 @@ class Stored:
 
     def resource(self) -> dict[str, Any]:
         assert self.content is not None
-        return orjson.loads(self.content)  # type: ignore[no-any-return]
+        return jsonio.loads(self.content)  # type: ignore[no-any-return]
 
 
 @dataclass(slots=True)
@@ -98,7 +97,7 @@ def stamp(resource: dict[str, Any], res_id: str, version: int, last_updated: int
     meta["versionId"] = str(version)
     meta["lastUpdated"] = instant(last_updated)
     resource["meta"] = meta
-    return orjson.dumps(resource)
+    return jsonio.dumps(resource)
 
 
 def version_write(

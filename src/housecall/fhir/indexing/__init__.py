@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from housecall.fhir.jsonio import FhirDecimal
+
 from . import _r4_search_params as _table
 
 __all__ = [
@@ -461,11 +463,14 @@ def _date_timing(acc: _Acc, p: str, node: Any, _r: str | None) -> None:
 # -- quantity / number / uri ---------------------------------------------------------------------
 
 
+_NUMBER = frozenset((int, float, FhirDecimal))
+
+
 def _qty_quantity(acc: _Acc, p: str, node: Any, _r: str | None) -> None:
     if type(node) is not dict:
         return
     value = node.get("value")
-    if type(value) is not int and type(value) is not float:  # also rejects bool
+    if type(value) not in _NUMBER:  # also rejects bool
         return
     acc.quantity[
         (
@@ -486,7 +491,7 @@ def _qty_money(acc: _Acc, p: str, node: Any, _r: str | None) -> None:
     if type(node) is not dict:
         return
     value = node.get("value")
-    if type(value) is not int and type(value) is not float:
+    if type(value) not in _NUMBER:
         return
     currency = _str_or_none(node.get("currency"))
     acc.quantity[(p, float(value), _ISO_4217 if currency else None, currency, None)] = None
@@ -499,7 +504,7 @@ def _qty_range(acc: _Acc, p: str, node: Any, _r: str | None) -> None:
 
 
 def _number(acc: _Acc, p: str, node: Any, _r: str | None) -> None:
-    if type(node) is int or type(node) is float:
+    if type(node) in _NUMBER:
         acc.number[(p, float(node))] = None
 
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from housecall.fhir import interactions as ix
+from housecall.fhir import jsonio
 from housecall.fhir.errors import bad_request
 from housecall.fhir.indexing import date_bounds
 from housecall.fhir.render import resource_bytes
@@ -70,4 +69,4 @@ async def run(ctx: ix.Ctx, patient_id: str, query: list[tuple[str, str]]) -> byt
         + b',"search":{"mode":"match"}}'
         for s in members
     ]  # fmt: skip
-    return orjson.dumps(head)[:-1] + b',"entry":[' + b",".join(entries) + b"]}"
+    return jsonio.dumps(head)[:-1] + b',"entry":[' + b",".join(entries) + b"]}"

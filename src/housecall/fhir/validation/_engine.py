@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from housecall.fhir.jsonio import FhirDecimal
+
 
 def _load_tables() -> dict[str, Any]:
     """The compiled R4 table shipped with the package (see tools/gen_validation_tables.py)."""
@@ -253,7 +255,7 @@ def _int_range(name: str, low: int) -> Callable[[Any], CheckResult]:
 
 def _check_decimal(v: Any) -> CheckResult:
     t = type(v)
-    if t is float:
+    if t is float or t is FhirDecimal:
         return None if math.isfinite(v) else ("value", f"{v} is not a finite decimal")
     if t is int or t is decimal.Decimal:
         return None if t is int or v.is_finite() else ("value", f"{v} is not a finite decimal")
@@ -514,7 +516,7 @@ def check_object(obj: dict[str, Any], spec: _TypeSpec, path: str, out: list[Issu
                 continue
         elif mode == M_DECIMAL:
             t = type(val)
-            if t is int or (t is float and math.isfinite(val)):
+            if t is int or ((t is float or t is FhirDecimal) and math.isfinite(val)):
                 continue
         elif mode == M_ID and type(val) is str and _RX_ID(val) is not None:
             continue
