@@ -12,6 +12,7 @@ from housecall import __version__
 from housecall.core.db import open_database
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import api as fhir_api
+from housecall.identity import views as identity_views
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     fhir_api.install(app)
+    identity_views.install(app)  # sign-in, MFA, sessions, account pages (+ /static)
 
     @app.get("/", include_in_schema=False)
     async def home() -> Response:

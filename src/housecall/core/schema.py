@@ -123,3 +123,6 @@ compartment = Table(
     Column("res_id", String(64), primary_key=True),
     Index("ix_compartment_owner", "res_type", "res_id"),
 )
+
+# Identity tables (accounts, sessions, …) register themselves on the same metadata.
+import housecall.identity.tables  # noqa: E402

@@ -34,6 +34,28 @@ class Settings(BaseSettings):
     # `housecall check` refuses fsync/synchronous_commit off unless the operator insists.
     allow_unsafe_durability: bool = False
 
+    # --- Identity: sign-in, sessions, mail (docs/decisions/0005, 0006) ---
+    # The address people reach Housecall at; e-mailed links are built from it, never from the
+    # request's Host header (a forged Host would otherwise send reset links to an attacker's site).
+    public_url: str = "http://127.0.0.1:8000"
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_from: str = "Housecall <no-reply@housecall.invalid>"
+    # argon2id cost (RFC 9106's second recommended option: 64 MiB, 3 passes, 4 lanes). Tests lower
+    # it; a hash made with other parameters is upgraded at the account's next sign-in.
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+    # Automatic logoff (SECURITY.md row 9): staff and clinicians 30 min idle / 12 h absolute;
+    # patients and proxies 30 min idle / 7 days absolute.
+    staff_idle_seconds: int = 30 * 60
+    staff_absolute_seconds: int = 12 * 3600
+    patient_idle_seconds: int = 30 * 60
+    patient_absolute_seconds: int = 7 * 24 * 3600
+    # Failed sign-in attempts (password, TOTP, recovery code) allowed per hour, sliding window.
+    signin_failures_per_account_hour: int = 100
+    signin_failures_per_ip_hour: int = 1000
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

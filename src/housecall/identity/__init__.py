@@ -1,0 +1,1 @@
+"""Who is who and how they prove it: organizations, accounts, sign-in, MFA, sessions."""
