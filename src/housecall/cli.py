@@ -287,6 +287,12 @@ def durability_problems(settings: Settings) -> list[str]:
     return found
 
 
+from housecall.identity.cli import org_app, user_app  # noqa: E402 - identity_commands: `org`, `user`
+
+app.add_typer(org_app, name="org")  # identity_commands
+app.add_typer(user_app, name="user")  # identity_commands
+
+
 def main() -> None:
     app()
 

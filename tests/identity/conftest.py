@@ -116,7 +116,7 @@ class Env:
     async def patient(self) -> str:
         async with self.db.transaction() as conn:
             out = await ix.create(
-                ix.Ctx(conn, self.settings, ""),
+                service._ctx(conn, self.settings, self.org_id),
                 "Patient",
                 {"resourceType": "Patient", "name": [{"family": "Test"}]},
             )
@@ -126,7 +126,7 @@ class Env:
     async def practitioner(self) -> str:
         async with self.db.transaction() as conn:
             out = await ix.create(
-                ix.Ctx(conn, self.settings, ""),
+                service._ctx(conn, self.settings, self.org_id),
                 "Practitioner",
                 {"resourceType": "Practitioner", "name": [{"family": "Doc"}]},
             )

@@ -12,6 +12,7 @@ domains and tests create organizations and accounts through these functions, e.g
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 import secrets
@@ -135,8 +136,14 @@ def normalize_email(email: str) -> str:
     return email.strip().lower()
 
 
-def _ctx(conn: Conn, settings: Settings) -> ix.Ctx:
-    return ix.Ctx(conn, settings, settings.public_url.rstrip("/") + "/fhir")
+def _ctx(conn: Conn, settings: Settings, org_id: str) -> ix.Ctx:
+    """The store's context for writing the organization's own resources."""
+    base = settings.public_url.rstrip("/") + "/fhir"
+    # The store is becoming tenant-scoped (the organization id is part of its context); pass it
+    # when the context takes it.
+    if "org_id" in {f.name for f in dataclasses.fields(ix.Ctx)}:
+        return ix.Ctx(conn, settings, base, org_id=org_id)  # type: ignore[call-arg]
+    return ix.Ctx(conn, settings, base)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -160,7 +167,7 @@ async def create_organization(
         "name": name.strip(),
         "identifier": [{"system": "urn:housecall:organization", "value": org_id}],
     }
-    created = await ix.create(_ctx(conn, settings), "Organization", resource)
+    created = await ix.create(_ctx(conn, settings, org_id), "Organization", resource)
     assert created.stored is not None
     now = clock.now_us()
     await conn.execute(
@@ -209,7 +216,7 @@ async def add_location(
         "address": address,
         "managingOrganization": {"reference": f"Organization/{org.fhir_id}"},
     }
-    created = await ix.create(_ctx(conn, settings), "Location", resource)
+    created = await ix.create(_ctx(conn, settings, org_id), "Location", resource)
     assert created.stored is not None
     return created.stored.res_id
 
@@ -230,7 +237,7 @@ async def add_practitioner_role(
     org = await get_organization(conn, org_id)
     if org is None:
         raise IdentityError(f"No organization '{org_id}'.", "org")
-    if not await _resource_exists(conn, "Practitioner", practitioner_id):
+    if not await _resource_exists(conn, org_id, "Practitioner", practitioner_id):
         raise IdentityError(f"No Practitioner '{practitioner_id}'.", "practitioner")
     resource: dict[str, Any] = {
         "resourceType": "PractitionerRole",
@@ -255,17 +262,16 @@ async def add_practitioner_role(
     states = list(licensed_states)
     if states:
         resource["extension"] = [{"url": "urn:housecall:licensed-state", "valueCode": s} for s in states]
-    created = await ix.create(_ctx(conn, settings), "PractitionerRole", resource)
+    created = await ix.create(_ctx(conn, settings, org_id), "PractitionerRole", resource)
     assert created.stored is not None
     return created.stored.res_id
 
 
-async def _resource_exists(conn: Conn, res_type: str, res_id: str) -> bool:
-    return bool(
-        await conn.fetchval(
-            "SELECT 1 FROM resource WHERE res_type = $1 AND res_id = $2 AND NOT deleted", res_type, res_id
-        )
-    )
+async def _resource_exists(conn: Conn, org_id: str, res_type: str, res_id: str) -> bool:
+    """Whether the organization holds this live resource (read through the store, whose rules
+    decide what belongs to an organization)."""
+    stored = await _ctx(conn, get_settings(), org_id).store.read(res_type, res_id)
+    return stored is not None and not stored.deleted
 
 
 # --------------------------------------------------------------------------------------------------
@@ -315,7 +321,7 @@ async def create_account(
     if await get_organization(conn, org_id) is None:
         raise IdentityError(f"No organization '{org_id}'.", "org")
     if kind is ActorKind.PATIENT:
-        if not patient_id or not await _resource_exists(conn, "Patient", patient_id):
+        if not patient_id or not await _resource_exists(conn, org_id, "Patient", patient_id):
             raise IdentityError("A patient account needs an existing Patient id.", "patient")
     elif patient_id:
         raise IdentityError("Only patient accounts are linked to a Patient.", "patient")
@@ -326,7 +332,7 @@ async def create_account(
             raise IdentityError(
                 "Only clinician and staff accounts are linked to a Practitioner.", "practitioner"
             )
-        if not await _resource_exists(conn, "Practitioner", practitioner_id):
+        if not await _resource_exists(conn, org_id, "Practitioner", practitioner_id):
             raise IdentityError(f"No Practitioner '{practitioner_id}'.", "practitioner")
     if await conn.fetchval("SELECT 1 FROM account WHERE email = $1", email):
         raise IdentityError("An account with this e-mail address exists already.", "email")
@@ -757,7 +763,7 @@ async def grant_proxy(
     proxy = await get_account(conn, proxy_account_id)
     if proxy is None or proxy.kind is not ActorKind.PROXY:
         raise IdentityError("Only a proxy account can act for a patient.", "proxy")
-    if not await _resource_exists(conn, "Patient", patient_id):
+    if not await _resource_exists(conn, proxy.org_id, "Patient", patient_id):
         raise IdentityError(f"No Patient '{patient_id}'.", "patient")
     if relationship not in RELATIONSHIPS:
         raise IdentityError(f"Relationship is one of {', '.join(RELATIONSHIPS)}.", "relationship")
@@ -775,7 +781,7 @@ async def grant_proxy(
         "name": [{"text": proxy.display_name}],
         "telecom": [{"system": "email", "value": proxy.email}],
     }
-    created = await ix.create(_ctx(conn, settings), "RelatedPerson", related)
+    created = await ix.create(_ctx(conn, settings, proxy.org_id), "RelatedPerson", related)
     assert created.stored is not None
     grant_id = secrets.token_hex(8)
     await conn.execute(

@@ -13,7 +13,6 @@ import hashlib
 import math
 
 from housecall.core.db import Conn
-from housecall.fhir.store import Store
 
 WINDOW_US = 3600 * 1_000_000
 
@@ -47,9 +46,9 @@ async def retry_after(conn: Conn, key: str, limit: int, now_us: int) -> int | No
 async def reserve(conn: Conn, limits: dict[str, int], now_us: int) -> tuple[int | None, list[int]]:
     """Inside a transaction: (retry_after, []) when any key is over its limit, else (None, ids of
     the failure rows reserved for this attempt; ``release`` them when the attempt succeeds)."""
-    store = Store(conn)
-    for key in sorted(limits):
-        await store.lock_name("signin:" + key)
+    if conn.dialect == "postgresql":  # SQLite's single writer already serializes this
+        for key in sorted(limits):
+            await conn.fetchval("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", "signin:" + key)
     worst: int | None = None
     for key, limit in limits.items():
         wait = await retry_after(conn, key, limit, now_us)
