@@ -32,7 +32,10 @@ def test_no_password_of_the_breached_list_is_accepted_in_any_case() -> None:
         ("baseball1234", None),  # not on the list, long enough: no composition rules
         ("1qaz2wsx3edc", "breaches"),
         ("1QAZ2WSX3EDC", "breaches"),  # case-folded before the comparison
-        ("\uff31\uff37\uff25\uff32\uff34\uff39\uff35\uff29\uff2f\uff30\uff11\uff12", "breaches"),  # full-width forms fold to ASCII (NFKC)
+        (
+            "\uff31\uff37\uff25\uff32\uff34\uff39\uff35\uff29\uff2f\uff30\uff11\uff12",
+            "breaches",
+        ),  # full-width forms fold to ASCII (NFKC)
         ("Q1W2E3R4T5Y6", "breaches"),
         ("all lower case words only", None),
         ("ñandú ñandú ñandú", None),

@@ -26,8 +26,10 @@ from housecall.identity.sessions import SESSION_COOKIE
 PRE_COOKIE = "__Host-hc_csrf"
 FIELD = "csrf"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-# Routes that take no cookies (bearer tokens, client authentication): CSRF does not apply.
-EXEMPT_PREFIXES: tuple[str, ...] = ("/fhir/", "/fhir")
+# Routes that ignore cookies, so a forged cross-site request carries no authority: the FHIR API
+# (bearer tokens) and the OAuth endpoints where the client authenticates itself or presents a
+# token (RFC 6749 §3.2, RFC 7009, RFC 7662). Everything else that changes state is swept.
+EXEMPT_PREFIXES: tuple[str, ...] = ("/fhir", "/oauth/token", "/oauth/revoke", "/oauth/introspect")
 
 
 class CsrfFailed(Exception):

@@ -51,6 +51,8 @@ def render(
     state = getattr(request.state, "hc_session", None)
     context.setdefault("errors", FormErrors())
     context.setdefault("values", {})
+    context.setdefault("notice", None)
+    context.setdefault("next", "/account")
     html = env.get_template(template).render(
         request=request,
         lang="en",
