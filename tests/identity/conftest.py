@@ -77,7 +77,7 @@ def _clock_back() -> Iterator[None]:
     clock.reset()
 
 
-def test_settings(database_url: str, smtp_port: int, **extra: Any) -> Settings:
+def settings_for_tests(database_url: str, smtp_port: int, **extra: Any) -> Settings:
     return Settings(
         database_url=database_url,
         public_url="https://testserver",
@@ -197,7 +197,7 @@ class Env:
 @pytest.fixture
 async def env(database_url: str, smtp: tuple[Mailbox, int]) -> AsyncIterator[Env]:
     box, port = smtp
-    settings = test_settings(database_url, port)
+    settings = settings_for_tests(database_url, port)
     app = create_app(settings)
     db: Database = open_database(database_url)
     await db.connect()

@@ -1,0 +1,151 @@
+"""Sign-in, MFA enrolment and the MFA challenge in Debian's Chromium on a phone-sized screen,
+against ``housecall serve`` on 127.0.0.1, the way a nurse on a phone meets them."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pyotp
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from housecall.core.db import open_database
+from housecall.identity import service
+from tests.identity.conftest import PASSWORD, Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
+from tests.support import LiveServer
+
+PHONE = {
+    "viewport": {"width": 375, "height": 667},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+}
+
+
+@pytest.fixture
+def server(database_url: str, smtp: tuple[Mailbox, int]) -> Iterator[LiveServer]:  # noqa: F811
+    live = LiveServer(
+        database_url,
+        extra_env={
+            "HOUSECALL_SMTP_PORT": str(smtp[1]),
+            "HOUSECALL_ARGON2_TIME_COST": "1",
+            "HOUSECALL_ARGON2_MEMORY_KIB": "1024",
+            "HOUSECALL_ARGON2_PARALLELISM": "1",
+        },
+    ).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        yield b
+        await b.close()
+
+
+async def nurse_account(database_url: str, smtp_port: int) -> service.Account:
+    settings = settings_for_tests(database_url, smtp_port)
+    db = open_database(database_url)
+    await db.connect()
+    org = "e2e-" + secrets.token_hex(4)
+    try:
+        async with db.transaction() as conn:
+            await service.create_organization(conn, org, "E2E Health", settings=settings)
+            return await service.create_account(
+                conn,
+                org,
+                f"nurse@{org}.example.org",
+                "nurse",
+                PASSWORD,
+                display_name="Nina Nurse",
+                settings=settings,
+            )
+    finally:
+        await db.close()
+
+
+async def assert_phone_friendly(page: Page) -> None:
+    """No sideways scrolling; every control at least 44 px tall (WCAG 2.5.5); a lang attribute."""
+    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+    assert await page.get_attribute("html", "lang") == "en"
+    sizes: list[dict[str, Any]] = await page.evaluate(
+        """[...document.querySelectorAll('main button, main input:not([type=hidden]), main .button')]
+             .filter(e => e.offsetParent !== null)
+             .map(e => ({name: e.name || e.textContent.trim(), h: e.getBoundingClientRect().height}))"""
+    )
+    small = [s for s in sizes if s["h"] < 44]
+    assert sizes and not small, small
+    assert await page.locator("script").count() == 0
+    assert await page.locator("[style]").count() == 0
+
+
+async def test_nurse_signs_in_enrols_mfa_and_passes_the_challenge_on_a_phone(
+    server: LiveServer,
+    browser: Browser,
+    database_url: str,
+    smtp: tuple[Mailbox, int],  # noqa: F811
+) -> None:
+    account = await nurse_account(database_url, smtp[1])
+    context = await browser.new_context(**PHONE)  # type: ignore[arg-type]
+    page = await context.new_page()
+
+    # A wrong password: the error summary links to the highlighted field.
+    await page.goto(server.base + "/signin?next=/account")
+    await assert_phone_friendly(page)
+    await page.get_by_label("E-mail address").fill(account.email)
+    await page.get_by_label("Password").fill("not my password at all")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("alert")).to_contain_text("The e-mail address or password is not right.")
+    await expect(page.get_by_label("E-mail address")).to_have_attribute("aria-invalid", "true")
+    await page.get_by_role("link", name="The e-mail address or password is not right.").click()
+    await expect(page.get_by_label("E-mail address")).to_be_focused()
+    assert await page.get_by_label("Password").get_attribute("autocomplete") == "current-password"
+
+    # The right password: a nurse must set up two-step sign-in before anything else.
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page).to_have_url(server.base + "/mfa/enrol?next=/account")
+    await page.goto(server.base + "/account")
+    await expect(page).to_have_url(server.base + "/mfa/enrol")
+    await expect(page.get_by_role("img", name="QR code")).to_be_visible()
+    await assert_phone_friendly(page)
+    secret = (await page.locator("#totp-secret").inner_text()).replace(" ", "")
+    totp = pyotp.TOTP(secret)
+    await page.get_by_label("6-digit code").fill(totp.now())
+    await page.get_by_role("button", name="Turn on two-step sign-in").click()
+    await expect(page.get_by_role("heading", name="Save your recovery codes")).to_be_visible()
+    assert await page.locator(".codes code").count() == 10
+    await page.get_by_role("link", name="I saved them, continue").click()
+    await expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+    await expect(page.get_by_text(account.email)).to_be_visible()
+
+    cookies = {c["name"]: c for c in await context.cookies()}
+    session = cookies["__Host-hc_session"]
+    assert (
+        session["httpOnly"] and session["secure"] and session["sameSite"] == "Lax" and session["path"] == "/"
+    )
+
+    # Sign out, then sign in again: this time the app asks for the code.
+    await page.get_by_role("button", name="Sign out").click()
+    await expect(page.get_by_text("You are signed out.")).to_be_visible()
+    assert "__Host-hc_session" not in {c["name"] for c in await context.cookies()}
+    await page.get_by_label("E-mail address").fill(account.email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(
+        page.get_by_role("heading", name="Enter the code from your authenticator app")
+    ).to_be_visible()
+    await assert_phone_friendly(page)
+    code_box = page.get_by_label("6-digit code")
+    assert await code_box.get_attribute("autocomplete") == "one-time-code"
+    assert await code_box.get_attribute("inputmode") == "numeric"
+    # The enrolment used the current 30-second step; the next step is within the allowed drift.
+    await code_box.fill(totp.at(time.time() + totp.interval))
+    await page.get_by_role("button", name="Continue").click()
+    await expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+    await context.close()
