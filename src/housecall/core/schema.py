@@ -126,3 +126,6 @@ compartment = Table(
 
 # Identity tables (accounts, sessions, …) register themselves on the same metadata.
 import housecall.identity.tables  # noqa: E402
+
+# The audit trail (append-only events and their hash chain) registers itself the same way.
+import housecall.audit.tables  # noqa: E402

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     pool_size: int = 10
     # `housecall check` refuses fsync/synchronous_commit off unless the operator insists.
     allow_unsafe_durability: bool = False
+    # --- Audit trail and web hygiene (docs/decisions/0007) ---
+    # Seconds between passes of the server's audit sealer (links new events to the hash chain).
+    audit_seal_interval: float = 1.0
+    # Browser origins allowed to call the FHIR API cross-origin (CORS), as a JSON list:
+    # HOUSECALL_CORS_ORIGINS='["https://app.example.org"]'. Registered SMART apps are added to it.
+    cors_origins: list[str] = Field(default_factory=list)
 
     # --- Identity: sign-in, sessions, mail (docs/decisions/0005, 0006) ---
     # The address people reach Housecall at; e-mailed links are built from it, never from the

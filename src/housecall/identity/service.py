@@ -24,7 +24,7 @@ from urllib.parse import quote
 import pyotp
 
 from housecall.access.actor import ActorKind, Role
-from housecall.core.db import Conn
+from housecall.core.db import Conn, Database
 from housecall.core.mail import Mail, Outbox
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import interactions as ix
@@ -403,7 +403,7 @@ async def verify_password(
 
     Takes the same time whether or not the address has an account (a dummy hash is checked).
     Upgrades the stored hash when the configured argon2 cost has changed. No throttling here:
-    sign-in pages go through ``sessions.attempt_sign_in``.
+    sign-in pages go through ``sessions.attempt``, and use ``check_credentials``.
     """
     settings = settings or get_settings()
     row = await conn.fetchrow(
@@ -414,9 +414,38 @@ async def verify_password(
     if not ok or row is None or row[2]:
         return None
     if rehash:
-        new_hash = await passwords.hash_password(settings, password)
-        await conn.execute("UPDATE account SET password_hash = $1 WHERE id = $2", new_hash, row[0])
+        await _upgrade_hash(conn, settings, row[0], stored, password)
     return await get_account(conn, row[0])
+
+
+async def check_credentials(db: Database, email: str, password: str, settings: Settings) -> Account | None:
+    """``verify_password`` for request handlers: the slow hash check runs outside any unit of
+    work (on SQLite a transaction holds the one write lock of the whole database)."""
+    async with db.reader() as conn:
+        row = await conn.fetchrow(
+            "SELECT id, password_hash, disabled FROM account WHERE email = $1", normalize_email(email)
+        )
+    stored = row[1] if row else None
+    ok, rehash = await passwords.check_password(settings, stored, password)
+    if not ok or row is None or row[2]:
+        return None
+    async with db.transaction() as conn:
+        if rehash:
+            await _upgrade_hash(conn, settings, row[0], stored, password)
+        return await get_account(conn, row[0])
+
+
+async def _upgrade_hash(
+    conn: Conn, settings: Settings, account_id: str, old: str | None, password: str
+) -> None:
+    new_hash = await passwords.hash_password(settings, password)
+    # Only if the password did not change meanwhile.
+    await conn.execute(
+        "UPDATE account SET password_hash = $1 WHERE id = $2 AND password_hash = $3",
+        new_hash,
+        account_id,
+        old,
+    )
 
 
 async def set_password(

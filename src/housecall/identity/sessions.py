@@ -14,8 +14,8 @@ database themselves (on SQLite a transaction inside another would wait for itsel
 from __future__ import annotations
 
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 from starlette.requests import Request
@@ -305,11 +305,17 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def attempt(db: Database, settings: Settings, email: str, ip: str, check: Any) -> Attempt:
-    """Run one throttled sign-in check. ``check(conn)`` returns the account or None; it runs in
-    its own unit of work after a failure has been reserved for the e-mail and the address, and the
-    reservation is given back when it succeeds. Over a limit: ``Attempt(retry_after=seconds)``
-    without running ``check`` at all."""
+async def attempt(
+    db: Database,
+    settings: Settings,
+    email: str,
+    ip: str,
+    check: Callable[[Database], Awaitable[Account | None]],
+) -> Attempt:
+    """Run one throttled sign-in check. ``check(db)`` returns the account or None, opening only
+    short units of work itself (hash checks run outside them); it runs after a failure has been
+    reserved for the e-mail and the address, and the reservation is given back when it succeeds.
+    Over a limit: ``Attempt(retry_after=seconds)`` without running ``check`` at all."""
     keys = {
         throttle.account_key(service.normalize_email(email)): settings.signin_failures_per_account_hour,
         throttle.ip_key(ip): settings.signin_failures_per_ip_hour,
@@ -318,8 +324,8 @@ async def attempt(db: Database, settings: Settings, email: str, ip: str, check: 
         wait, reserved = await throttle.reserve(conn, keys, clock.now_us())
     if wait is not None:
         return Attempt(retry_after=wait)
-    async with db.transaction() as conn:
-        account = await check(conn)
-        if account is not None:
+    account = await check(db)
+    if account is not None:
+        async with db.transaction() as conn:
             await throttle.release(conn, reserved)
     return Attempt(account=account)

@@ -18,7 +18,7 @@ from fastapi.responses import RedirectResponse, Response
 from markupsafe import Markup
 
 from housecall.access.actor import ActorKind, Role
-from housecall.core.db import Conn, Database
+from housecall.core.db import Database
 from housecall.core.mail import Outbox
 from housecall.core.settings import Settings
 from housecall.identity import service, sessions, throttle
@@ -98,8 +98,8 @@ async def signin(request: Request) -> Response:
         )
     settings = _settings(request)
 
-    async def check(conn: Conn) -> Account | None:
-        return await service.verify_password(conn, email, password, settings=settings)
+    async def check(db: Database) -> Account | None:
+        return await service.check_credentials(db, email, password, settings)
 
     result = await sessions.attempt(_db(request), settings, email, sessions.client_address(request), check)
     if result.retry_after is not None:
@@ -154,12 +154,13 @@ async def mfa_submit(request: Request) -> Response:
         return render(request, "identity/mfa_challenge.html", status=400, errors=errors, next=next_path)
     account = state.account
 
-    async def check(conn: Conn) -> Account | None:
-        ok = (
-            await service.check_totp(conn, account.id, code)
-            if code.strip()
-            else await service.use_recovery_code(conn, account.id, recovery)
-        )
+    async def check(db: Database) -> Account | None:
+        async with db.transaction() as conn:
+            ok = (
+                await service.check_totp(conn, account.id, code)
+                if code.strip()
+                else await service.use_recovery_code(conn, account.id, recovery)
+            )
         return account if ok else None
 
     result = await sessions.attempt(
@@ -233,8 +234,9 @@ async def enrol_submit(request: Request) -> Response:
     secret, code = state.pending_totp, _text(form, "code", 20)
     codes: list[str] = []
 
-    async def check(conn: Conn) -> Account | None:
-        found = await service.confirm_totp_enrolment(conn, state.account.id, secret, code)
+    async def check(db: Database) -> Account | None:
+        async with db.transaction() as conn:
+            found = await service.confirm_totp_enrolment(conn, state.account.id, secret, code)
         if found:
             codes.extend(found)
         return state.account if found else None
@@ -284,13 +286,14 @@ async def confirm_submit(request: Request) -> Response:
     password, code = _text(form, "password"), _text(form, "code", 20)
     account, settings = state.account, _settings(request)
 
-    async def check(conn: Conn) -> Account | None:
-        found = await service.verify_password(conn, account.email, password, settings=settings)
+    async def check(db: Database) -> Account | None:
+        found = await service.check_credentials(db, account.email, password, settings)
         if found is None or found.id != account.id:
             return None
-        if account.mfa_enrolled and not await service.check_totp(conn, account.id, code):
-            return None
-        await sessions.stamp_reauthenticated(conn, state)
+        async with db.transaction() as conn:
+            if account.mfa_enrolled and not await service.check_totp(conn, account.id, code):
+                return None
+            await sessions.stamp_reauthenticated(conn, state)
         return found
 
     result = await sessions.attempt(
