@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.responses import RedirectResponse, Response
 
 from housecall import __version__
+from housecall.audit import chain
 from housecall.core.db import open_database
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import api as fhir_api
@@ -23,9 +24,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         db = open_database(settings.database_url, pool_size=settings.pool_size)
         await db.connect()
         app.state.db = db
+        sealer = chain.Sealer(db, settings.audit_seal_interval)
+        sealer.start()
         try:
             yield
         finally:
+            await sealer.stop()
             await db.close()
 
     app = FastAPI(

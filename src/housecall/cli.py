@@ -287,6 +287,11 @@ def durability_problems(settings: Settings) -> list[str]:
     return found
 
 
+from housecall.audit.cli import audit_app  # noqa: E402 - the `audit` command group
+
+app.add_typer(audit_app, name="audit")
+
+
 from housecall.identity.cli import org_app, user_app  # noqa: E402 - identity_commands: `org`, `user`
 
 app.add_typer(org_app, name="org")  # identity_commands

@@ -1,0 +1,180 @@
+"""Storing and querying the audit trail (``audit_log``; append-only, see ``tables.py``).
+
+Two ways in, both durable before they return:
+
+- ``append(conn, entries)`` writes inside the caller's transaction: a write and its event commit
+  or vanish together. Use it for successful writes.
+- ``AuditSink.record(entries)`` writes in its own short transaction, group-committed with the
+  events of concurrent requests (one INSERT for all of them). Use it for reads and searches, which
+  run outside any write transaction, and for every denied or failed request - an event appended
+  to a transaction that then rolls back would vanish with it.
+
+Neither touches the hash chain: the sealer (``chain.py``) links committed events shortly after,
+so appending takes no lock shared between requests (docs/decisions/0007-audit-trail.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from housecall.audit.events import AuditEntry
+from housecall.core.db import Conn, Database
+
+log = logging.getLogger(__name__)
+
+_INSERT = "INSERT INTO audit_log (org_id, recorded, patient_id, agent, event) VALUES ($1, $2, $3, $4, $5)"
+# PostgreSQL: any number of events in one statement (and so one round trip, no BEGIN/COMMIT).
+_INSERT_PG = (
+    "INSERT INTO audit_log (org_id, recorded, patient_id, agent, event) "
+    "SELECT * FROM unnest($1::text[], $2::int8[], $3::text[], $4::text[], $5::bytea[])"
+)
+
+
+async def append(conn: Conn, entries: Sequence[AuditEntry]) -> None:
+    """Append ``entries`` in the caller's unit of work (it commits them, or drops them on rollback)."""
+    if not entries:
+        return
+    if len(entries) == 1:
+        e = entries[0]
+        await conn.execute(_INSERT, e.org_id, e.recorded, e.patient_id, e.agent, e.event)
+    elif conn.dialect == "postgresql":
+        await conn.execute(
+            _INSERT_PG,
+            [e.org_id for e in entries],
+            [e.recorded for e in entries],
+            [e.patient_id for e in entries],
+            [e.agent for e in entries],
+            [e.event for e in entries],
+        )
+    else:
+        await conn.executemany(
+            _INSERT, [(e.org_id, e.recorded, e.patient_id, e.agent, e.event) for e in entries]
+        )
+
+
+class AuditSink:
+    """Group commit of events recorded outside a write transaction (reads, searches, denials).
+
+    ``record`` returns once its events are committed. While one batch is being written the next
+    requests' events queue, and the next batch takes them all: concurrent readers share one INSERT
+    and one commit instead of one each. On SQLite the batch goes through the single writer, so
+    readers never contend for SQLite's file lock.
+    """
+
+    def __init__(self, db: Database, in_flight: int | None = None) -> None:
+        self._db = db
+        self._queue: list[tuple[Sequence[AuditEntry], asyncio.Future[None]]] = []
+        self._writers: set[asyncio.Task[None]] = set()
+        # One batch at a time by default: while it commits the next one collects, so batches grow
+        # with the load (more overlapping commits measured no faster on PostgreSQL - bench_audit).
+        self._in_flight = in_flight or 1
+
+    async def record(self, entries: Sequence[AuditEntry]) -> None:
+        if not entries:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((entries, future))
+        if len(self._writers) < self._in_flight:
+            writer = asyncio.get_running_loop().create_task(self._drain())
+            self._writers.add(writer)
+            writer.add_done_callback(self._writers.discard)
+        # shield: a client that disconnects does not cancel the batch its event is in.
+        await asyncio.shield(future)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                rows = [e for entries, _ in batch for e in entries]
+                try:
+                    async with self._db.transaction() as conn:
+                        await append(conn, rows)
+                except Exception as exc:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(exc)
+                else:
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_result(None)
+        finally:
+            self._writers.discard(asyncio.current_task())  # type: ignore[arg-type]
+
+    async def close(self) -> None:
+        """Wait for the events already queued."""
+        while self._writers:
+            await asyncio.gather(*self._writers)
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """One line of "who looked at my record"."""
+
+    seq: int
+    recorded: int  # µs since the epoch, UTC
+    agent: str | None  # Practitioner/…, RelatedPerson/…, account/…, client/…
+    agent_display: list[str]  # roles and the app, for the portal to phrase
+    action: str  # C R U D E
+    interaction: str  # read, search-type, update, …
+    what: list[str]  # resources acted on, when the event names them
+    outcome: str  # "0" allowed, "4" denied or not found, "8" failed
+
+    @classmethod
+    def from_row(cls, seq: int, recorded: int, agent: str | None, event: bytes) -> Access:
+        ev: dict[str, Any] = orjson.loads(event)
+        display: list[str] = []
+        for a in ev.get("agent", []):
+            for role in a.get("role", []):
+                display += [c["code"] for c in role.get("coding", [])]
+            ident = a.get("who", {}).get("identifier", {})
+            if ident.get("system") == "urn:housecall:oauth-client":
+                display.append(f"app:{ident.get('value')}")
+        what = [
+            e["what"]["reference"]
+            for e in ev.get("entity", [])
+            if "what" in e and e.get("role", {}).get("code") != "1"
+        ]
+        subtype = ev.get("subtype") or [{}]
+        return cls(seq, recorded, agent, display, ev.get("action", ""), subtype[0].get("code", ""),
+                   what, ev.get("outcome", ""))  # fmt: skip
+
+
+async def who_viewed(
+    conn: Conn,
+    org_id: str,
+    patient_id: str,
+    since: int | None = None,
+    limit: int = 100,
+    *,
+    exclude_agent: str | None = None,
+) -> list[Access]:
+    """Accesses to one patient's record in one organization, newest first.
+
+    ``since`` is µs since the epoch; ``exclude_agent`` drops one agent (the patient's own
+    ``Patient/…`` when the portal shows "others who looked"). One index range on
+    ``ix_audit_log_patient``; the caller has already decided the viewer may see this list.
+    """
+    rows = await conn.fetch(
+        "SELECT seq, recorded, agent, event FROM audit_log WHERE org_id = $1 AND patient_id = $2 "
+        "AND recorded >= $3 AND (agent IS NULL OR agent <> $4) ORDER BY recorded DESC, seq DESC LIMIT $5",
+        org_id,
+        patient_id,
+        since or 0,
+        exclude_agent or "",
+        limit,
+    )
+    return [Access.from_row(int(r[0]), int(r[1]), r[2], bytes(r[3])) for r in rows]
+
+
+def sink_for(state: Any) -> AuditSink:
+    """The application's sink (``app.state``), made on first use for the database it holds."""
+    sink: AuditSink | None = getattr(state, "audit_sink", None)
+    if sink is None or sink._db is not state.db:
+        sink = state.audit_sink = AuditSink(state.db)
+    return sink
