@@ -7,7 +7,8 @@ import secrets
 import subprocess
 import sys
 
-from tests.identity.conftest import Mailbox
+from housecall.identity import service
+from tests.identity.conftest import Env, Mailbox
 
 
 def hc(
@@ -118,3 +119,58 @@ def test_org_and_user_commands(database_url: str, smtp: tuple[Mailbox, int]) -> 
     assert r.returncode == 0, r.stderr
     assert admin in r.stdout and invited in r.stdout and "invited" in r.stdout and "org_admin" in r.stdout
     assert "a long admin passphrase" not in r.stdout + r.stderr
+
+
+async def test_operator_commands_for_proxies_disabling_and_mfa(env: Env, smtp: tuple[Mailbox, int]) -> None:
+    import asyncio
+
+    url = env.settings.database_url
+    run = lambda *args, stdin=None: asyncio.to_thread(hc, url, smtp[1], *args, stdin=stdin)  # noqa: E731
+    child = await env.patient()
+    parent = env.email("parent")
+    r = await run(
+        "user",
+        "create",
+        "--email",
+        parent,
+        "--role",
+        "proxy",
+        "--org",
+        env.org_id,
+        "--password-stdin",
+        stdin="a long parent passphrase\n",
+    )
+    assert r.returncode == 0, r.stderr
+    r = await run(
+        "user",
+        "grant-proxy",
+        "--proxy",
+        parent,
+        "--patient",
+        child,
+        "--relationship",
+        "parent",
+        "--recorded-by",
+        "form-17",
+    )
+    assert r.returncode == 0, r.stderr
+    grant_id = r.stdout.split("granted ", 1)[1].split(":", 1)[0]
+    async with env.db.reader() as conn:
+        account = await service.find_account_by_email(conn, parent)
+        assert account is not None
+        grants = await service.proxy_grants(conn, account.id)
+    assert [(g.id, g.patient_id, g.granted_by) for g in grants] == [(grant_id, child, "system:form-17")]
+    r = await run("user", "revoke-proxy", "--grant", grant_id)
+    assert r.returncode == 0, r.stderr
+    async with env.db.reader() as conn:
+        assert await service.proxy_grants(conn, account.id) == []
+
+    c, nurse, _ = await env.staff_session("nurse")
+    r = await run("user", "reset-mfa", "--email", nurse.email)
+    assert r.returncode == 0, r.stderr
+    assert (await c.get("/account")).status_code == 303
+    r = await run("user", "disable", "--email", nurse.email)
+    assert r.returncode == 0, r.stderr
+    assert (await env.signin(env.client(), nurse.email)).status_code == 400
+    r = await run("user", "disable", "--email", "nobody@nowhere.example.org")
+    assert r.returncode == 1 and "No account" in r.stderr

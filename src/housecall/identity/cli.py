@@ -5,6 +5,9 @@
     housecall user create --email a@acme.org --role org_admin [--org acme] [--password-stdin]
     housecall user create --email p@ex.org --role patient --patient <Patient id>
     housecall user list [--org acme]
+    housecall user disable --email a@acme.org / user reset-mfa --email a@acme.org
+    housecall user grant-proxy --proxy mum@ex.org --patient <Patient id> --relationship parent
+    housecall user revoke-proxy --grant <grant id>
 
 Without ``--password-stdin`` the account is created unverified and its owner gets an e-mail with
 a single-use link to choose a password (sent after the commit, through HOUSECALL_SMTP_*).
@@ -182,3 +185,73 @@ def user_list(org: Annotated[str | None, typer.Option(help="only this organizati
             "on" if a.mfa_enrolled else "off",
         )
     console.print(table)
+
+
+@user_app.command("disable")
+def user_disable(email: Annotated[str, typer.Option(help="the account's e-mail address")]) -> None:
+    """Disable an account; its sessions end at once."""
+
+    async def work(conn: Conn, settings: Settings, outbox: Outbox) -> service.Account:
+        account = await service.find_account_by_email(conn, email)
+        if account is None or not await service.disable_account(conn, account.org_id, account.id):
+            raise IdentityError(f"No account with the e-mail address {email}.")
+        return account
+
+    console.print(f"disabled {_run(work).email}")
+
+
+@user_app.command("reset-mfa")
+def user_reset_mfa(email: Annotated[str, typer.Option(help="the account's e-mail address")]) -> None:
+    """Remove a lost authenticator: the account's sessions end; staff must enrol again at sign-in."""
+
+    async def work(conn: Conn, settings: Settings, outbox: Outbox) -> service.Account:
+        account = await service.find_account_by_email(conn, email)
+        if account is None or not await service.reset_mfa(conn, account.org_id, account.id):
+            raise IdentityError(f"No account with the e-mail address {email}.")
+        return account
+
+    console.print(f"two-step sign-in removed for {_run(work).email}")
+
+
+@user_app.command("grant-proxy")
+def user_grant_proxy(
+    proxy: Annotated[str, typer.Option(help="the proxy account's e-mail address")],
+    patient: Annotated[str, typer.Option(help="the Patient id they may act for")],
+    relationship: Annotated[
+        str, typer.Option(help="parent, guardian, caregiver, spouse or child")
+    ] = "caregiver",
+    recorded_by: Annotated[
+        str, typer.Option(help="who recorded the patient's permission (e.g. the signed form's reference)")
+    ] = "operator",
+) -> None:
+    """Record a patient's permission for a proxy (a signed form, usually); prints the grant id."""
+
+    async def work(conn: Conn, settings: Settings, outbox: Outbox) -> service.ProxyGrant:
+        account = await service.find_account_by_email(conn, proxy)
+        if account is None:
+            raise IdentityError(f"No account with the e-mail address {proxy}.")
+        return await service.grant_proxy(
+            conn,
+            account.id,
+            patient,
+            granted_by=f"system:{recorded_by}",
+            relationship=relationship,
+            settings=settings,
+        )
+
+    grant = _run(work)
+    console.print(
+        f"granted {grant.id}: {proxy} may act for Patient/{grant.patient_id} (RelatedPerson/{grant.related_person_id})"
+    )
+
+
+@user_app.command("revoke-proxy")
+def user_revoke_proxy(grant: Annotated[str, typer.Option(help="the grant id")]) -> None:
+    """End a proxy grant now."""
+
+    async def work(conn: Conn, settings: Settings, outbox: Outbox) -> bool:
+        return await service.revoke_proxy(conn, grant)
+
+    if not _run(work):
+        _fail(f"no active grant {grant}")
+    console.print(f"revoked {grant}")
