@@ -14,6 +14,7 @@ from housecall.core.db import open_database
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import api as fhir_api
 from housecall.identity import views as identity_views
+from housecall.smart import views as smart_views
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     fhir_api.install(app)
     identity_views.install(app)  # sign-in, MFA, sessions, account pages (+ /static)
+    smart_views.install(app)  # SMART on FHIR authorization server (docs/decisions/0008)
 
     @app.get("/", include_in_schema=False)
     async def home() -> Response:

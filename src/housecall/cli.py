@@ -292,6 +292,11 @@ from housecall.audit.cli import audit_app  # noqa: E402 - the `audit` command gr
 app.add_typer(audit_app, name="audit")
 
 
+from housecall.smart.cli import client_app  # noqa: E402 - the `client` command group
+
+app.add_typer(client_app, name="client")
+
+
 from housecall.identity.cli import org_app, user_app  # noqa: E402 - identity_commands: `org`, `user`
 
 app.add_typer(org_app, name="org")  # identity_commands

@@ -129,3 +129,6 @@ import housecall.identity.tables  # noqa: E402
 
 # The audit trail (append-only events and their hash chain) registers itself the same way.
 import housecall.audit.tables  # noqa: E402
+
+# The SMART authorization server's clients, grants and tokens register themselves the same way.
+import housecall.smart.tables  # noqa: E402

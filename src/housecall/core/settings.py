@@ -62,6 +62,10 @@ class Settings(BaseSettings):
     signin_failures_per_account_hour: int = 100
     signin_failures_per_ip_hour: int = 1000
 
+    # --- SMART authorization server (docs/decisions/0008) ---
+    # Token, revoke and introspect requests per minute, counted per client and per IP address.
+    smart_token_requests_per_minute: int = 120
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -56,6 +56,40 @@ def _resource_entry(res_type: str) -> dict[str, Any]:
     return entry
 
 
+OAUTH_URIS = "http://fhir-registry.smarthealthit.org/StructureDefinition/oauth-uris"
+
+
+def smart_security(base_url: str) -> dict[str, Any]:
+    """rest.security: SMART on FHIR, with the OAuth endpoints in the oauth-uris extension
+    (SMART App Launch conformance; ``.well-known/smart-configuration`` says the same and more)."""
+    root = base_url.removesuffix("/fhir")
+    uris = [("authorize", "authorize"), ("token", "token"), ("revoke", "revoke"), ("introspect", "introspect")]
+    return {
+        "extension": [
+            {
+                "url": OAUTH_URIS,
+                "extension": [{"url": name, "valueUri": f"{root}/oauth/{path}"} for name, path in uris]
+                + [{"url": "manage", "valueUri": f"{root}/account/apps"}],
+            }
+        ],
+        "cors": True,
+        "service": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/restful-security-service",
+                        "code": "SMART-on-FHIR",
+                        "display": "SMART-on-FHIR",
+                    }
+                ],
+                "text": "OAuth2 using SMART-on-FHIR profile (see https://hl7.org/fhir/smart-app-launch/)",
+            }
+        ],
+        "description": "Bearer tokens from the SMART App Launch authorization server; discovery at "
+        f"{base_url}/.well-known/smart-configuration",
+    }
+
+
 @lru_cache(maxsize=4)
 def capability_statement(base_url: str, extra_json: bytes = b"") -> bytes:
     doc: dict[str, Any] = {
@@ -72,6 +106,7 @@ def capability_statement(base_url: str, extra_json: bytes = b"") -> bytes:
         "rest": [
             {
                 "mode": "server",
+                "security": smart_security(base_url),
                 "resource": [_resource_entry(t) for t in sorted(RESOURCE_TYPES)],
                 "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
                 "searchParam": [{"name": "_count", "type": "number"}, {"name": "_sort", "type": "string"}],
