@@ -234,3 +234,37 @@ async def test_sign_in_follows_only_local_next(env: Env) -> None:
     assert r.headers["location"] == "/account"
     r = await env.signin(env.client(), account.email, next="/oauth/authorize?client_id=a&state=b")
     assert r.headers["location"] == "/oauth/authorize?client_id=a&state=b"
+
+
+async def test_changing_the_password_asks_the_current_one_and_ends_other_sessions(env: Env) -> None:
+    c, account = await env.patient_session()
+    other = env.client()
+    await env.signin(other, account.email)
+    new = "a different long passphrase"
+    wrong = await env.post(c, "/account/password", {"current_password": "not it at all", "new_password": new})
+    assert wrong.status_code == 400 and 'href="#current_password"' in wrong.text
+    weak = await env.post(
+        c, "/account/password", {"current_password": PASSWORD, "new_password": "password1234"}
+    )
+    assert weak.status_code == 400 and 'href="#new_password"' in weak.text
+    before = c.cookies.get(SESSION_COOKIE)
+    r = await env.post(c, "/account/password", {"current_password": PASSWORD, "new_password": new})
+    assert r.status_code == 303 and r.headers["location"] == "/account?notice=password"
+    assert c.cookies.get(SESSION_COOKIE) != before
+    assert await is_signed_in(c)
+    assert not await is_signed_in(other)
+    assert (await env.signin(env.client(), account.email, PASSWORD)).status_code == 400
+    assert (await env.signin(env.client(), account.email, new)).status_code == 303
+
+
+async def test_purge_removes_only_what_cannot_be_used(env: Env) -> None:
+    live, _account = await env.patient_session()
+    old, _ = await env.patient_session()
+    clock.advance(31 * 60)
+    assert await is_signed_in(live) is False  # expired on use...
+    c, _ = await env.patient_session()
+    async with env.db.transaction() as conn:
+        await sessions.purge_expired(conn, env.settings)  # ...and the one never used again goes too
+        remaining = await conn.fetch("SELECT id_hash FROM auth_session WHERE id_hash IN ($1, $2, $3)",
+                                     *(service.sha256(x.cookies.get(SESSION_COOKIE)) for x in (live, old, c)))  # fmt: skip
+    assert [r[0] for r in remaining] == [service.sha256(c.cookies.get(SESSION_COOKIE))]

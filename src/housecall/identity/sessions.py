@@ -329,3 +329,25 @@ async def attempt(
         async with db.transaction() as conn:
             await throttle.release(conn, reserved)
     return Attempt(account=account)
+
+
+async def purge_expired(conn: Conn, settings: Settings) -> int:
+    """Delete what can no longer be used: sessions past every lifetime, e-mailed links a day past
+    expiry, failed attempts outside the throttling window. Idempotent; for the job runner (or an
+    operator) to call now and then. Returns how many rows went."""
+    now = clock.now_us()
+    longest_idle = max(settings.staff_idle_seconds, settings.patient_idle_seconds) * 1_000_000
+    longest = max(settings.staff_absolute_seconds, settings.patient_absolute_seconds) * 1_000_000
+    rows = await conn.fetch(
+        "DELETE FROM auth_session WHERE last_seen <= $1 OR created <= $2 OR (stage <> $3 AND created <= $4) "
+        "RETURNING 1",
+        now - longest_idle,
+        now - longest,
+        FULL,
+        now - PENDING_LIFETIME_US,
+    )
+    tokens = await conn.fetch("DELETE FROM email_token WHERE expires <= $1 RETURNING 1", now - 86_400_000_000)
+    failures = await conn.fetch(
+        "DELETE FROM signin_failure WHERE at <= $1 RETURNING 1", now - throttle.WINDOW_US
+    )
+    return len(rows) + len(tokens) + len(failures)

@@ -21,7 +21,7 @@ from housecall.access.actor import ActorKind, Role
 from housecall.core.db import Database
 from housecall.core.mail import Outbox
 from housecall.core.settings import Settings
-from housecall.identity import service, sessions, throttle
+from housecall.identity import passwords, service, sessions, throttle
 from housecall.identity.clock import clock
 from housecall.identity.service import Account, IdentityError
 from housecall.identity.sessions import ENROL, FULL, MFA, SessionState, SignInRequired, safe_next
@@ -476,6 +476,7 @@ async def account_page(request: Request, notice: str | None = None) -> Response:
     notices = {
         "verify-sent": _("We sent you an e-mail with a link to confirm your address."),
         "switched": _("Switched."),
+        "password": _("Your new password is saved. Your other sessions have ended."),
     }
     return render(
         request,
@@ -487,6 +488,47 @@ async def account_page(request: Request, notice: str | None = None) -> Response:
         is_admin=Role.ORG_ADMIN in account.roles,
         notice=notices.get(notice or ""),
     )
+
+
+@router.get("/account/password")
+async def password_page(request: Request) -> Response:
+    # Signed-in session: change the password (the current one is asked again).
+    state = await sessions.require_signed_in(request)
+    return render(request, "identity/password.html", email=state.account.email)
+
+
+@router.post("/account/password")
+async def password_submit(request: Request) -> Response:
+    # Signed-in session; the current password is checked through the throttle; the account's
+    # other sessions end.
+    state = await sessions.require_signed_in(request)
+    form = await request.form()
+    current, new = _text(form, "current_password"), _text(form, "new_password")
+    settings, account = _settings(request), state.account
+    errors = FormErrors()
+    problem = passwords.password_problem(new, account.email)
+    if problem:
+        errors.add("new_password", _(problem))
+
+    async def check(db: Database) -> Account | None:
+        return await service.check_credentials(db, account.email, current, settings)
+
+    result = await sessions.attempt(
+        _db(request), settings, account.email, sessions.client_address(request), check
+    )
+    if result.retry_after is not None:
+        return _too_many(request, "identity/password.html", result.retry_after, email=account.email)
+    if result.account is None or result.account.id != account.id:
+        errors = FormErrors(current_password=_("That is not your current password."), **errors)
+    if errors:
+        return render(request, "identity/password.html", status=400, errors=errors, email=account.email)
+    async with _db(request).transaction() as conn:
+        await service.set_password(conn, account.id, new, settings=settings)  # ends every session
+        raw = await sessions.start_session(conn, account, FULL)
+        await conn.execute(
+            "UPDATE auth_session SET created = $1 WHERE id_hash = $2", state.created, service.sha256(raw)
+        )  # the absolute limit still counts from the original sign-in
+    return _with_cookie(_redirect("/account?notice=password"), raw)
 
 
 @router.post("/account/verify-email")
