@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from housecall.identity import throttle
 from housecall.identity.clock import clock
 from tests.identity.conftest import PASSWORD, Env
@@ -103,3 +105,25 @@ async def test_no_enumeration_unknown_address_and_wrong_password_look_the_same(e
         )
     assert answers[0] == answers[1] == answers[2]
     assert answers[0][0] == 400 and answers[0][2] is False
+
+
+async def test_unknown_addresses_cost_the_same_argon2_work_as_wrong_passwords(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Timing: every path verifies exactly one argon2id hash of the configured cost."""
+    from argon2 import PasswordHasher
+
+    verified: list[str] = []
+    original = PasswordHasher.verify
+
+    def counting(self: PasswordHasher, hash: str, password: str) -> bool:
+        verified.append(hash.split("$")[3])  # the cost parameters
+        return original(self, hash, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", counting)
+    account = await env.account("patient")
+    for email in (account.email, env.email("nobody")):
+        verified.clear()
+        r = await env.signin(env.client(), email, "not the password")
+        assert r.status_code == 400
+        assert verified == ["m=1024,t=1,p=1"], email
