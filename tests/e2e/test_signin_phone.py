@@ -15,7 +15,7 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 from housecall.core.db import open_database
 from housecall.identity import service
 from tests.identity.conftest import PASSWORD, Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
-from tests.support import LiveServer
+from tests.support import LiveServer, free_port
 
 PHONE = {
     "viewport": {"width": 375, "height": 667},
@@ -27,9 +27,12 @@ PHONE = {
 
 @pytest.fixture
 def server(database_url: str, smtp: tuple[Mailbox, int]) -> Iterator[LiveServer]:  # noqa: F811
+    port = free_port()
     live = LiveServer(
         database_url,
+        port=port,
         extra_env={
+            "HOUSECALL_PUBLIC_URL": f"http://127.0.0.1:{port}",
             "HOUSECALL_SMTP_PORT": str(smtp[1]),
             "HOUSECALL_ARGON2_TIME_COST": "1",
             "HOUSECALL_ARGON2_MEMORY_KIB": "1024",
@@ -148,4 +151,53 @@ async def test_nurse_signs_in_enrols_mfa_and_passes_the_challenge_on_a_phone(
     await code_box.fill(totp.at(time.time() + totp.interval))
     await page.get_by_role("button", name="Continue").click()
     await expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+    await context.close()
+
+
+async def test_a_patient_resets_a_forgotten_password_from_the_mailed_link_on_a_phone(
+    server: LiveServer,
+    browser: Browser,
+    database_url: str,
+    smtp: tuple[Mailbox, int],  # noqa: F811
+) -> None:
+    settings = settings_for_tests(database_url, smtp[1])
+    db = open_database(database_url)
+    await db.connect()
+    org = "e2e-" + secrets.token_hex(4)
+    try:
+        async with db.transaction() as conn:
+            await service.create_organization(conn, org, "E2E Health", settings=settings)
+            account = await service.create_account(
+                conn, org, f"mum@{org}.example.org", "proxy", PASSWORD, display_name="Mum", settings=settings
+            )
+    finally:
+        await db.close()
+    context = await browser.new_context(**PHONE)  # type: ignore[arg-type]
+    page = await context.new_page()
+    await page.goto(server.base + "/signin")
+    await page.get_by_role("link", name="Forgot your password?").click()
+    await assert_phone_friendly(page)
+    await page.get_by_label("E-mail address").fill(account.email)
+    await page.get_by_role("button", name="Send the link").click()
+    await expect(page.get_by_role("heading", name="Check your e-mail")).to_be_visible()
+    link = smtp[0].link(account.email)
+    assert link.startswith(server.base + "/password/reset?token=")
+    await page.goto(link)
+    await assert_phone_friendly(page)
+    new_password = page.get_by_label("New password")
+    assert await new_password.get_attribute("autocomplete") == "new-password"
+    await new_password.fill("password1234")
+    await page.get_by_role("button", name="Save the password").click()
+    await expect(page.get_by_role("alert")).to_contain_text("data breaches")
+    await expect(page.get_by_label("New password")).to_have_attribute("aria-invalid", "true")
+    await page.get_by_label("New password").fill("three unrelated words here")
+    await page.get_by_role("button", name="Save the password").click()
+    await expect(page.get_by_role("heading", name="Password saved")).to_be_visible()
+    await page.get_by_role("link", name="Sign in").click()
+    await page.get_by_label("E-mail address").fill(account.email)
+    await page.get_by_label("Password").fill("three unrelated words here")
+    await page.get_by_role("button", name="Sign in").click()
+    await expect(page.get_by_role("heading", name="Your account")).to_be_visible()
+    await page.goto(link)  # the link was used up
+    await expect(page.get_by_role("heading", name="This link does not work")).to_be_visible()
     await context.close()
