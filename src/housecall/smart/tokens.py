@@ -145,6 +145,26 @@ async def revoke_account_grants(conn: Conn, account_id: str, now: int) -> None:
     )
 
 
+async def _holder_still_allowed(conn: Conn, grant: Grant, now: int) -> bool:
+    """The account behind a grant is enabled and, for a proxy, the patient's permission is active."""
+    if grant.account_id is None:
+        return True
+    disabled = await conn.fetchval("SELECT disabled FROM account WHERE id = $1", grant.account_id)
+    if disabled:
+        return False
+    if grant.actor_kind != "proxy":
+        return True
+    return bool(
+        await conn.fetchval(
+            "SELECT 1 FROM proxy_grant WHERE proxy_account_id = $1 AND patient_id = $2 AND revoked IS NULL "
+            "AND since <= $3 AND (until IS NULL OR until > $3)",
+            grant.account_id,
+            grant.patient_id,
+            now,
+        )
+    )
+
+
 # -- authorization codes -------------------------------------------------------------------------
 
 
@@ -198,7 +218,7 @@ async def redeem_code(
     if not verifier or not _VERIFIER.match(verifier) or not secrets.compare_digest(s256(verifier), challenge):
         raise OAuthError("invalid_grant", "code_verifier does not match the code_challenge")
     grant = await get_grant(conn, grant_id)
-    if grant is None or grant.revoked_at is not None:
+    if grant is None or grant.revoked_at is not None or not await _holder_still_allowed(conn, grant, now):
         raise OAuthError("invalid_grant", "the authorization was revoked")
     return grant, nonce
 
@@ -259,7 +279,7 @@ async def rotate_refresh(
     if used_at is not None or revoked_at is not None:
         await revoke_grant(conn, grant_id, now)
         raise OAuthError("invalid_grant", "the refresh token was already used; the authorization is revoked")
-    if grant.revoked_at is not None:
+    if grant.revoked_at is not None or not await _holder_still_allowed(conn, grant, now):
         raise OAuthError("invalid_grant", "the authorization was revoked")
     if expires_at <= now:
         raise OAuthError("invalid_grant", "the refresh token has expired")
@@ -329,16 +349,33 @@ async def introspect(
     return out
 
 
+# The bearer check: the token, its grant, and - in the same round trip - whether the account is
+# still enabled and, for a proxy, whether the patient's permission (identity's proxy_grant) is still
+# active, so that disabling an account or revoking a proxy ends its apps' access on the next request.
+_ACTOR_LOOKUP = (
+    "SELECT t.token_type, t.token_id, t.scopes, t.expires_at, t.revoked_at, g.revoked_at, g.client_id, "
+    "g.org_id, g.account_id, g.actor_kind, g.roles, g.fhir_user, g.patient_id, a.disabled, "
+    "CASE WHEN g.actor_kind = 'proxy' THEN EXISTS (SELECT 1 FROM proxy_grant p WHERE "
+    "p.proxy_account_id = g.account_id AND p.patient_id = g.patient_id AND p.revoked IS NULL "
+    "AND p.since <= $2 AND (p.until IS NULL OR p.until > $2)) ELSE TRUE END "
+    "FROM oauth_token t JOIN oauth_grant g ON g.grant_id = t.grant_id "
+    "LEFT JOIN account a ON a.id = g.account_id WHERE t.token_hash = $1"
+)
+
+
 async def lookup_actor(conn: Conn, token: str, now: int) -> Actor | None:
-    """The actor an access token stands for; None when it is unknown, expired or revoked."""
+    """The actor an access token stands for; None when it is unknown, expired or revoked, its
+    account is disabled, or the proxy permission it was issued under has ended."""
     if not token.startswith("hca_") or len(token) > 100:
         return None  # not one of ours (a JWT, a refresh token): no database round trip
-    row = await conn.fetchrow(_LOOKUP, token_hash(token))
+    row = await conn.fetchrow(_ACTOR_LOOKUP, token_hash(token), now)
     if row is None:
         return None
-    kind, token_id, scopes, _, expires, _, revoked, grant_revoked = row[:8]
-    client_id, org_id, account_id, actor_kind, roles, fhir_user, patient_id = row[8:]
+    kind, token_id, scopes, expires, revoked, grant_revoked, client_id, org_id = row[:8]
+    account_id, actor_kind, roles, fhir_user, patient_id, disabled, proxy_ok = row[8:]
     if kind != "access" or revoked is not None or grant_revoked is not None or expires <= now:
+        return None
+    if disabled or not proxy_ok:
         return None
     return Actor(
         kind=ActorKind(actor_kind), org_id=org_id, account_id=account_id,
