@@ -8,13 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse, Response
 
-from housecall import __version__
-from housecall.audit import chain
+from housecall.audit import chain, logsafe, trail
 from housecall.core.db import open_database
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import api as fhir_api
 from housecall.identity import views as identity_views
 from housecall.smart import views as smart_views
+from housecall.web import security
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -30,16 +30,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await trail.sink_for(app.state).close()  # events still queued, then their seals
             await sealer.stop()
             await db.close()
 
-    app = FastAPI(
-        title="Housecall", version=__version__, lifespan=lifespan, docs_url="/api/docs", redoc_url=None
-    )
+    # No software version in any response (SECURITY.md row 27): OpenAPI's required info.version
+    # names the API's version. No Swagger UI: it runs inline script from a CDN, which the CSP
+    # forbids; /openapi.json serves the description to any tool.
+    app = FastAPI(title="Housecall", version="1", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.settings = settings
     fhir_api.install(app)
     identity_views.install(app)  # sign-in, MFA, sessions, account pages (+ /static)
     smart_views.install(app)  # SMART on FHIR authorization server (docs/decisions/0008)
+    security.install(app, settings.cors_origins)
+    logsafe.install()
 
     @app.get("/", include_in_schema=False)
     async def home() -> Response:

@@ -65,7 +65,10 @@ def serve(
         _fail("SQLite serves from one process; use PostgreSQL for --workers > 1")
     uvicorn.run(
         "housecall.app:create_app", factory=True, host=host, port=port, workers=workers,
-        loop="uvloop", http="httptools", access_log=False, log_level="info",
+        loop="uvloop", http="httptools", log_level="info",
+        # No access log: its request lines carry query strings, and those carry health information
+        # (audit/logsafe.py). No Server header: no version for anyone to look up.
+        access_log=False, server_header=False,
     )  # fmt: skip
 
 

@@ -222,6 +222,25 @@ async def test_sink_group_commits_concurrent_events(db: Database) -> None:
     assert db.counter.statements - before < 20
 
 
+async def test_sink_without_waiting_stores_events_by_close(db: Database) -> None:
+    sink = trail.AuditSink(db)
+    for i in range(25):
+        await sink.record(reads(PATIENT, "p1", 1), wait=False)
+    await sink.close()
+    async with db.reader() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM audit_log") == 25
+
+
+async def test_sink_reports_a_failed_commit_to_the_waiting_request(db: Database) -> None:
+    sink = trail.AuditSink(db)
+    bad = trail.AuditEntry(None, 1, None, None, b"{}")  # type: ignore[arg-type]  # org_id is NOT NULL
+    with pytest.raises(Exception, match=r"(?i)null"):
+        await sink.record([bad])
+    await sink.record(reads(PATIENT, "p1", 1))  # the sink goes on
+    async with db.reader() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM audit_log") == 1
+
+
 async def test_server_sealer_links_new_events(db: Database) -> None:
     sealer = chain.Sealer(db, interval=0.05)
     sealer.start()

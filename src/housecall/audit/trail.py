@@ -65,51 +65,79 @@ class AuditSink:
     requests' events queue, and the next batch takes them all: concurrent readers share one INSERT
     and one commit instead of one each. On SQLite the batch goes through the single writer, so
     readers never contend for SQLite's file lock.
+
+    ``record(entries, wait=False)`` returns at once and the events follow in the next batch: the
+    response no longer waits for a commit, at the price of losing the last batch's events (a few
+    milliseconds of requests) if the process is killed. A failed batch of such events is retried
+    a few times, then logged as lost.
     """
+
+    RETRIES = 3
 
     def __init__(self, db: Database, in_flight: int | None = None) -> None:
         self._db = db
-        self._queue: list[tuple[Sequence[AuditEntry], asyncio.Future[None]]] = []
+        self._queue: list[_Queued] = []
         self._writers: set[asyncio.Task[None]] = set()
         # One batch at a time by default: while it commits the next one collects, so batches grow
         # with the load (more overlapping commits measured no faster on PostgreSQL - bench_audit).
         self._in_flight = in_flight or 1
 
-    async def record(self, entries: Sequence[AuditEntry]) -> None:
+    async def record(self, entries: Sequence[AuditEntry], *, wait: bool = True) -> None:
         if not entries:
             return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((entries, future))
+        future: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
+        self._queue.append(_Queued(entries, future))
         if len(self._writers) < self._in_flight:
             writer = asyncio.get_running_loop().create_task(self._drain())
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)
-        # shield: a client that disconnects does not cancel the batch its event is in.
-        await asyncio.shield(future)
+        if future is not None:
+            # shield: a client that disconnects does not cancel the batch its event is in.
+            await asyncio.shield(future)
 
     async def _drain(self) -> None:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
-                rows = [e for entries, _ in batch for e in entries]
+                rows = [e for item in batch for e in item.entries]
                 try:
                     async with self._db.transaction() as conn:
                         await append(conn, rows)
                 except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                    retry = []
+                    for item in batch:
+                        if item.future is not None:
+                            if not item.future.done():
+                                item.future.set_exception(exc)
+                        elif item.attempts < self.RETRIES:
+                            item.attempts += 1
+                            retry.append(item)
+                        else:
+                            log.error("%d audit events could not be stored and are lost", len(item.entries))
+                    if retry:
+                        log.warning("storing %d audit events failed; retrying", len(retry), exc_info=True)
+                        self._queue[:0] = retry
+                        await asyncio.sleep(0.5)
                 else:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_result(None)
+                    for item in batch:
+                        if item.future is not None and not item.future.done():
+                            item.future.set_result(None)
         finally:
+            # At once, not in a done-callback: a record() arriving before the callback ran would
+            # otherwise see a writer that is already gone and leave its events queued.
             self._writers.discard(asyncio.current_task())  # type: ignore[arg-type]
 
     async def close(self) -> None:
-        """Wait for the events already queued."""
+        """Wait for the events already queued (the server's shutdown calls it)."""
         while self._writers:
-            await asyncio.gather(*self._writers)
+            await asyncio.gather(*self._writers, return_exceptions=True)
+
+
+@dataclass(slots=True)
+class _Queued:
+    entries: Sequence[AuditEntry]
+    future: asyncio.Future[None] | None
+    attempts: int = 0
 
 
 @dataclass(frozen=True, slots=True)
