@@ -221,3 +221,23 @@ async def test_a_disabled_client_loses_its_tokens(smart: Smart) -> None:
         assert await disable_client(conn, client_id)
     assert (await smart.whoami(body["access_token"])).status_code == 401
     assert (await _refresh(smart, client_id, body["refresh_token"])).status_code == 401
+
+
+async def test_revocation_and_introspection_are_throttled_too(smart: Smart) -> None:
+    from housecall.smart.throttle import Throttle
+
+    client, secret = await smart.register(secret=True)
+    smart.app.state.smart_throttle = Throttle(3)
+    statuses = [
+        (
+            await smart.http.post(
+                "/oauth/introspect", headers=_basic(client.client_id, secret or ""), data={"token": "x"}
+            )
+        ).status_code
+        for _ in range(4)
+    ]
+    assert statuses == [200, 200, 200, 429]
+    revoked = await smart.http.post(
+        "/oauth/revoke", headers=_basic(client.client_id, secret or ""), data={"token": "x"}
+    )
+    assert revoked.status_code == 429 and revoked.headers["retry-after"]

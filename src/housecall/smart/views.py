@@ -25,6 +25,7 @@ from starlette.routing import Route
 from housecall.access.actor import ActorKind
 from housecall.core.db import Database
 from housecall.fhir.api import base_url
+from housecall.identity.sessions import client_address
 from housecall.smart import assertions, keys, tokens
 from housecall.smart import scopes as sc
 from housecall.smart.clients import Client, get_client, origin_of, registered_origins
@@ -398,18 +399,9 @@ async def authenticate_client(request: Request, form: FormData, *, require_confi
 async def token(request: Request) -> Response:
     # Public route: the client authenticates in the request itself.
     form = await request.form()
-    limiter: Throttle = _throttle(request)
-    ip = request.client.host if request.client else "?"
-    client_key = (_basic(request) or (str(form.get("client_id", "")), ""))[0] or assertions.unverified_issuer(
-        str(form.get("client_assertion", ""))
-    )
-    for key in (f"ip:{ip}", f"client:{client_key}" if client_key else ""):
-        wait = limiter.hit(key) if key else 0
-        if wait:
-            return JSONResponse(
-                {"error": "slow_down", "error_description": "too many token requests; retry later"}, status_code=429,
-                headers={**_NO_STORE, "Retry-After": str(wait)},
-            )  # fmt: skip
+    slow = _throttled(request, form)
+    if slow is not None:
+        return slow
     grant_type = form.get("grant_type")
     try:
         client = await authenticate_client(
@@ -431,6 +423,24 @@ async def token(request: Request) -> Response:
 def _field(form: FormData, name: str) -> str | None:
     value = form.get(name)
     return value if isinstance(value, str) else None
+
+
+def _throttled(request: Request, form: FormData) -> Response | None:
+    """429 with Retry-After when this client or this address has sent too many requests to the
+    token, revocation or introspection endpoint in the last minute; None otherwise."""
+    limiter = _throttle(request)
+    client_key = (_basic(request) or (str(form.get("client_id", "")), ""))[0] or assertions.unverified_issuer(
+        str(form.get("client_assertion", ""))
+    )
+    # The direct peer, as identity's sign-in throttle counts it (sessions.client_address).
+    for key in (f"ip:{client_address(request)}", f"client:{client_key}" if client_key else ""):
+        wait = limiter.hit(key) if key else 0
+        if wait:
+            return JSONResponse(
+                {"error": "slow_down", "error_description": "too many requests; retry later"}, status_code=429,
+                headers={**_NO_STORE, "Retry-After": str(wait)},
+            )  # fmt: skip
+    return None
 
 
 def _throttle(request: Request) -> Throttle:
@@ -539,6 +549,9 @@ async def _token_for_backend(request: Request, form: FormData, client: Client) -
 async def revoke(request: Request) -> Response:
     # Public route: the client authenticates in the request (public clients by client_id).
     form = await request.form()
+    slow = _throttled(request, form)
+    if slow is not None:
+        return slow
     try:
         client = await authenticate_client(request, form, require_confidential=False)
     except tokens.OAuthError as exc:
@@ -555,6 +568,9 @@ async def revoke(request: Request) -> Response:
 async def introspect(request: Request) -> Response:
     # Confidential clients only (RFC 7662 2.1: the endpoint requires authorization).
     form = await request.form()
+    slow = _throttled(request, form)
+    if slow is not None:
+        return slow
     try:
         client = await authenticate_client(request, form, require_confidential=True)
     except tokens.OAuthError as exc:
