@@ -32,17 +32,12 @@ from housecall.smart.clients import Client, get_client, origin_of, registered_or
 from housecall.smart.signin import SignedInUser, current_user, proxy_choices, signin_url
 from housecall.smart.throttle import Throttle
 from housecall.web.csrf import CsrfFailed, csrf_guard, csrf_token, set_pre_cookie
+from housecall.web.security import CSP
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
 _env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]))
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _CHALLENGE_LEN = 43  # base64url of a SHA-256 digest, unpadded (RFC 7636 4.2)
-# The pages' policy (web/security.py sends it on every response that sets none), with the app's
-# registered origin added to form-action on the consent page (see ``authorize``).
-CONSENT_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "font-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self' {origin}; object-src 'none'"
-)
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
 _B64URL = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 CAPABILITIES = [
@@ -258,7 +253,9 @@ async def authorize(request: Request) -> Response:
     # that redirect too, so this page allows the app's registered origin and nothing else.
     origin = origin_of(p["redirect_uri"])
     if _ORIGIN.match(origin):
-        page.headers["Content-Security-Policy"] = CONSENT_CSP.format(origin=origin)
+        page.headers["Content-Security-Policy"] = CSP.replace(
+            "form-action 'self'", f"form-action 'self' {origin}"
+        )
     return page
 
 
