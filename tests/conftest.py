@@ -11,7 +11,15 @@ import pytest
 from housecall.app import create_app
 from housecall.core.db import Database, open_database
 from housecall.core.settings import Settings
-from tests.support import ENGINES, drop_database, fixtures_dir, new_database
+from tests.support import (
+    ENGINES,
+    TEST_ORG,
+    drop_database,
+    fixtures_dir,
+    new_database,
+    provision_backend,
+    token_request,
+)
 
 
 @pytest.fixture(scope="session")
@@ -40,13 +48,19 @@ def fresh_database_url(engine: str, tmp_path: Path) -> Iterator[str]:
     drop_database(url)
 
 
-async def _client(url: str, **settings: object) -> AsyncIterator[httpx.AsyncClient]:
+async def _client(url: str, org_id: str = TEST_ORG, **settings: object) -> AsyncIterator[httpx.AsyncClient]:
+    """An in-process client of the app, signed in as a backend service of organization ``org_id``
+    (``system/*.cruds``, through the real token endpoint)."""
     app = create_app(Settings(database_url=url, **settings))  # type: ignore[arg-type]
     db: Database = open_database(url)
     await db.connect()
     app.state.db = db
+    client_id, secret = await provision_backend(url, org_id)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+        r = await client.post("/oauth/token", **token_request(client_id, secret))  # type: ignore[arg-type]
+        assert r.status_code == 200, r.text
+        client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
         yield client
     await db.close()
 

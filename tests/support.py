@@ -48,6 +48,58 @@ def drop_database(url: str) -> None:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# The organization `housecall import` creates on a database without any, so that the CLI tests and
+# the API clients of the suite see the same data.
+TEST_ORG = "default"
+BACKEND_SCOPES = "system/*.cruds"
+
+
+async def provision_backend(
+    url: str, org_id: str = TEST_ORG, scopes: str = BACKEND_SCOPES
+) -> tuple[str, str]:
+    """An organization (created when missing) and a backend client with a secret in it, the way an
+    operator registers an integration: returns (client_id, secret)."""
+    from housecall.core.db import open_database
+    from housecall.fhir.store import now_us
+    from housecall.smart.clients import create_client
+
+    db = open_database(url)
+    await db.connect()
+    try:
+        async with db.transaction() as conn:
+            if not await conn.fetchval("SELECT 1 FROM organization WHERE id = $1", org_id):
+                await conn.execute(
+                    "INSERT INTO organization (id, name, fhir_id, created) VALUES ($1, $2, NULL, $3)",
+                    org_id, f"Organization {org_id}", now_us(),
+                )  # fmt: skip
+            client, secret = await create_client(
+                conn, name="test suite", grant="client_credentials", scopes=scopes.split(), now_us=now_us(),
+                secret=True, org_id=org_id,
+            )  # fmt: skip
+    finally:
+        await db.close()
+    assert secret is not None
+    return client.client_id, secret
+
+
+def token_request(client_id: str, secret: str, scopes: str = BACKEND_SCOPES) -> dict[str, object]:
+    """The keyword arguments of a client_credentials token request (client_secret_basic)."""
+    return {"data": {"grant_type": "client_credentials", "scope": scopes}, "auth": (client_id, secret)}
+
+
+def backend_token(url: str, base: str, org_id: str = TEST_ORG, scopes: str = BACKEND_SCOPES) -> str:
+    """A bearer token of a backend client, issued by a live server's token endpoint."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    # In a thread of its own: callers may be inside a running event loop (async tests).
+    with ThreadPoolExecutor(1) as pool:
+        client_id, secret = pool.submit(asyncio.run, provision_backend(url, org_id, scopes)).result()
+    r = httpx.post(f"{base}/oauth/token", **token_request(client_id, secret, scopes), timeout=10)  # type: ignore[arg-type]
+    assert r.status_code == 200, r.text
+    return str(r.json()["access_token"])
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -89,6 +141,13 @@ class LiveServer:
             except httpx.HTTPError:
                 time.sleep(0.1)
         raise RuntimeError("server did not start in 30 s")
+
+    def auth_headers(self) -> dict[str, str]:
+        """An Authorization header of a backend service (``system/*.cruds``) of the test
+        organization, issued once by this server's token endpoint (tokens outlive restarts)."""
+        token = self.extra_env.get("_token") or backend_token(self.database_url, self.base)
+        self.extra_env["_token"] = token
+        return {"Authorization": f"Bearer {token}"}
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no flush - the crash case."""

@@ -15,9 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from housecall.core import migrate as migrations
-from housecall.core.db import DatabaseURL, open_database
+from housecall.core.db import Database, DatabaseURL, open_database
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import loader
+from housecall.fhir.store import now_us
 
 app = typer.Typer(
     help="Housecall: telehealth on a FHIR R4 store.", no_args_is_help=True, add_completion=False
@@ -79,10 +80,40 @@ async def _load_demo(settings: Settings) -> dict[str, int]:
     db = open_database(settings.database_url)
     await db.connect()
     try:
-        await loader.load_bundle(db, settings, "transaction", bundle)
+        org = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Organization")
+        async with db.transaction() as conn:
+            if not await conn.fetchval("SELECT 1 FROM organization WHERE id = $1", DEMO_ORG):
+                await conn.execute(
+                    "INSERT INTO organization (id, name, fhir_id, created) VALUES ($1, $2, $3, $4)",
+                    DEMO_ORG, org["name"], org["id"], now_us(),
+                )  # fmt: skip
+        await loader.load_bundle(db, settings, DEMO_ORG, "transaction", bundle)
     finally:
         await db.close()
     return demo_summary(bundle)
+
+
+DEMO_ORG = "demo"
+
+
+async def _import_org(db: Database, org_id: str | None) -> str:
+    """The organization an import loads into: the one named, the only one there is, or - on a
+    database without any - a new organization ``default``."""
+    async with db.transaction() as conn:
+        known = [r[0] for r in await conn.fetch("SELECT id FROM organization ORDER BY id")]
+        if org_id is not None:
+            if org_id not in known:
+                _fail(f"no organization '{org_id}' (create it with `housecall org create`)")
+            return org_id
+        if len(known) == 1:
+            return str(known[0])
+        if known:
+            _fail(f"this database holds several organizations ({', '.join(known)}): choose one with --org")
+        await conn.execute(
+            "INSERT INTO organization (id, name, fhir_id, created) VALUES ($1, $2, NULL, $3)",
+            "default", "Default organization", now_us(),
+        )  # fmt: skip
+        return "default"
 
 
 @app.command()
@@ -109,6 +140,7 @@ def demo(
 @app.command("import")
 def import_(
     paths: Annotated[list[Path], typer.Argument(help="Bundle (.json) and NDJSON files or folders")],
+    org: Annotated[str | None, typer.Option(help="organization to load into (default: the only one)")] = None,
 ) -> None:
     """Load FHIR Bundles (transaction, batch, collection) and NDJSON; importing twice changes nothing."""
     settings = _settings()
@@ -130,7 +162,8 @@ def import_(
                 TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
             ) as bar:
                 task = bar.add_task("import", total=total)
-                return await loader.import_paths(db, settings, files, lambda n: bar.advance(task, n))
+                org_id = await _import_org(db, org)
+                return await loader.import_paths(db, settings, org_id, files, lambda n: bar.advance(task, n))
         finally:
             await db.close()
 

@@ -17,9 +17,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from housecall.cli import DEMO_ORG
 from housecall.core import migrate as migrations
 from tests.conftest import _client
-from tests.support import PG_ADMIN_URL, drop_database
+from tests.support import PG_ADMIN_URL, TEST_ORG, drop_database
 
 
 def hc(database_url: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -53,10 +54,10 @@ def empty_database_url(engine: str, tmp_path: Path) -> Iterator[str]:
     drop_database(url)
 
 
-async def type_counts(url: str) -> dict[str, int]:
-    """Live resources per type and the number of stored versions, through the API."""
+async def type_counts(url: str, org_id: str = TEST_ORG) -> dict[str, int]:
+    """Live resources per type and the number of stored versions of an organization, through the API."""
     counts: dict[str, int] = {}
-    async for client in _client(url):
+    async for client in _client(url, org_id):
         r = await client.get("/fhir/_history?_count=1000")
         history = r.json()
         types = {e["request"]["url"].split("/")[0] for e in history.get("entry", [])}
@@ -261,14 +262,14 @@ async def test_demo_load_only_twice_makes_no_duplicates(fresh_database_url: str)
 
     r = hc(url, "demo", "--load-only")
     assert r.returncode == 0, r.stderr
-    first = await type_counts(url)
+    first = await type_counts(url, DEMO_ORG)
     versions = first.pop("versions")
     assert first == expected
     assert versions == sum(expected.values())
 
     r = hc(url, "demo", "--load-only")
     assert r.returncode == 0, r.stderr
-    second = await type_counts(url)
+    second = await type_counts(url, DEMO_ORG)
     second_versions = second.pop("versions")
     assert second == expected, "loading the demo again made duplicates"
     if dt.date.today() == day:  # the time-relative data moves with the date

@@ -32,8 +32,11 @@ def base(fhir_base: str) -> str:
 
 
 @pytest.fixture
-def smart(base: str) -> smart_client.FHIRClient:
-    return smart_client.FHIRClient(settings={"app_id": "housecall-tests", "api_base": base})
+def smart(base: str, fhir_token: str) -> smart_client.FHIRClient:
+    client = smart_client.FHIRClient(settings={"app_id": "housecall-tests", "api_base": base})
+    # A backend service's token (the test organization's); fhirclient sends its session's headers.
+    client.server.session.headers["Authorization"] = f"Bearer {fhir_token}"
+    return client
 
 
 def strict(body: dict[str, Any]) -> Any:
@@ -44,9 +47,13 @@ def strict(body: dict[str, Any]) -> Any:
 
 
 def test_prepare_reads_the_capability_statement_strictly(smart: smart_client.FHIRClient, base: str) -> None:
-    # prepare() GETs /metadata and builds the CapabilityStatement model (strict); with no security
-    # section there is no OAuth to do, so the client is ready.
-    assert smart.prepare() is True
+    # prepare() GETs /metadata and builds the CapabilityStatement model (strict). The security
+    # section announces SMART on FHIR, so fhirclient finds the OAuth endpoints there and is not
+    # ready until it holds a token of its own.
+    assert smart.prepare() is False
+    server_root = base.removesuffix("/fhir")
+    assert smart.authorize_url.startswith(f"{server_root}/oauth/authorize")
+    assert smart.server.auth.auth_type == "oauth2"
     cs = smart.server.capabilityStatement
     assert isinstance(cs, CapabilityStatement)
     assert cs.fhirVersion == "4.0.1"
@@ -143,11 +150,12 @@ def test_search_and_paging_through_absolute_next_links(smart: smart_client.FHIRC
     assert [o.id for o in chained.perform_resources_iter(server)] == [obs_id]
 
 
-def _sample_bodies(base: str) -> list[tuple[str, int, dict[str, Any]]]:
+def _sample_bodies(base: str, token: str) -> list[tuple[str, int, dict[str, Any]]]:
     """(label, status, body) for one response of each kind the API produces."""
     out: list[tuple[str, int, dict[str, Any]]] = []
     s = requests.Session()
     s.headers.update(FHIR_JSON)
+    s.headers["Authorization"] = f"Bearer {token}"
 
     def grab(label: str, r: requests.Response) -> dict[str, Any]:
         body = r.json()
@@ -226,8 +234,8 @@ def _sample_bodies(base: str) -> list[tuple[str, int, dict[str, Any]]]:
     return out
 
 
-def test_every_kind_of_response_body_is_strict_r4(base: str) -> None:
-    bodies = _sample_bodies(base)
+def test_every_kind_of_response_body_is_strict_r4(base: str, fhir_token: str) -> None:
+    bodies = _sample_bodies(base, fhir_token)
     statuses = {label: status for label, status, _ in bodies}
     for label, status, body in bodies:
         model = strict(body)

@@ -20,6 +20,12 @@ def server(fhir_base: str) -> str:
     return fhir_base
 
 
+@pytest.fixture(scope="module")
+def auth(fhir_token: str) -> str:
+    """The Authorization header value of a backend service of the test organization."""
+    return f"Bearer {fhir_token}"
+
+
 class RecordingClient(AsyncFHIRClient):
     """Remembers every request fhirpy makes (path and params), to see what it sent."""
 
@@ -47,8 +53,8 @@ def new_system() -> str:
     return f"urn:test:fhirpy:{uuid.uuid4().hex}"
 
 
-async def test_create_read_update_patch_refresh_delete(server: str) -> None:
-    client = AsyncFHIRClient(server)
+async def test_create_read_update_patch_refresh_delete(server: str, auth: str) -> None:
+    client = AsyncFHIRClient(server, authorization=auth)
     system = new_system()
     p = client.resource(
         "Patient",
@@ -85,7 +91,7 @@ async def test_create_read_update_patch_refresh_delete(server: str) -> None:
     p["gender"] = "unknown"
     await p.refresh()
     assert p["gender"] == "unknown"
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers={"Authorization": auth}) as http:
         r = await http.get(f"{server}/Patient/{pid}", headers={"If-None-Match": "3"})
         assert r.status_code == 304
         assert r.headers["etag"] == 'W/"3"'
@@ -100,14 +106,14 @@ async def test_create_read_update_patch_refresh_delete(server: str) -> None:
     await p.delete()
     with pytest.raises(ResourceNotFound):
         await client.reference("Patient", pid).to_resource()
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers={"Authorization": auth}) as http:
         r = await http.get(f"{server}/Patient/{pid}")
         assert r.status_code == 410
         assert r.json()["issue"][0]["code"] == "deleted"
 
 
-async def test_get_or_create(server: str) -> None:
-    client = RecordingClient(server)
+async def test_get_or_create(server: str, auth: str) -> None:
+    client = RecordingClient(server, authorization=auth)
     system = new_system()
     res = client.resource(
         "Patient", identifier=[{"system": system, "value": "42"}], name=[{"family": "Once"}]
@@ -124,14 +130,14 @@ async def test_get_or_create(server: str) -> None:
     assert await search.count() == 1
 
 
-async def test_control_parameters_in_the_query_of_a_post_are_not_criteria(server: str) -> None:
+async def test_control_parameters_in_the_query_of_a_post_are_not_criteria(server: str, auth: str) -> None:
     """fhirpy's conditional create travels in the query string; `_format`/`_pretty` there are no criteria.
 
     Before the fix a POST /Patient?_format=json was taken as "create if none exists matching
     nothing", so with one Patient stored it returned that Patient (200, nothing created) and with two
     it failed with 412.
     """
-    client = AsyncFHIRClient(server)
+    client = AsyncFHIRClient(server, authorization=auth)
     for n in range(2):  # make sure there are Patients to be wrongly "found"
         await client.resource("Patient", name=[{"family": f"Existing{n}"}]).save()
     for params in ({"_format": "json"}, {"_pretty": "true"}, {"_format": "json", "_pretty": "false"}):
@@ -144,8 +150,8 @@ async def test_control_parameters_in_the_query_of_a_post_are_not_criteria(server
         assert body["meta"]["versionId"] == "1"
 
 
-async def test_search_with_several_parameters(server: str) -> None:
-    client = AsyncFHIRClient(server)
+async def test_search_with_several_parameters(server: str, auth: str) -> None:
+    client = AsyncFHIRClient(server, authorization=auth)
     system = new_system()
     people = [
         ("a", "Brown", "female", "1985-02-03"),
@@ -203,8 +209,8 @@ async def test_search_with_several_parameters(server: str) -> None:
     assert modes == [("include", "Patient")] * 2 + [("match", "Observation")] * 2
 
 
-async def test_fetch_all_pages_through_next_links_and_count(server: str) -> None:
-    client = RecordingClient(server)
+async def test_fetch_all_pages_through_next_links_and_count(server: str, auth: str) -> None:
+    client = RecordingClient(server, authorization=auth)
     patient = client.resource("Patient", name=[{"family": "Pager"}])
     await patient.save()
     created = []
@@ -238,13 +244,13 @@ async def test_fetch_all_pages_through_next_links_and_count(server: str) -> None
     assert await later.count() == 5
 
 
-async def test_unknown_parameters_lenient_by_default_strict_on_request(server: str) -> None:
+async def test_unknown_parameters_lenient_by_default_strict_on_request(server: str, auth: str) -> None:
     system = new_system()
-    lenient = AsyncFHIRClient(server)
+    lenient = AsyncFHIRClient(server, authorization=auth)
     await lenient.resource("Patient", identifier=[{"system": system, "value": "x"}]).save()
     found = await lenient.resources("Patient").search(identifier=f"{system}|x", not_a_param="1").fetch()
     assert len(found) == 1
-    strict = AsyncFHIRClient(server, extra_headers={"Prefer": "handling=strict"})
+    strict = AsyncFHIRClient(server, authorization=auth, extra_headers={"Prefer": "handling=strict"})
     with pytest.raises(OperationOutcome) as info:
         await strict.resources("Patient").search(identifier=f"{system}|x", not_a_param="1").fetch()
     issue = info.value.resource["issue"][0]

@@ -38,16 +38,18 @@ def patient(pid: str, family: str) -> dict[str, Any]:
     return {"resourceType": "Patient", "id": pid, "name": [{"family": family}], "gender": "unknown"}
 
 
-async def concurrently(base: str, requests: list[dict[str, Any]]) -> list[httpx.Response]:
+async def concurrently(live: LiveServer, requests: list[dict[str, Any]]) -> list[httpx.Response]:
     """Send the requests at once, each on its own (already open) connection."""
     limits = httpx.Limits(max_connections=len(requests), max_keepalive_connections=len(requests))
-    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=60) as client:
+    async with httpx.AsyncClient(
+        base_url=live.base, limits=limits, timeout=60, headers=live.auth_headers()
+    ) as client:
         await asyncio.gather(*(client.get("/healthz") for _ in requests))  # open the connections
         return list(await asyncio.gather(*(client.request(**req) for req in requests)))
 
 
-async def history(base: str, res_type: str, res_id: str) -> list[dict[str, Any]]:
-    async with httpx.AsyncClient(base_url=base, timeout=60) as client:
+async def history(live: LiveServer, res_type: str, res_id: str) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(base_url=live.base, timeout=60, headers=live.auth_headers()) as client:
         r = await client.get(f"/fhir/{res_type}/{res_id}/_history?_count=1000")
         assert r.status_code == 200, r.text
         body = r.json()
@@ -57,7 +59,7 @@ async def history(base: str, res_type: str, res_id: str) -> list[dict[str, Any]]
 
 async def test_concurrent_if_match_has_one_winner(live: LiveServer) -> None:
     pid = f"race-{uuid.uuid4().hex[:12]}"
-    async with httpx.AsyncClient(base_url=live.base, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=live.base, timeout=60, headers=live.auth_headers()) as client:
         r = await client.put(f"/fhir/Patient/{pid}", json=patient(pid, "Original"), headers=FHIR)
         assert r.status_code == 201, r.text
         assert r.headers["etag"] == 'W/"1"'
@@ -71,7 +73,7 @@ async def test_concurrent_if_match_has_one_winner(live: LiveServer) -> None:
         }
         for n in range(N)
     ]
-    responses = await concurrently(live.base, requests)
+    responses = await concurrently(live, requests)
     statuses = Counter(r.status_code for r in responses)
     assert statuses == Counter({200: 1, 412: N - 1}), statuses
     for r in responses:
@@ -80,17 +82,17 @@ async def test_concurrent_if_match_has_one_winner(live: LiveServer) -> None:
     winner = next(r.json() for r in responses if r.status_code == 200)
     assert winner["meta"]["versionId"] == "2"
 
-    async with httpx.AsyncClient(base_url=live.base, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=live.base, timeout=60, headers=live.auth_headers()) as client:
         current = (await client.get(f"/fhir/Patient/{pid}")).json()
     assert current["meta"]["versionId"] == "2"
     assert current["name"] == winner["name"]
-    versions = await history(live.base, "Patient", pid)
+    versions = await history(live, "Patient", pid)
     assert sorted(v["meta"]["versionId"] for v in versions) == ["1", "2"]
 
 
 async def test_concurrent_updates_lose_nothing(live: LiveServer) -> None:
     pid = f"busy-{uuid.uuid4().hex[:12]}"
-    async with httpx.AsyncClient(base_url=live.base, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=live.base, timeout=60, headers=live.auth_headers()) as client:
         r = await client.put(f"/fhir/Patient/{pid}", json=patient(pid, "Original"), headers=FHIR)
         assert r.status_code == 201, r.text
 
@@ -99,12 +101,12 @@ async def test_concurrent_updates_lose_nothing(live: LiveServer) -> None:
         {"method": "PUT", "url": f"/fhir/Patient/{pid}", "json": patient(pid, family), "headers": FHIR}
         for family in families
     ]
-    responses = await concurrently(live.base, requests)
+    responses = await concurrently(live, requests)
     assert [r.status_code for r in responses] == [200] * N, [(r.status_code, r.text[:200]) for r in responses]
     answered = sorted(int(r.json()["meta"]["versionId"]) for r in responses)
     assert answered == list(range(2, N + 2)), "two updates were answered with the same version"
 
-    versions = await history(live.base, "Patient", pid)
+    versions = await history(live, "Patient", pid)
     assert sorted(int(v["meta"]["versionId"]) for v in versions) == list(range(1, N + 2))
     stored_families = Counter(v["name"][0]["family"] for v in versions)
     assert stored_families == Counter(["Original", *families]), "an update was lost or stored twice"
@@ -123,7 +125,7 @@ async def test_concurrent_update_as_create_loses_nothing(live: LiveServer, engin
         {"method": "PUT", "url": f"/fhir/Patient/{pid}", "json": patient(pid, f"Writer{n}"), "headers": FHIR}
         for n in range(N)
     ]
-    responses = await concurrently(live.base, requests)
+    responses = await concurrently(live, requests)
     statuses = Counter(r.status_code for r in responses)
     assert statuses[201] == 1, statuses
     assert set(statuses) <= {200, 201}, statuses
@@ -131,7 +133,7 @@ async def test_concurrent_update_as_create_loses_nothing(live: LiveServer, engin
     accepted = [r.json() for r in responses if r.status_code in (200, 201)]
     answered = sorted(int(b["meta"]["versionId"]) for b in accepted)
     assert answered == list(range(1, len(accepted) + 1))
-    versions = await history(live.base, "Patient", pid)
+    versions = await history(live, "Patient", pid)
     assert len(versions) == len(accepted)
     by_version = {v["meta"]["versionId"]: v["name"] for v in versions}
     for body in accepted:
@@ -157,7 +159,7 @@ async def test_concurrent_conditional_creates_make_one_resource(live: LiveServer
             }
             request = {"method": "POST", "url": "/fhir", "headers": FHIR,
                        "json": {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}}  # fmt: skip
-        responses = await concurrently(live.base, [request] * N)
+        responses = await concurrently(live, [request] * N)
         assert [r.status_code for r in responses if r.status_code not in (200, 201)] == [], form
         if form == "header":
             ids = {r.json()["id"] for r in responses}
@@ -167,6 +169,6 @@ async def test_concurrent_conditional_creates_make_one_resource(live: LiveServer
             ids = {x["location"].split("/")[1] for x in results}
             assert Counter(x["status"].split()[0] for x in results) == Counter({"201": 1, "200": N - 1})
         assert len(ids) == 1, f"{form}: {len(ids)} resources created for one identifier"
-        async with httpx.AsyncClient(base_url=live.base, timeout=60) as client:
+        async with httpx.AsyncClient(base_url=live.base, timeout=60, headers=live.auth_headers()) as client:
             r = await client.get(f"/fhir/Patient?{criteria}&_summary=count")
             assert r.json()["total"] == 1, form

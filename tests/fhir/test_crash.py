@@ -41,14 +41,15 @@ def observation(run: str, thread: int, n: int) -> dict[str, Any]:
 
 
 class Poster(threading.Thread):
-    def __init__(self, base: str, run: str, number: int, stop: threading.Event) -> None:
+    def __init__(self, base: str, auth: dict[str, str], run: str, number: int, stop: threading.Event) -> None:
         super().__init__(daemon=True)
         self.base, self.run_id, self.number, self.stop = base, run, number, stop
+        self.auth = auth
         self.acknowledged: dict[str, str] = {}  # id -> identifier value
         self.errors_before_kill: list[str] = []
 
     def run(self) -> None:
-        with httpx.Client(base_url=self.base, timeout=10) as client:
+        with httpx.Client(base_url=self.base, timeout=10, headers=self.auth) as client:
             n = 0
             while not self.stop.is_set():
                 body = observation(self.run_id, self.number, n)
@@ -67,7 +68,8 @@ def test_kill_9_loses_no_acknowledged_create(fresh_database_url: str, engine: st
     run = uuid.uuid4().hex[:8]
     server = LiveServer(fresh_database_url).start()
     stop = threading.Event()
-    posters = [Poster(server.base, run, n, stop) for n in range(THREADS)]
+    auth = server.auth_headers()
+    posters = [Poster(server.base, auth, run, n, stop) for n in range(THREADS)]
     try:
         for p in posters:
             p.start()
@@ -97,7 +99,7 @@ def test_kill_9_loses_no_acknowledged_create(fresh_database_url: str, engine: st
     restarted = LiveServer(fresh_database_url).start()
     try:
         missing, wrong = [], []
-        with httpx.Client(base_url=restarted.base, timeout=30) as client:
+        with httpx.Client(base_url=restarted.base, timeout=30, headers=auth) as client:
             for res_id, value in acknowledged.items():
                 r = client.get(f"/fhir/Observation/{res_id}")
                 if r.status_code != 200:

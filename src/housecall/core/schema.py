@@ -37,6 +37,8 @@ resource = Table(
     Column("last_updated", BigInteger, nullable=False),
     Column("deleted", Boolean, nullable=False),
     Column("content", LargeBinary, nullable=True),
+    # The organization (tenant) the resource belongs to; every read names it (fhir/store.py).
+    Column("org_id", String(64), nullable=False),
     Index("ix_resource_type_updated", "res_type", "last_updated"),
 )
 
@@ -50,6 +52,7 @@ resource_history = Table(
     Column("deleted", Boolean, nullable=False),
     Column("method", String(8), nullable=False),
     Column("content", LargeBinary, nullable=True),
+    Column("org_id", String(64), nullable=False),
     Index("ix_history_updated", "last_updated"),
 )
 
@@ -132,3 +135,6 @@ import housecall.audit.tables  # noqa: E402
 
 # The SMART authorization server's clients, grants and tokens register themselves the same way.
 import housecall.smart.tables  # noqa: E402
+
+# Emergency (break-glass) access records, kept by the access path.
+import housecall.access.tables  # noqa: E402

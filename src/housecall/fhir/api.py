@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -17,6 +18,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.routing import Route
 
+from housecall.access.actor import Actor
+from housecall.access.policy import Access
+from housecall.audit.events import AuditRequest, Outcome, entries_for
+from housecall.audit.trail import sink_for
 from housecall.core.db import Conn, Database, DatabaseUnavailable
 from housecall.core.settings import Settings
 from housecall.fhir import bundles, jsonio
@@ -26,6 +31,8 @@ from housecall.fhir.errors import FhirError, OutcomeIssue, bad_request, operatio
 from housecall.fhir.operations import everything, validate_op
 from housecall.fhir.render import history_bundle, resource_bytes, searchset
 from housecall.fhir.store import Stored
+from housecall.identity.sessions import actor_for_request
+from housecall.smart.tokens import actor_for_token
 
 log = logging.getLogger(__name__)
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -88,9 +95,13 @@ def _settings(request: Request) -> Settings:
 
 
 def _ctx(request: Request, conn: Conn) -> ix.Ctx:
+    """The interactions' context for this request: its access (loaded once, in ``_route``) and
+    the audit notes every context of the request adds to."""
+    trail: _Trail = request.state.fhir_trail
     return ix.Ctx(
-        conn, _settings(request), base_url(request), strict=prefer(request).get("handling") == "strict"
-    )
+        conn, _settings(request), base_url(request), request.state.fhir_access,
+        strict=prefer(request).get("handling") == "strict", touched=trail.touched, refs=trail.refs,
+    )  # fmt: skip
 
 
 async def _body(request: Request) -> bytes:
@@ -194,13 +205,26 @@ async def _history(request: Request, res_type: str | None, res_id: str | None, p
     if res_type:
         ix.check_type(res_type)
     async with _db(request).reader() as conn:
-        store = ix.Store(conn)
+        ctx = _ctx(request, conn)
+        store = ctx.store
         if res_id is not None:
             assert res_type is not None
-            if await store.read(res_type, res_id) is None:
+            current = await store.read(res_type, res_id)
+            if current is None or not ctx.access.can_read(current, "history-instance"):
                 raise ix.not_found(res_type, res_id)
+        elif not ctx.access.reads_whole_organization(res_type):
+            # Type and system history cannot be narrowed to a patient's record in SQL (a deleted
+            # version has no content saying whose it was): only organization-wide readers have them.
+            raise FhirError(
+                403, "forbidden", "history of a whole type or system needs organization-wide access"
+            )
         versions = await store.history(res_type, res_id, since, count + 1, offset)
         total = await store.count_history(res_type, res_id, since)
+        if res_id is not None:
+            versions = [v for v in versions if v.deleted or ctx.access.can_read(v, "history-instance")]
+        for v in versions:
+            if not v.deleted:
+                ctx.saw(v)
     return fhir_response(history_bundle(base_url(request), path, versions, total, query, count, offset))
 
 
@@ -396,7 +420,6 @@ async def dispatch(request: Request) -> Response:
 
 
 async def _route(request: Request) -> Response:
-    # Authorization arrives with the identity issue; until then the API is open on 127.0.0.1.
     parts = [p for p in request.path_params.get("path", "").split("/") if p]
     shape, args = _shape(parts)
     if len(parts) > 4 or (shape == "T/I/$everything" and args[0] != "Patient"):
@@ -409,7 +432,91 @@ async def _route(request: Request) -> Response:
             raise FhirError(405, "not-supported", f"{request.method} is not supported on this path")
         else:
             raise FhirError(404, "not-supported", f"no FHIR interaction at /fhir/{'/'.join(parts)}")
-    return await handler(request, *args)
+    if shape == "metadata":
+        return await handler(request)  # public: it describes the server, never data
+    async with _db(request).reader() as conn:
+        actor = await authenticate(request, conn)
+        request.state.fhir_access = await Access.load(conn, actor)
+    request.state.fhir_trail = trail = _Trail()
+    status = 500
+    try:
+        response = await handler(request, *args)
+        status = response.status_code
+        return response
+    except FhirError as exc:
+        status = exc.status
+        raise
+    finally:
+        await _audit(request, actor, request.method, shape, args, status, trail)
+
+
+async def authenticate(request: Request, conn: Conn) -> Actor:
+    """The actor of a FHIR request: a bearer token (SMART apps, devices, backend services) or, for
+    reads only, the page session of a signed-in person. Anything else is 401."""
+    if request.headers.get("authorization") is not None:
+        actor = await actor_for_token(request, conn)
+    elif request.method in ("GET", "HEAD") or (
+        request.method == "POST" and request.url.path.endswith("/_search")
+    ):
+        # Cookies ride along on cross-site requests; only reads may use them (writes need a token).
+        actor = await actor_for_request(request)
+    else:
+        actor = None
+    if actor is None:
+        raise FhirError(
+            401, "login", "sign in, or send an access token (Authorization: Bearer)",
+            headers={"WWW-Authenticate": 'Bearer realm="housecall"'},
+        )  # fmt: skip
+    return actor
+
+
+@dataclass
+class _Trail:
+    """What one request touched, for its audit events (filled by the interactions' ``Ctx``)."""
+
+    touched: dict[str, None] = field(default_factory=dict)
+    refs: list[str] = field(default_factory=list)
+
+
+_INTERACTION = {
+    ("POST", ""): "batch", ("GET", "_history"): "history-system", ("GET", "T"): "search-type",
+    ("POST", "T"): "create", ("PUT", "T"): "update", ("DELETE", "T"): "delete",
+    ("GET", "T/_history"): "history-type", ("POST", "T/_search"): "search-type",
+    ("POST", "T/$validate"): "operation", ("GET", "T/I"): "read", ("HEAD", "T/I"): "read",
+    ("PUT", "T/I"): "update", ("PATCH", "T/I"): "patch", ("DELETE", "T/I"): "delete",
+    ("GET", "T/I/_history"): "history-instance", ("POST", "T/I/$validate"): "operation",
+    ("GET", "T/I/$everything"): "operation", ("GET", "T/I/_history/V"): "vread",
+}  # fmt: skip
+
+
+async def _audit(
+    request: Request, actor: Actor, method: str, shape: str, args: list[str], status: int, trail: _Trail
+) -> None:
+    """One AuditEvent per patient the request touched (or one naming what was asked), allowed and
+    denied alike; committed before the response leaves (IHE BALP, SECURITY.md rows 1 and 10)."""
+    interaction = _INTERACTION.get((method, shape), "operation")
+    operation = next((a for a in shape.split("/") if a.startswith("$")), None)
+    query: list[tuple[str, str]] = list(request.query_params.multi_items()) if "search" in interaction else []
+    what = AuditRequest(
+        interaction=interaction,
+        res_type=args[0] if args else None,
+        res_id=args[1] if len(args) > 1 else None,
+        version=args[2] if len(args) > 2 else None,
+        operation=operation,
+        query=query,
+        address=request.client.host if request.client else None,
+    )
+    outcome = (
+        Outcome.SUCCESS
+        if status < 400
+        else Outcome.MINOR_FAILURE
+        if status < 500
+        else Outcome.SERIOUS_FAILURE
+    )
+    entries = entries_for(
+        actor, what, outcome, patient_ids=trail.touched, what=trail.refs if status < 400 else ()
+    )
+    await sink_for(request.app.state).record(entries)
 
 
 def install(app: FastAPI) -> None:

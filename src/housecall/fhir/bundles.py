@@ -198,7 +198,7 @@ async def _store_posts(ctx: ix.Ctx, posts: list[Entry]) -> None:
     pending: asyncio.Task[None] | None = None
     try:
         for start in range(0, len(posts), POST_CHUNK):
-            writes = _prepare_posts(posts[start : start + POST_CHUNK], existing)
+            writes = _prepare_posts(ctx, posts[start : start + POST_CHUNK], existing)
             if pending is not None:
                 await pending
             pending = asyncio.ensure_future(ctx.store.apply(writes))
@@ -217,7 +217,7 @@ async def _store_posts(ctx: ix.Ctx, posts: list[Entry]) -> None:
 POST_CHUNK = 50
 
 
-def _prepare_posts(posts: list[Entry], existing: dict[tuple[str, str], Stored]) -> list[Write]:
+def _prepare_posts(ctx: ix.Ctx, posts: list[Entry], existing: dict[tuple[str, str], Stored]) -> list[Write]:
     writes = []
     for e in posts:
         res_type = e.url.split("?")[0].split("/")[-1]
@@ -227,12 +227,18 @@ def _prepare_posts(posts: list[Entry], existing: dict[tuple[str, str], Stored]) 
         if found is not None and not found.deleted:
             # Already stored under this identity: a match, as for If-None-Exist - the POST never
             # changes it (a PUT does), so loading the same Bundles again is a no-op.
+            if not ctx.access.can_read(found):
+                raise ix.not_found(res_type, res_id)
+            ctx.saw(found)
             e.outcome = ix.Outcome(200, found)
             continue
         if found is not None:  # deleted since: created again, as a new version of the same id
             w = version_write(resource, res_id, found.version + 1, replace=True)
         else:
             w = version_write(resource, res_id, 1, replace=False)
+        patients = ix.write_patients(w)
+        ctx.access.check_write("create", res_type, res_id, resource, None, patients)
+        ctx.saw(w.stored(), patients)
         e.outcome = ix.Outcome(201, w.stored())
         writes.append(w)
     return writes

@@ -7,12 +7,15 @@ transaction and raises ``FhirError`` for anything the client must be told.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
 
+from housecall.access.actor import Actor
+from housecall.access.policy import Access, patients_of
 from housecall.core.db import Conn
 from housecall.core.settings import Settings
 from housecall.fhir import jsonio
@@ -26,14 +29,34 @@ ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345
 
 @dataclass
 class Ctx:
+    """One request's view of the store: its connection, and the access of the actor making it.
+
+    Every interaction below asks ``access`` before it reads or writes; ``touched`` collects the
+    patients whose records the request read or wrote, and ``refs`` the resources, for the audit
+    trail."""
+
     conn: Conn
     settings: Settings
     base_url: str  # absolute base of the FHIR endpoint as the client addressed it, e.g. http://h/fhir
+    access: Access
     strict: bool = False
+    touched: dict[str, None] = field(default_factory=dict)
+    refs: list[str] = field(default_factory=list)
 
     @property
     def store(self) -> Store:
-        return Store(self.conn)
+        return Store(self.conn, self.access.actor.org_id)
+
+    @property
+    def actor(self) -> Actor:
+        return self.access.actor
+
+    def saw(self, stored: Stored, patients: Iterable[str] | None = None) -> None:
+        """Note for the audit trail that this request acted on ``stored``."""
+        for p in patients if patients is not None else patients_of(stored):
+            self.touched[p] = None
+        if len(self.refs) < 50:
+            self.refs.append(f"{stored.res_type}/{stored.res_id}/_history/{stored.version}")
 
 
 @dataclass
@@ -128,7 +151,11 @@ def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 async def read(ctx: Ctx, res_type: str, res_id: str) -> Outcome:
     check_type(res_type)
-    stored = _current_or_gone(await ctx.store.read(res_type, res_id), res_type, res_id)
+    stored = await ctx.store.read(res_type, res_id)
+    if stored is not None and not ctx.access.can_read(stored):
+        raise not_found(res_type, res_id)
+    stored = _current_or_gone(stored, res_type, res_id)
+    ctx.saw(stored)
     return Outcome(200, stored)
 
 
@@ -137,8 +164,9 @@ async def vread(ctx: Ctx, res_type: str, res_id: str, version: str) -> Outcome:
     if not version.isdigit():
         raise not_found(res_type, f"{res_id}/_history/{version}")
     stored = await ctx.store.read_version(res_type, res_id, int(version))
-    if stored is None:
+    if stored is None or not ctx.access.can_read(stored, "vread"):
         raise not_found(res_type, f"{res_id}/_history/{version}")
+    ctx.saw(stored)
     if stored.deleted:
         raise FhirError(410, "deleted", f"{res_type}/{res_id} version {version} is a deletion")
     return Outcome(200, stored)
@@ -159,7 +187,10 @@ async def find_by_criteria(ctx: Ctx, res_type: str, criteria: str, *, limit: int
     # concurrent conditional creates cannot both find nothing and both create. The search below
     # then runs on a fresh snapshot (read committed) and sees what the previous holder committed.
     await ctx.store.lock_name(f"criteria:{res_type}?{urlencode(sorted(query))}")
-    result = await run_search(ctx.conn, req, base_url=ctx.base_url)
+    result = await run_search(
+        ctx.conn, req, org_id=ctx.actor.org_id, base_url=ctx.base_url,
+        restrict=ctx.access.search_restriction(res_type),
+    )  # fmt: skip
     return result.matches
 
 
@@ -174,9 +205,12 @@ async def create(
         if len(found) > 1:
             raise FhirError(412, "multiple-matches", f"If-None-Exist matched {len(found)} resources")
         if found:
+            ctx.saw(found[0])
             return Outcome(200, found[0])
     write = version_write(resource, res_id or new_id(), 1, replace=False)
+    ctx.access.check_write("create", res_type, write.res_id, resource, None, write_patients(write))
     await ctx.store.apply([write])
+    ctx.saw(write.stored(), write_patients(write))
     return Outcome(201, write.stored())
 
 
@@ -195,6 +229,8 @@ async def update(
             f"the id in the body ({body_id}) differs from the URL ({res_id})", "invalid", f"{res_type}.id"
         )
     current = await ctx.store.lock_current(res_type, res_id)
+    if current is not None and not ctx.access.can_read(current):
+        raise not_found(res_type, res_id)
     if if_match is not None and (
         current is None or current.deleted or parse_version_header(if_match) != current.version
     ):
@@ -204,11 +240,22 @@ async def update(
         status = 201
     elif not current.deleted and same_content(current.resource(), resource):
         # No-op update: nothing changed, so no new version (keeps re-imports idempotent).
+        ctx.access.check_write("update", res_type, res_id, resource, current)
+        ctx.saw(current)
         return Outcome(200, current)
     else:
         write = version_write(resource, res_id, current.version + 1, replace=True)
         status = 201 if current.deleted else 200
+    ctx.access.check_write(
+        "update" if current is not None else "create",
+        res_type,
+        res_id,
+        resource,
+        current,
+        write_patients(write),
+    )
     await ctx.store.apply([write])
+    ctx.saw(write.stored(), write_patients(write))
     return Outcome(status, write.stored())
 
 
@@ -236,10 +283,15 @@ async def delete(ctx: Ctx, res_type: str, res_id: str, *, if_match: str | None =
     """Soft delete: a new version with no content; later reads answer 410. Idempotent."""
     check_type(res_type)
     current = await ctx.store.lock_current(res_type, res_id)
+    if current is not None and not ctx.access.can_read(current):
+        current = None  # not visible to this actor: as if it did not exist
     if if_match is not None and (current is None or parse_version_header(if_match) != current.version):
         raise FhirError(412, "conflict", f"If-Match {if_match} does not match the current version")
     if current is None or current.deleted:
+        ctx.access.check_interaction("delete", res_type)
         return Outcome(204)
+    ctx.access.check_write("delete", res_type, res_id, None, current)
+    ctx.saw(current)
     write = delete_write(res_type, res_id, current.version + 1)
     await ctx.store.apply([write])
     return Outcome(204, headers={"ETag": f'W/"{write.version}"'})
@@ -274,7 +326,10 @@ async def patch(
     """JSON Patch (application/json-patch+json) or merge patch (merge-patch+json, or a partial
     resource sent as application/json the way fhirpy does)."""
     check_type(res_type)
-    current = _current_or_gone(await ctx.store.lock_current(res_type, res_id), res_type, res_id)
+    current = await ctx.store.lock_current(res_type, res_id)
+    if current is not None and not ctx.access.can_read(current):
+        raise not_found(res_type, res_id)
+    current = _current_or_gone(current, res_type, res_id)
     if if_match is not None and parse_version_header(if_match) != current.version:
         raise FhirError(412, "conflict", f"If-Match {if_match} does not match the current version")
     resource = current.resource()
@@ -315,4 +370,45 @@ def search_request(ctx: Ctx, res_type: str, query: list[tuple[str, str]]) -> Sea
 
 
 async def search(ctx: Ctx, req: SearchRequest) -> SearchResult:
-    return await run_search(ctx.conn, req, base_url=ctx.base_url)
+    """A search confined to what the actor may see: the condition is part of the SQL (so totals
+    and pages are right), included resources are filtered, and naming a patient the actor may not
+    see answers 404 as reading that patient would."""
+    access = ctx.access
+    access.check_interaction("search", req.res_type)
+    access.check_search_patients(req.res_type, named_patients(req))
+    result = await run_search(
+        ctx.conn, req, org_id=ctx.actor.org_id, base_url=ctx.base_url,
+        restrict=access.search_restriction(req.res_type), admit=_admit(ctx),
+    )  # fmt: skip
+    for stored in result.matches:
+        ctx.saw(stored)
+    for stored in result.included:
+        ctx.saw(stored)
+    return result
+
+
+def _admit(ctx: Ctx) -> Callable[[list[Stored]], Awaitable[list[Stored]]]:
+    async def admit(resources: list[Stored]) -> list[Stored]:
+        return ctx.access.admit(resources)
+
+    return admit
+
+
+def named_patients(req: SearchRequest) -> list[str]:
+    """Patient ids a search names in its compartment reference parameters (``subject=Patient/x``,
+    ``patient=x``)."""
+    out = []
+    for flt in req.filters:
+        if flt.chain or flt.modifier not in (None, "", "Patient"):
+            continue
+        for value in flt.values:
+            ref = value.rsplit("/fhir/", 1)[-1]
+            if ref.startswith("Patient/") and ref.count("/") == 1:
+                out.append(ref[len("Patient/") :])
+            elif flt.code in ("patient",) and "/" not in ref and ref:
+                out.append(ref)
+    return out
+
+
+def write_patients(write: Any) -> set[str]:
+    return set(write.rows.patients) if write.rows is not None else set()

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 
+from housecall.access.policy import Access
 from housecall.core.db import Database
 from housecall.core.settings import Settings
 from housecall.fhir import bundles, jsonio
@@ -122,26 +123,34 @@ def _tally(report: ImportReport, entries: list[bundles.Entry]) -> None:
 
 
 async def load_bundle(
-    db: Database, settings: Settings, kind: str, bundle: dict[str, Any]
+    db: Database, settings: Settings, org_id: str, kind: str, bundle: dict[str, Any]
 ) -> list[bundles.Entry]:
-    """Process one Bundle as ``POST /fhir`` would (without rendering a response Bundle)."""
+    """Process one Bundle as ``POST /fhir`` would (without rendering a response Bundle), as
+    Housecall itself acting in organization ``org_id``."""
     limit = max(settings.max_bundle_entries, 100_000)
+    access = Access.system(org_id)
     if kind == "batch":
-        return await bundles.run_batch(lambda conn: ix.Ctx(conn, settings, ""), db.transaction, bundle, limit)
+        return await bundles.run_batch(
+            lambda conn: ix.Ctx(conn, settings, "", access), db.transaction, bundle, limit
+        )
     big = settings.model_copy(update={"max_bundle_entries": limit})
     async with db.transaction() as conn:
-        return await bundles.run_transaction(ix.Ctx(conn, big, ""), bundle)
+        return await bundles.run_transaction(ix.Ctx(conn, big, "", access), bundle)
 
 
 async def import_paths(
-    db: Database, settings: Settings, paths: list[Path], progress: Callable[[int], None] | None = None
+    db: Database,
+    settings: Settings,
+    org_id: str,
+    paths: list[Path],
+    progress: Callable[[int], None] | None = None,
 ) -> ImportReport:
     report = ImportReport()
     for path in paths:
         report.files += 1
         for kind, bundle in units(path):
             try:
-                entries = await load_bundle(db, settings, kind, bundle)
+                entries = await load_bundle(db, settings, org_id, kind, bundle)
             except FhirError as exc:
                 exc.diagnostics = f"{path}: {exc.diagnostics}"
                 raise

@@ -4,13 +4,15 @@ Every filter becomes ``r.res_id IN (SELECT res_id FROM sp_<type> WHERE res_type 
 AND <value test>)``; AND across parameters, OR across comma-separated values (R4 search.html §3.1.1.3).
 Nothing looks inside the stored JSON. Paging is by offset on a deterministic order.
 
-The ``restrict`` hook lets the access layer add its own condition on ``r`` to the same SQL so that
-counts and pages stay right.
+Every search is confined to one organization (``r.org_id``). The ``restrict`` hook lets the access
+layer add its own condition on ``r`` to the same SQL so that counts and pages stay right, and the
+``admit`` hook filters what ``_include``/``_revinclude`` would add.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -424,9 +426,9 @@ class SearchBuilder:
             return f"{flt.code}|{value}"
         return None
 
-    def where(self, req: SearchRequest, restrict: str | None = None) -> str:
+    def where(self, req: SearchRequest, org_id: str, restrict: str | None = None) -> str:
         sql = self.sql
-        clauses = [f"r.res_type = {sql.p(req.res_type)}", "NOT r.deleted"]
+        clauses = [f"r.res_type = {sql.p(req.res_type)}", f"r.org_id = {sql.p(org_id)}", "NOT r.deleted"]
         positive: list[str] = []
         pin_index, pat = next(
             ((n, p) for n, f in enumerate(req.filters) if (p := self._pinned_patient(req.res_type, f))),
@@ -491,12 +493,22 @@ class SearchBuilder:
         return ", ".join(keys)
 
 
+Admit = Callable[[list[Stored]], Awaitable[list[Stored]]]
+
+
 async def run_search(
-    conn: Conn, req: SearchRequest, *, base_url: str = "", restrict: Any = None
+    conn: Conn,
+    req: SearchRequest,
+    *,
+    org_id: str,
+    base_url: str = "",
+    restrict: Callable[[SearchBuilder], str | None] | None = None,
+    admit: Admit | None = None,
 ) -> SearchResult:
-    """Run a parsed search. ``restrict(builder) -> str | None`` adds an access condition on ``r``."""
+    """Run a parsed search in one organization. ``restrict(builder)`` adds an access condition on
+    ``r``; ``admit(resources)`` keeps the included resources the caller may see."""
     builder = SearchBuilder(base_url)
-    where = builder.where(req, restrict(builder) if restrict else None)
+    where = builder.where(req, org_id, restrict(builder) if restrict else None)
     total: int | None = None
     want_total = req.summary == "count" or req.count == 0 or req.total in ("accurate", "estimate")
     if want_total:
@@ -515,10 +527,12 @@ async def run_search(
     has_more = len(rows) > req.count
     if total is None and not has_more:
         total = req.offset + len(matches)
-    store = Store(conn)
+    store = Store(conn, org_id)
     included = (
         await _includes(store, conn, req, matches) if (req.include or req.revinclude) and matches else []
     )
+    if included and admit is not None:
+        included = await admit(included)
     return SearchResult(matches, included, total, has_more)
 
 

@@ -142,31 +142,41 @@ def _cut_rows(rows: list[tuple[Any, ...]], positions: tuple[int, ...]) -> list[t
 
 
 RESOURCE_COLUMNS = "res_type, res_id, version, last_updated, deleted, content"
+# Columns written: the organization (tenant) owning the resource comes first.
+WRITE_COLUMNS = f"org_id, {RESOURCE_COLUMNS}"
 
 
 class Store:
-    """Reads and writes resources on one connection, inside the caller's transaction."""
+    """Reads and writes one organization's resources on one connection, inside the caller's
+    transaction. Every statement names the organization: another organization's resource is
+    invisible here, as if it did not exist (ids are unique across organizations, so an id taken
+    elsewhere cannot be created again: 409)."""
 
-    def __init__(self, conn: Conn) -> None:
+    def __init__(self, conn: Conn, org_id: str) -> None:
         self.conn = conn
         self.dialect = conn.dialect
+        self.org_id = org_id
 
     # -- reads -------------------------------------------------------------------------------------
 
     async def read(self, res_type: str, res_id: str) -> Stored | None:
         row = await self.conn.fetchrow(
-            f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id = $2", res_type, res_id
+            f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id = $2 AND org_id = $3",
+            res_type,
+            res_id,
+            self.org_id,
         )
         return stored_row(row) if row is not None else None
 
     async def read_version(self, res_type: str, res_id: str, version: int) -> Stored | None:
-        where = "WHERE res_type = $1 AND res_id = $2 AND version = $3"
+        where = "WHERE res_type = $1 AND res_id = $2 AND version = $3 AND org_id = $4"
         row = await self.conn.fetchrow(
             f"SELECT {RESOURCE_COLUMNS} FROM resource {where} "
             f"UNION ALL SELECT {RESOURCE_COLUMNS} FROM resource_history {where}",
             res_type,
             res_id,
             version,
+            self.org_id,
         )
         return stored_row(row) if row is not None else None
 
@@ -177,14 +187,14 @@ class Store:
         (a transaction-scoped advisory lock) and read again: of several requests creating the same
         id at once, one creates it and the others then update it, instead of failing on the key.
         """
-        sql = f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id = $2"
+        sql = f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id = $2 AND org_id = $3"
         if self.dialect != "postgresql":
-            row = await self.conn.fetchrow(sql, res_type, res_id)
+            row = await self.conn.fetchrow(sql, res_type, res_id, self.org_id)
             return stored_row(row) if row is not None else None
-        row = await self.conn.fetchrow(sql + " FOR UPDATE", res_type, res_id)
+        row = await self.conn.fetchrow(sql + " FOR UPDATE", res_type, res_id, self.org_id)
         if row is None:
             await self.lock_name(f"id:{res_type}/{res_id}")
-            row = await self.conn.fetchrow(sql + " FOR UPDATE", res_type, res_id)
+            row = await self.conn.fetchrow(sql + " FOR UPDATE", res_type, res_id, self.org_id)
         return stored_row(row) if row is not None else None
 
     async def lock_name(self, name: str) -> None:
@@ -199,11 +209,12 @@ class Store:
             return []
         found: dict[str, Stored] = {}
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
-            marks = ", ".join(f"${i + 2}" for i in range(len(chunk)))
+            marks = ", ".join(f"${i + 3}" for i in range(len(chunk)))
             rows = await self.conn.fetch(
-                f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id IN ({marks})"
-                + ("" if deleted else " AND NOT deleted"),
+                f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND org_id = $2 "
+                f"AND res_id IN ({marks})" + ("" if deleted else " AND NOT deleted"),
                 res_type,
+                self.org_id,
                 *chunk,
             )
             for row in rows:
@@ -214,7 +225,7 @@ class Store:
         self, res_type: str | None, res_id: str | None, since: int | None, count: int, offset: int
     ) -> list[Stored]:
         """Versions newest first; instance, type or whole-system history."""
-        clause, args = _history_filter(res_type, res_id, since)
+        clause, args = _history_filter(self.org_id, res_type, res_id, since)
         rows = await self.conn.fetch(
             f"SELECT {RESOURCE_COLUMNS} FROM resource {clause} "
             f"UNION ALL SELECT {RESOURCE_COLUMNS} FROM resource_history {clause} "
@@ -226,7 +237,7 @@ class Store:
         return [stored_row(r) for r in rows]
 
     async def count_history(self, res_type: str | None, res_id: str | None, since: int | None) -> int:
-        clause, args = _history_filter(res_type, res_id, since)
+        clause, args = _history_filter(self.org_id, res_type, res_id, since)
         return int(
             await self.conn.fetchval(
                 f"SELECT (SELECT count(*) FROM resource {clause}) + (SELECT count(*) FROM resource_history {clause})",
@@ -250,10 +261,11 @@ class Store:
     async def _copy_pg(self, writes: list[Write]) -> None:
         """Many new resources: COPY each table (PostgreSQL's bulk path; no ON CONFLICT needed)."""
         conn = self.conn
+        org = self.org_id
         await conn.copy_rows(
             "resource",
-            ("res_type", "res_id", "version", "last_updated", "deleted", "content"),
-            [(w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content) for w in writes],
+            ("org_id", "res_type", "res_id", "version", "last_updated", "deleted", "content"),
+            [(org, w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content) for w in writes],
         )
         for kind, cols in INDEX_COLUMNS.items():
             rows = _flatten(writes, kind)
@@ -289,6 +301,7 @@ class Store:
         ):
             if group:
                 columns = (
+                    arr([self.org_id] * len(group), "text"),
                     arr([w.res_type for w in group], "text"),
                     arr([w.res_id for w in group], "text"),
                     arr([w.version for w in group], "int4"),
@@ -297,7 +310,7 @@ class Store:
                     arr([w.content for w in group], "bytea"),
                 )
                 ctes.append(
-                    f"{label} AS (INSERT INTO resource ({RESOURCE_COLUMNS}) SELECT * FROM unnest({', '.join(columns)})"
+                    f"{label} AS (INSERT INTO resource ({WRITE_COLUMNS}) SELECT * FROM unnest({', '.join(columns)})"
                     f"{conflict})"
                 )
         replaced = [w for w in writes if w.replace]
@@ -345,6 +358,7 @@ class Store:
         await self.conn.execute("WITH " + ",\n".join(ctes) + " SELECT 1", *args)
 
     async def _apply_sqlite(self, writes: list[Write]) -> None:
+        org = self.org_id
         replaced = [w.key for w in writes if w.replace]
         statements: list[tuple[str, list[Any]]] = [
             (
@@ -356,19 +370,19 @@ class Store:
                 for table in (*(f"sp_{k}" for k in INDEX_COLUMNS), "compartment")
             ),
             (
-                f"INSERT INTO resource ({RESOURCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6)",
+                f"INSERT INTO resource ({WRITE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 [
-                    (w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content)
+                    (org, w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content)
                     for w in writes
                     if not w.replace
                 ],
             ),
             (
-                f"INSERT INTO resource ({RESOURCE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) "
+                f"INSERT INTO resource ({WRITE_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7) "
                 "ON CONFLICT (res_type, res_id) DO UPDATE SET version = excluded.version, "
                 "last_updated = excluded.last_updated, deleted = excluded.deleted, content = excluded.content",
                 [
-                    (w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content)
+                    (org, w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content)
                     for w in writes
                     if w.replace
                 ],
@@ -400,20 +414,22 @@ class Store:
 # moves to `resource_history` (so a create writes its JSON once). The method is derived from the
 # version as the history Bundle reports it.
 _MOVE_TO_HISTORY = (
-    "(res_type, res_id, version, last_updated, deleted, method, content) "
-    "SELECT res_type, res_id, version, last_updated, deleted, "
+    "(org_id, res_type, res_id, version, last_updated, deleted, method, content) "
+    "SELECT org_id, res_type, res_id, version, last_updated, deleted, "
     "CASE WHEN deleted THEN 'DELETE' WHEN version = 1 THEN 'POST' ELSE 'PUT' END, content FROM resource"
 )
 
 
-def _history_filter(res_type: str | None, res_id: str | None, since: int | None) -> tuple[str, list[Any]]:
-    where: list[str] = []
-    args: list[Any] = []
+def _history_filter(
+    org_id: str, res_type: str | None, res_id: str | None, since: int | None
+) -> tuple[str, list[Any]]:
+    where: list[str] = ["org_id = $1"]
+    args: list[Any] = [org_id]
     for condition, value in (("res_type = ", res_type), ("res_id = ", res_id), ("last_updated >= ", since)):
         if value is not None:
             args.append(value)
             where.append(f"{condition}${len(args)}")
-    return ("WHERE " + " AND ".join(where)) if where else "", args
+    return "WHERE " + " AND ".join(where), args
 
 
 def stored_row(row: Sequence[Any]) -> Stored:

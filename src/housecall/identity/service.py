@@ -12,7 +12,6 @@ domains and tests create organizations and accounts through these functions, e.g
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import re
 import secrets
@@ -24,6 +23,7 @@ from urllib.parse import quote
 import pyotp
 
 from housecall.access.actor import ActorKind, Role
+from housecall.access.policy import Access
 from housecall.core.db import Conn, Database
 from housecall.core.mail import Mail, Outbox
 from housecall.core.settings import Settings, get_settings
@@ -139,11 +139,7 @@ def normalize_email(email: str) -> str:
 def _ctx(conn: Conn, settings: Settings, org_id: str) -> ix.Ctx:
     """The store's context for writing the organization's own resources."""
     base = settings.public_url.rstrip("/") + "/fhir"
-    # The store is becoming tenant-scoped (the organization id is part of its context); pass it
-    # when the context takes it.
-    if "org_id" in {f.name for f in dataclasses.fields(ix.Ctx)}:
-        return ix.Ctx(conn, settings, base, org_id=org_id)  # type: ignore[call-arg]
-    return ix.Ctx(conn, settings, base)
+    return ix.Ctx(conn, settings, base, Access.system(org_id))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -475,7 +475,7 @@ def _qty_quantity(acc: _Acc, p: str, node: Any, _r: str | None) -> None:
     acc.quantity[
         (
             p,
-            float(value),
+            float(value),  # type: ignore[arg-type]  # checked above: int, float or FhirDecimal
             _str_or_none(node.get("system")),
             _str_or_none(node.get("code")),
             _str_or_none(node.get("unit")),
@@ -494,7 +494,7 @@ def _qty_money(acc: _Acc, p: str, node: Any, _r: str | None) -> None:
     if type(value) not in _NUMBER:
         return
     currency = _str_or_none(node.get("currency"))
-    acc.quantity[(p, float(value), _ISO_4217 if currency else None, currency, None)] = None
+    acc.quantity[(p, float(value), _ISO_4217 if currency else None, currency, None)] = None  # type: ignore[arg-type]
 
 
 def _qty_range(acc: _Acc, p: str, node: Any, _r: str | None) -> None:

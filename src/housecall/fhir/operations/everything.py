@@ -20,8 +20,8 @@ async def run(ctx: ix.Ctx, patient_id: str, query: list[tuple[str, str]]) -> byt
     params = dict(query)
     patient = await ix.read(ctx, "Patient", patient_id)
     assert patient.stored is not None
-    where = ["c.patient_id = $1", "NOT r.deleted", "r.res_type <> 'Patient'"]
-    args: list[Any] = [patient_id]
+    where = ["c.patient_id = $1", "r.org_id = $2", "NOT r.deleted", "r.res_type <> 'Patient'"]
+    args: list[Any] = [patient_id, ctx.actor.org_id]
     if params.get("_type"):
         types = [t.strip() for t in params["_type"].split(",") if t.strip()]
         for t in types:
@@ -49,7 +49,11 @@ async def run(ctx: ix.Ctx, patient_id: str, query: list[tuple[str, str]]) -> byt
     )
     found = [stored_row(r) for r in rows]
     has_more = len(found) > count
-    found = found[:count]
+    # The patient is visible to the actor; what of their record is (by role, scopes, consent) is
+    # decided per resource. Paging counts the compartment, so a page may hold fewer than _count.
+    found = ctx.access.admit(found[:count])
+    for s in found:
+        ctx.saw(s, (patient_id,))
     members = ([patient.stored] if offset == 0 else []) + found
     base = ctx.base_url
     links = [

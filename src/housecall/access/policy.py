@@ -1,0 +1,430 @@
+"""The one decision point: what an actor may read and write in the resource store.
+
+Every interaction on the store (read, vread, search, history, create, update, patch, delete,
+``_include``/``_revinclude``, operations, Bundle entries) asks an ``Access`` built for the acting
+``Actor``. Rules, in order:
+
+1. Organization: the store itself only sees the actor's organization (``Store(conn, org_id)``);
+   consent-granted access to a patient of another organization is not supported yet.
+2. Role (or, for apps and devices, the SMART scopes of the token): which resource types and which
+   interactions (c r u d s) the actor may use at all.
+3. Patients: a resource in a patient compartment (R4 CompartmentDefinition, computed on write) is
+   visible only when one of its patients is granted to the actor:
+   - a patient: themself; a proxy: the patient they act for (from the session, never the request);
+   - clinicians and nurses: the patients whose active CareTeam lists them as a participant, plus
+     active Consents naming them, plus an open break-glass;
+   - front desk, organization admins and privacy officers: every patient, for the administrative
+     types of their role only; backend apps with ``system/`` scopes and the system: every patient.
+   A resource in no patient compartment (Practitioner, Location, Slot …) is directory data, readable
+   by everyone in the organization and written by administrators.
+
+Denials of reads look exactly like missing resources (404); a search returns only what may be seen,
+with the condition inside the same SQL so that counts and pages stay right. A write may not touch a
+patient the actor is not granted, may not move a resource to another patient, and patients may not
+write protected elements (``meta.security``, links between records).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from housecall.access.actor import Actor, ActorKind, Role, system_actor
+from housecall.core.db import Conn
+from housecall.fhir.errors import FhirError, not_found
+from housecall.fhir.indexing import date_bounds, extract_index
+from housecall.fhir.indexing._r4_search_params import COMPARTMENT_PATIENT
+from housecall.fhir.store import Stored, now_us
+from housecall.smart import scopes as smart_scopes
+
+COMPARTMENT_TYPES = frozenset(COMPARTMENT_PATIENT)
+# What front-desk staff work with: who the patient is, their appointments, coverage and bills.
+ADMINISTRATIVE_TYPES = frozenset(
+    {"Patient", "RelatedPerson", "Appointment", "AppointmentResponse", "Schedule", "Coverage", "Account",
+     "Invoice", "ChargeItem", "Person"}
+)  # fmt: skip
+# Directory types only administrators write (practitioners, locations, services, calendars).
+DIRECTORY_WRITERS = frozenset({Role.ORG_ADMIN, Role.FRONT_DESK})
+# Types people never write: AuditEvents in the store come from other systems (backend services
+# with system/ scopes). Housecall's own audit trail is not in the store at all (audit/).
+READ_ONLY_TYPES = frozenset({"AuditEvent"})
+# Elements a patient or proxy may not set or change (SECURITY.md row 5): security labels, links
+# between records, who manages the record.
+PATIENT_PROTECTED = {
+    "*": ("meta.security",),
+    "Patient": ("link", "managingOrganization", "generalPractitioner"),
+}
+# Types a patient (or a proxy for them) may write in their own record from an app or the portal.
+PATIENT_WRITABLE = frozenset(
+    {"Patient", "Observation", "QuestionnaireResponse", "Communication", "Consent", "DocumentReference",
+     "Media", "Binary", "AllergyIntolerance", "Condition", "MedicationStatement", "FamilyMemberHistory",
+     "Goal", "RelatedPerson"}
+)  # fmt: skip
+CLINICAL_ROLES = frozenset({Role.CLINICIAN, Role.NURSE, Role.RPM_NURSE, Role.INTERPRETER})
+
+INTERACTION_CODES = {
+    "read": "r", "vread": "r", "history-instance": "r", "search": "s", "history-type": "s",
+    "history-system": "s", "create": "c", "update": "u", "patch": "u", "delete": "d",
+}  # fmt: skip
+
+
+def hidden(res_type: str, res_id: str) -> FhirError:
+    """The answer to anything denied: the same 404 a missing resource gets."""
+    return not_found(res_type, res_id)
+
+
+@dataclass
+class Grants:
+    """The patients an actor may see, loaded once per request."""
+
+    every_patient: bool = False
+    patients: frozenset[str] = frozenset()
+    # Consent-limited grants: patient -> the resource types the Consent covers (None: all types).
+    limited: dict[str, frozenset[str] | None] = field(default_factory=dict)
+
+    def patients_for(self, res_type: str) -> frozenset[str]:
+        extra = {p for p, types in self.limited.items() if types is None or res_type in types}
+        return self.patients | extra if extra else self.patients
+
+
+class Access:
+    """What one actor may do, for one request. Build with ``await Access.load(conn, actor)``."""
+
+    def __init__(self, actor: Actor, grants: Grants) -> None:
+        self.actor = actor
+        self.grants = grants
+
+    @classmethod
+    async def load(cls, conn: Conn, actor: Actor, *, now: int | None = None) -> Access:
+        return cls(actor, await _load_grants(conn, actor, now if now is not None else now_us()))
+
+    @classmethod
+    def system(cls, org_id: str) -> Access:
+        """Housecall itself acting in ``org_id`` (CLI imports, the demo loader, services setting
+        up accounts): everything in that organization, nothing outside it."""
+        return cls(system_actor(org_id), Grants(every_patient=True))
+
+    # -- what kind of access ----------------------------------------------------------------------
+
+    def _levels(self, res_type: str, code: str) -> tuple[bool, bool]:
+        """(allowed at all, limited to the grants' patients) for this type and interaction."""
+        actor = self.actor
+        if actor.kind is ActorKind.SYSTEM:
+            return True, False
+        if actor.scopes is not None:  # a token: its scopes decide, on top of the actor's own limits
+            if smart_scopes.permits(actor.scopes, "system", res_type, code):
+                return actor.kind in (ActorKind.APP, ActorKind.DEVICE), actor.kind is ActorKind.DEVICE
+            patient_level = actor.patient_id is not None and smart_scopes.permits(
+                actor.scopes, "patient", res_type, code
+            )
+            if not patient_level and not smart_scopes.permits(actor.scopes, "user", res_type, code):
+                return False, True
+        return self._role_allows(res_type, code), True
+
+    def _role_allows(self, res_type: str, code: str) -> bool:
+        actor = self.actor
+        roles = actor.roles
+        if code in "cud" and res_type in READ_ONLY_TYPES:
+            return False
+        in_compartment = res_type in COMPARTMENT_TYPES
+        if actor.kind in (ActorKind.PATIENT, ActorKind.PROXY):
+            return code in "rs" or (res_type in PATIENT_WRITABLE and in_compartment)
+        if actor.kind is ActorKind.DEVICE:
+            return res_type in ("Observation", "Device") and code in "crus"
+        if actor.kind is ActorKind.APP:
+            return False  # an app acts through its scopes alone (handled above)
+        if not in_compartment:
+            return code in "rs" or bool(roles & DIRECTORY_WRITERS)
+        if roles & CLINICAL_ROLES or actor.kind is ActorKind.PRACTITIONER:
+            return True
+        if res_type in ADMINISTRATIVE_TYPES and roles & {Role.FRONT_DESK, Role.ORG_ADMIN}:
+            return True
+        if Role.PRIVACY_OFFICER in roles and code in "rs":
+            return res_type in ADMINISTRATIVE_TYPES or res_type in ("AuditEvent", "Consent")
+        return False
+
+    def _visible_patients(self, res_type: str, limited: bool) -> frozenset[str] | None:
+        """None: every patient of the organization."""
+        if not limited:
+            return None
+        actor = self.actor
+        if self.grants.every_patient and actor.kind in (ActorKind.STAFF, ActorKind.PRACTITIONER):
+            roles = actor.roles
+            administrative = res_type in ADMINISTRATIVE_TYPES and roles & {Role.FRONT_DESK, Role.ORG_ADMIN}
+            privacy = Role.PRIVACY_OFFICER in roles and (
+                res_type in ADMINISTRATIVE_TYPES or res_type in ("AuditEvent", "Consent")
+            )
+            if administrative or privacy:
+                return None
+        return self.grants.patients_for(res_type)
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def reads_whole_organization(self, res_type: str | None) -> bool:
+        """Whether the actor may search every resource of the type (every type when None), every
+        patient included: the system, backend apps and administrative roles on their types."""
+        types = [res_type] if res_type else ["*"]
+        for t in types:
+            allowed, limited = (
+                self._levels(t, "s")
+                if t != "*"
+                else (True, self.actor.kind not in (ActorKind.SYSTEM, ActorKind.APP))
+            )
+            if not allowed:
+                return False
+            if t == "*":
+                return not limited and (
+                    self.actor.kind is ActorKind.SYSTEM
+                    or (
+                        self.actor.scopes is not None
+                        and smart_scopes.permits(self.actor.scopes, "system", "*", "s")
+                    )
+                )
+            if t in COMPARTMENT_TYPES and self._visible_patients(t, limited) is not None:
+                return False
+        return True
+
+    def check_interaction(self, interaction: str, res_type: str, res_id: str = "") -> None:
+        """Refuse a type-level interaction the actor may not use at all: 404 for an instance (it
+        might as well not exist), 403 for a type (whose existence is public in the
+        CapabilityStatement)."""
+        if not self._levels(res_type, INTERACTION_CODES[interaction])[0]:
+            if res_id:
+                raise hidden(res_type, res_id)
+            raise FhirError(403, "forbidden", f"this sign-in may not {interaction} {res_type} resources")
+
+    def can_read(self, stored: Stored, interaction: str = "read") -> bool:
+        allowed, limited = self._levels(stored.res_type, INTERACTION_CODES[interaction])
+        if not allowed:
+            return False
+        if stored.res_type not in COMPARTMENT_TYPES:
+            return True
+        visible = self._visible_patients(stored.res_type, limited)
+        if visible is None:
+            return True
+        # A deleted version has no content to say whose it was: only organization-wide readers see it.
+        return stored.content is not None and bool(patients_of(stored) & visible)
+
+    def admit(self, resources: Iterable[Stored], interaction: str = "read") -> list[Stored]:
+        return [s for s in resources if self.can_read(s, interaction)]
+
+    def search_restriction(self, res_type: str) -> Callable[[Any], str | None]:
+        """The SQL condition on ``r`` (a search's resource alias) that keeps what may be seen."""
+
+        def restrict(builder: Any) -> str | None:
+            allowed, limited = self._levels(res_type, "s")
+            if not allowed:
+                return "1 = 0"
+            if res_type not in COMPARTMENT_TYPES:
+                return None
+            visible = self._visible_patients(res_type, limited)
+            if visible is None:
+                return None
+            if not visible:
+                return "1 = 0"
+            ids = builder.sql.many(sorted(visible))
+            return (
+                "EXISTS (SELECT 1 FROM compartment c WHERE c.res_type = r.res_type AND c.res_id = r.res_id "
+                f"AND c.patient_id IN ({ids}))"
+            )
+
+        return restrict
+
+    def check_search_patients(self, res_type: str, referenced: Iterable[str]) -> None:
+        """A search naming a patient the actor may not see (``subject=Patient/B``) answers as a
+        read of that patient would: 404, whether or not the patient exists."""
+        allowed, limited = self._levels(res_type, "s")
+        visible = self._visible_patients("Patient", limited)
+        if visible is None or not allowed:
+            return
+        for patient_id in referenced:
+            if patient_id not in visible and patient_id not in self.grants.patients_for(res_type):
+                raise hidden("Patient", patient_id)
+
+    # -- writes -------------------------------------------------------------------------------------
+
+    def check_write(
+        self,
+        interaction: str,
+        res_type: str,
+        res_id: str,
+        new: dict[str, Any] | None,
+        current: Stored | None,
+        new_patients: set[str] | None = None,
+    ) -> None:
+        """Refuse a write the actor may not make. ``current`` is the stored version being replaced
+        or deleted (None for a create); ``new`` the resource to store (None for a delete)."""
+        code = INTERACTION_CODES[interaction]
+        allowed, limited = self._levels(res_type, code)
+        if current is not None and current.content is not None and not self.can_read(current):
+            raise hidden(res_type, res_id)
+        if not allowed:
+            if current is not None:
+                raise hidden(res_type, res_id)
+            raise FhirError(403, "forbidden", f"this sign-in may not {interaction} {res_type} resources")
+        if res_type not in COMPARTMENT_TYPES:
+            return
+        old_patients = patients_of(current) if current is not None and current.content is not None else None
+        if new is not None:
+            patients = new_patients if new_patients is not None else extract_index(new).patients
+            if (
+                old_patients is not None
+                and patients != old_patients
+                and self.actor.kind is not ActorKind.SYSTEM
+            ):
+                raise FhirError(
+                    422, "business-rule", f"{res_type}/{res_id} cannot be moved to another patient's record"
+                )
+            visible = self._visible_patients(res_type, limited)
+            if visible is not None:
+                if not patients and self.actor.kind in (ActorKind.PATIENT, ActorKind.PROXY, ActorKind.DEVICE):
+                    raise FhirError(403, "forbidden", f"this {res_type} must name the patient it is about")
+                for p in sorted(patients - visible):
+                    raise hidden("Patient", p)
+            if self.actor.kind in (ActorKind.PATIENT, ActorKind.PROXY):
+                _check_protected(res_type, new, current)
+
+
+def patients_of(stored: Stored | None) -> set[str]:
+    if stored is None or stored.content is None:
+        return set()
+    return extract_index(stored.resource()).patients
+
+
+def _get_path(resource: dict[str, Any], path: str) -> Any:
+    node: Any = resource
+    for part in path.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _check_protected(res_type: str, new: dict[str, Any], current: Stored | None) -> None:
+    old = current.resource() if current is not None and current.content is not None else {}
+    for path in (*PATIENT_PROTECTED["*"], *PATIENT_PROTECTED.get(res_type, ())):
+        if _get_path(new, path) != _get_path(old, path):
+            raise FhirError(
+                403,
+                "forbidden",
+                f"{res_type}.{path} is managed by the care team",
+                expression=f"{res_type}.{path}",
+            )
+
+
+# -- loading grants ---------------------------------------------------------------------------------
+
+
+async def _load_grants(conn: Conn, actor: Actor, now: int) -> Grants:
+    if actor.kind in (ActorKind.SYSTEM, ActorKind.APP):
+        return Grants(every_patient=True)
+    if actor.kind in (ActorKind.PATIENT, ActorKind.PROXY, ActorKind.DEVICE):
+        return Grants(patients=frozenset({actor.patient_id}) if actor.patient_id else frozenset())
+    every = bool(actor.roles & {Role.FRONT_DESK, Role.ORG_ADMIN, Role.PRIVACY_OFFICER})
+    patients: set[str] = set()
+    limited: dict[str, frozenset[str] | None] = {}
+    if actor.fhir_user and "/" in actor.fhir_user:
+        member_type, member_id = actor.fhir_user.split("/", 1)
+        patients |= await care_team_patients(conn, actor.org_id, member_type, member_id)
+        for patient_id, types in await consented_patients(conn, actor.org_id, actor.fhir_user, now):
+            if patient_id in patients:
+                continue
+            before = limited.get(patient_id, frozenset())
+            limited[patient_id] = None if types is None or before is None else before | types
+    if actor.account_id:
+        patients |= await break_glass_patients(conn, actor.account_id, now)
+    return Grants(every_patient=every, patients=frozenset(patients), limited=limited)
+
+
+async def care_team_patients(conn: Conn, org_id: str, member_type: str, member_id: str) -> set[str]:
+    """Patients whose CareTeam (not inactive or entered in error) lists the member as a participant."""
+    rows = await conn.fetch(
+        "SELECT DISTINCT p.target_id FROM sp_reference m "
+        "JOIN resource ct ON ct.res_type = 'CareTeam' AND ct.res_id = m.res_id AND ct.org_id = $1 "
+        "AND NOT ct.deleted "
+        "JOIN sp_reference p ON p.res_type = 'CareTeam' AND p.res_id = m.res_id AND p.param = 'patient' "
+        "AND p.target_type = 'Patient' "
+        "WHERE m.res_type = 'CareTeam' AND m.param = 'participant' AND m.target_type = $2 AND m.target_id = $3 "
+        "AND NOT EXISTS (SELECT 1 FROM sp_token s WHERE s.res_type = 'CareTeam' AND s.res_id = m.res_id "
+        "AND s.param = 'status' AND s.code IN ('inactive', 'entered-in-error', 'proposed', 'suspended'))",
+        org_id,
+        member_type,
+        member_id,
+    )
+    return {r[0] for r in rows if r[0]}
+
+
+async def consented_patients(
+    conn: Conn, org_id: str, fhir_user: str, now: int
+) -> list[tuple[str, frozenset[str] | None]]:
+    """(patient, resource types or None for all) of each active Consent permitting ``fhir_user``.
+
+    A Consent grants when: status active; provision.type permit; provision.actor names the user (or
+    their Organization is not considered yet); provision.period, if any, covers now. Its
+    provision.class codes (resource types) narrow what it covers. Evaluated on every request, so a
+    revocation (status inactive, or a past period end) is effective on the next one.
+    """
+    member_type, member_id = fhir_user.split("/", 1)
+    rows = await conn.fetch(
+        "SELECT c.content FROM sp_reference a JOIN resource c ON c.res_type = 'Consent' AND c.res_id = a.res_id "
+        "AND c.org_id = $1 AND NOT c.deleted "
+        "WHERE a.res_type = 'Consent' AND a.param = 'actor' AND a.target_type = $2 AND a.target_id = $3",
+        org_id,
+        member_type,
+        member_id,
+    )
+    out: list[tuple[str, frozenset[str] | None]] = []
+    for (content,) in rows:
+        stored = Stored("Consent", "", 0, 0, False, bytes(content))
+        grant = consent_grant(stored.resource(), fhir_user, now)
+        if grant is not None:
+            out.append(grant)
+    return out
+
+
+def consent_grant(
+    consent: dict[str, Any], fhir_user: str, now: int
+) -> tuple[str, frozenset[str] | None] | None:
+    """The (patient, types) a Consent grants ``fhir_user`` at ``now`` (µs), or None."""
+    if consent.get("status") != "active":
+        return None
+    patient_ref = (consent.get("patient") or {}).get("reference") or ""
+    if not patient_ref.startswith("Patient/"):
+        return None
+    provision = consent.get("provision") or {}
+    if provision.get("type", "permit") != "permit":
+        return None
+    actors = [(a.get("reference") or {}).get("reference") for a in provision.get("actor") or []]
+    if fhir_user not in actors:
+        return None
+    period = provision.get("period") or {}
+    if not _in_period(period, now):
+        return None
+    classes = [
+        c["code"]
+        for c in provision.get("class") or []
+        if isinstance(c, dict) and isinstance(c.get("code"), str)
+    ]
+    return patient_ref[len("Patient/") :], (frozenset(classes) if classes else None)
+
+
+def _in_period(period: dict[str, Any], now: int) -> bool:
+    try:
+        if isinstance(period.get("start"), str) and date_bounds(period["start"])[0] > now:
+            return False
+        if isinstance(period.get("end"), str) and date_bounds(period["end"])[1] < now:
+            return False
+    except ValueError:
+        return False  # a malformed period grants nothing
+    return True
+
+
+async def break_glass_patients(conn: Conn, account_id: str, now: int) -> set[str]:
+    """Patients whose record the account opened in an emergency and that is still open."""
+    rows = await conn.fetch(
+        "SELECT patient_id FROM break_glass WHERE account_id = $1 AND ends > $2 AND started <= $2 AND closed IS NULL",
+        account_id,
+        now,
+    )
+    return {r[0] for r in rows}
