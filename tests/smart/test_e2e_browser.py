@@ -1,6 +1,8 @@
 """One standalone patient launch in a real browser (Debian's Chromium, headless) against a live
 ``housecall serve`` on 127.0.0.1: the patient signs in on identity's page, approves on the consent
-page, the app receives its code, and the test - acting as the app - exchanges it with httpx."""
+page, the app receives its code, the test - acting as the app - exchanges it with httpx and reads
+the record through /fhir, and the patient revokes the app from the connected-apps page: the next
+API request and the refresh are refused."""
 
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 
-from housecall.core.db import open_database
 from housecall.smart import clients, tokens
 from tests.identity.conftest import PASSWORD, Env, env, smtp  # noqa: F401 - fixtures used below
 from tests.smart.conftest import query_of
@@ -87,31 +88,35 @@ async def test_standalone_patient_launch_in_chromium(env: Env, live: LiveServer)
             assert "Read and search observation records in this patient's record" in listed
             await page.click("#approve")
             await page.wait_for_url("https://app.example.org/callback?**")
+
+            # The test is the app now: exchange the code, then use the token at the FHIR API.
+            q = query_of(landed[-1])
+            assert q["state"] == state
+            async with httpx.AsyncClient() as http:
+                answer = await http.post(config["token_endpoint"], data={
+                    "grant_type": "authorization_code", "code": q["code"], "redirect_uri": APP_CALLBACK,
+                    "client_id": app.client_id, "code_verifier": verifier,
+                })  # fmt: skip
+                assert answer.status_code == 200, answer.text
+                body = answer.json()
+                keys = KeySet.import_key_set((await http.get(config["jwks_uri"])).json())
+                assert body["patient"] == account.patient_id and body["refresh_token"]
+                id_token = jwt.decode(body["id_token"], keys, algorithms=["RS256"])
+                assert id_token.claims["fhirUser"] == f"{fhir_base}/Patient/{account.patient_id}"
+                bearer = {"Authorization": f"Bearer {body['access_token']}"}
+                record = await http.get(f"{fhir_base}/Patient/{account.patient_id}", headers=bearer)
+                assert record.status_code == 200 and record.json()["id"] == account.patient_id
+
+                # The patient takes the access back from the portal, in the same browser.
+                await page.goto(f"{live.base}/account/apps")
+                await page.click("text=Revoke Blood Pressure Diary")
+                await page.wait_for_url(f"{live.base}/account/apps")
+                assert "No app can see your record" in await page.content()
+                after = await http.get(f"{fhir_base}/Patient/{account.patient_id}", headers=bearer)
+                assert after.status_code == 401
+                refreshed = await http.post(config["token_endpoint"], data={
+                    "grant_type": "refresh_token", "refresh_token": body["refresh_token"], "client_id": app.client_id,
+                })  # fmt: skip
+                assert refreshed.status_code == 400
         finally:
             await browser.close()
-
-    q = query_of(landed[-1])
-    assert q["state"] == state
-    async with httpx.AsyncClient() as http:
-        answer = await http.post(config["token_endpoint"], data={
-            "grant_type": "authorization_code", "code": q["code"], "redirect_uri": APP_CALLBACK,
-            "client_id": app.client_id, "code_verifier": verifier,
-        })  # fmt: skip
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        keys = KeySet.import_key_set((await http.get(config["jwks_uri"])).json())
-    assert body["patient"] == account.patient_id and body["refresh_token"]
-    id_token = jwt.decode(body["id_token"], keys, algorithms=["RS256"])
-    assert id_token.claims["fhirUser"] == f"{fhir_base}/Patient/{account.patient_id}"
-
-    db = open_database(env.settings.database_url)
-    await db.connect()
-    try:
-        async with db.reader() as conn:
-            actor = await tokens.lookup_actor(conn, body["access_token"], tokens.now_us_clock())
-    finally:
-        await db.close()
-    assert actor is not None and actor.patient_id == account.patient_id and actor.account_id == account.id
-    assert (
-        actor.org_id == env.org_id and actor.scopes is not None and "patient/Observation.rs" in actor.scopes
-    )

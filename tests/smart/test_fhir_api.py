@@ -59,3 +59,38 @@ async def test_a_forged_or_foreign_bearer_is_401(env: Env) -> None:  # noqa: F81
     for value in ("hca_" + "A" * 43, "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.", "x"):
         answer = await api.get("/fhir/Patient", headers={"Authorization": f"Bearer {value}"})
         assert answer.status_code == 401, value
+
+
+async def test_a_backend_token_reads_its_own_organization_only(env: Env) -> None:  # noqa: F811
+    from housecall.fhir import interactions as ix
+    from housecall.identity import service
+    from tests.smart.test_backend import JWKS, claims, sign
+
+    ours = await env.patient()
+    other_org = "org-other-" + env.org_id[-6:]
+    async with env.db.transaction() as conn:
+        await service.create_organization(conn, other_org, "Elsewhere", settings=env.settings)
+        created = await ix.create(
+            service._ctx(conn, env.settings, other_org), "Patient", {"resourceType": "Patient"}
+        )
+        assert created.stored is not None
+        theirs = created.stored.res_id
+        backend, _ = await clients.create_client(
+            conn, name="Registry", grant="client_credentials", scopes=["system/Patient.rs"], jwks=JWKS,
+            org_id=env.org_id, now_us=tokens.now_us_clock(),
+        )  # fmt: skip
+    api = env.client()
+    assertion = sign(claims(backend.client_id, aud="https://testserver/oauth/token"))
+    answer = await api.post("/oauth/token", data={
+        "grant_type": "client_credentials", "scope": "system/Patient.rs",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer", "client_assertion": assertion,
+    })  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    bearer = {"Authorization": f"Bearer {answer.json()['access_token']}"}
+    assert (await api.get(f"/fhir/Patient/{ours}", headers=bearer)).status_code == 200
+    assert (await api.get(f"/fhir/Patient/{theirs}", headers=bearer)).status_code == 404
+    found = (await api.get("/fhir/Patient", headers=bearer, params={"_count": "1000"})).json()
+    ids = {e["resource"]["id"] for e in found.get("entry", [])}
+    assert ours in ids and theirs not in ids
+    write = await api.post("/fhir/Patient", headers=bearer, json={"resourceType": "Patient"})
+    assert write.status_code in (403, 404)  # read and search only
