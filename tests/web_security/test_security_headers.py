@@ -46,8 +46,7 @@ def assert_hygiene(r: httpx.Response, *, no_store: bool = True) -> None:
     assert "strict-transport-security" not in r.headers, f"HSTS over plain HTTP on {where}"
     if no_store:
         assert r.headers.get("cache-control") == "no-store", where
-    if r.request.url.path != "/fhir/metadata":  # see test_capability_statement_names_no_software_version
-        assert __version__ not in r.text, f"version in the body of {where}"
+    assert __version__ not in r.text, f"version in the body of {where}"
 
 
 # Public responses that carry no health information and may be cached (their routes set a
@@ -133,9 +132,6 @@ async def test_patient_reads_and_searches_are_never_cached(client: httpx.AsyncCl
         assert r.headers["pragma"] == "no-cache"
 
 
-@pytest.mark.xfail(
-    strict=True, reason="fhir/capability.py still sends software.version (the FHIR API's owner)"
-)
 async def test_capability_statement_names_no_software_version(client: httpx.AsyncClient) -> None:
     meta = await client.get("/fhir/metadata")
     assert "version" not in meta.json().get("software", {})

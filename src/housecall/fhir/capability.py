@@ -5,7 +5,6 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
-from housecall import __version__
 from housecall.fhir import jsonio
 from housecall.fhir.indexing import search_params
 from housecall.fhir.validation import RESOURCE_TYPES
@@ -63,7 +62,12 @@ def smart_security(base_url: str) -> dict[str, Any]:
     """rest.security: SMART on FHIR, with the OAuth endpoints in the oauth-uris extension
     (SMART App Launch conformance; ``.well-known/smart-configuration`` says the same and more)."""
     root = base_url.removesuffix("/fhir")
-    uris = [("authorize", "authorize"), ("token", "token"), ("revoke", "revoke"), ("introspect", "introspect")]
+    uris = [
+        ("authorize", "authorize"),
+        ("token", "token"),
+        ("revoke", "revoke"),
+        ("introspect", "introspect"),
+    ]
     return {
         "extension": [
             {
@@ -98,7 +102,8 @@ def capability_statement(base_url: str, extra_json: bytes = b"") -> bytes:
         "date": "2026-11-27",
         "publisher": "Housecall",
         "kind": "instance",
-        "software": {"name": "Housecall", "version": __version__},
+        # No version: responses never name the software's version (SECURITY.md row 27).
+        "software": {"name": "Housecall"},
         "implementation": {"description": "Housecall FHIR R4 server", "url": base_url},
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
