@@ -241,3 +241,35 @@ async def test_revocation_and_introspection_are_throttled_too(smart: Smart) -> N
         "/oauth/revoke", headers=_basic(client.client_id, secret or ""), data={"token": "x"}
     )
     assert revoked.status_code == 429 and revoked.headers["retry-after"]
+
+
+async def test_expired_codes_and_tokens_are_purged_but_rotated_refresh_tokens_wait_for_their_expiry(
+    smart: Smart,
+) -> None:
+    from housecall.smart.tokens import token_hash
+
+    client_id, first = await _launch(smart)
+    second = (await _refresh(smart, client_id, first["refresh_token"])).json()
+    async with smart.db.reader() as conn:
+        grant_id = await conn.fetchval(
+            "SELECT grant_id FROM oauth_token WHERE token_hash = $1", token_hash(first["access_token"])
+        )
+
+    async def rows() -> tuple[int, int]:
+        async with smart.db.reader() as conn:
+            codes = await conn.fetchval("SELECT count(*) FROM oauth_code WHERE grant_id = $1", grant_id)
+            toks = await conn.fetchval("SELECT count(*) FROM oauth_token WHERE grant_id = $1", grant_id)
+        return int(codes), int(toks)
+
+    assert await rows() == (1, 4)  # the code; two access and two refresh tokens
+    smart.clock.advance(2 * 86400)
+    smart.app.state.smart_purged_at = 0
+    await smart.http.post("/oauth/token", data={"grant_type": "none"})
+    assert await rows() == (0, 2)  # both refresh tokens stay, the spent one too
+    reuse = await _refresh(smart, client_id, first["refresh_token"])
+    assert reuse.status_code == 400  # still recognised as reuse
+    assert (await _refresh(smart, client_id, second["refresh_token"])).status_code == 400  # family revoked
+    smart.clock.advance(91 * 86400)
+    smart.app.state.smart_purged_at = 0
+    await smart.http.post("/oauth/token", data={"grant_type": "none"})
+    assert await rows() == (0, 0)

@@ -349,6 +349,18 @@ async def introspect(
     return out
 
 
+PURGE_AFTER = 24 * 3600  # seconds past expiry before a code or token row is deleted
+
+
+async def purge_expired(conn: Conn, now: int) -> None:
+    """Delete codes and tokens a day past their expiry. A rotated refresh token is kept until its
+    own expiry, so that its reuse is still recognised (and revokes the family) until then."""
+    cutoff = now - PURGE_AFTER * _US
+    await conn.execute("DELETE FROM oauth_code WHERE expires_at < $1", cutoff)
+    await conn.execute("DELETE FROM oauth_token WHERE expires_at < $1", cutoff)
+    await conn.execute("DELETE FROM oauth_jti WHERE expires_at < $1", now)
+
+
 # The bearer check: the token, its grant, and - in the same round trip - whether the account is
 # still enabled and, for a proxy, whether the patient's permission (identity's proxy_grant) is still
 # active, so that disabling an account or revoking a proxy ends its apps' access on the next request.

@@ -399,6 +399,7 @@ async def token(request: Request) -> Response:
     slow = _throttled(request, form)
     if slow is not None:
         return slow
+    await _purge_now_and_then(request)
     grant_type = form.get("grant_type")
     try:
         client = await authenticate_client(
@@ -420,6 +421,21 @@ async def token(request: Request) -> Response:
 def _field(form: FormData, name: str) -> str | None:
     value = form.get(name)
     return value if isinstance(value, str) else None
+
+
+PURGE_EVERY = 600  # seconds between purges of expired rows, per process
+
+
+async def _purge_now_and_then(request: Request) -> None:
+    """Expired codes and tokens are deleted by the token endpoint itself, at most every ten minutes
+    per process: no job to schedule, and an idle installation has nothing to purge."""
+    state = request.app.state
+    now = tokens.now_us(request)
+    if now - getattr(state, "smart_purged_at", 0) < PURGE_EVERY * 1_000_000:
+        return
+    state.smart_purged_at = now
+    async with _db(request).transaction() as conn:
+        await tokens.purge_expired(conn, now)
 
 
 def _throttled(request: Request, form: FormData) -> Response | None:
