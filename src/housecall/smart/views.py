@@ -11,12 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlencode, urlsplit
 
 from fastapi import FastAPI
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
@@ -31,11 +29,10 @@ from housecall.smart import scopes as sc
 from housecall.smart.clients import Client, get_client, origin_of, registered_origins
 from housecall.smart.signin import SignedInUser, current_user, proxy_choices, signin_url
 from housecall.smart.throttle import Throttle
-from housecall.web.csrf import CsrfFailed, csrf_guard, csrf_token, set_pre_cookie
+from housecall.web.csrf import CsrfFailed, csrf_guard
+from housecall.web.pages import render
 from housecall.web.security import CSP
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "web" / "templates"
-_env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html"]))
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _CHALLENGE_LEN = 43  # base64url of a SHA-256 digest, unpadded (RFC 7636 4.2)
 _ORIGIN = re.compile(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?$")
@@ -80,9 +77,9 @@ async def _keys(request: Request) -> keys.ServerKeys:
     return await keys.server_keys(_db(request), cache)
 
 
-def _render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    html = _env.get_template(f"smart/{name}").render(**context)
-    return HTMLResponse(html, status_code=status, headers=_NO_STORE)
+def _render(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    """A page in the site's layout (web/pages.py: CSRF field, signed-in header, no-store)."""
+    return render(request, f"smart/{name}", status=status, **context)
 
 
 # -- discovery -----------------------------------------------------------------------------------
@@ -227,7 +224,7 @@ async def authorize(request: Request) -> Response:
     try:
         client, _ = await _check_request(request, p)
     except _PageError as exc:
-        return _render("error.html", 400, message=str(exc))
+        return _render(request, "error.html", 400, message=str(exc))
     except _RedirectError as exc:
         return _app_error(p, exc)
     user = await current_user(request)
@@ -237,18 +234,19 @@ async def authorize(request: Request) -> Response:
     if not any(sc.parse_scope(s) for s in granted) and "openid" not in granted:
         return _app_error(p, _RedirectError("invalid_scope", "none of the requested scopes can be granted"))
     if client.org_id is not None and client.org_id != user.org_id:
-        return _render("error.html", 403, message="This app is not available to your organization.")
+        return _render(request, "error.html", 403, message="This app is not available to your organization.")
     choices = []
     if user.kind is ActorKind.PROXY:
         async with _db(request).reader() as conn:
             choices = await proxy_choices(conn, user)
         if not choices:
-            return _render("error.html", 403, message="No patient has given you access to their record yet.")
+            return _render(
+                request, "error.html", 403, message="No patient has given you access to their record yet."
+            )
     page = _render(
-        "consent.html", client=client, user=user, params=p, choices=choices,
-        scopes=[(s, sc.describe(s)) for s in granted], csrf=csrf_token(request),
+        request, "consent.html", client=client, user=user, params=p, choices=choices,
+        scopes=[(s, sc.describe(s)) for s in granted],
     )  # fmt: skip
-    set_pre_cookie(request, page)
     # The consent form's answer is a redirect to the app: Chromium applies CSP form-action to
     # that redirect too, so this page allows the app's registered origin and nothing else.
     origin = origin_of(p["redirect_uri"])
@@ -269,21 +267,23 @@ def _app_error(p: dict[str, str], exc: _RedirectError) -> Response:
 async def _authorize_decision(request: Request) -> Response:
     form = await request.form()
     if not await _csrf_ok(request):  # first: a forged request learns nothing, not even the client's state
-        return _render("error.html", 403, message="This form has expired. Start again from the app.")
+        return _render(request, "error.html", 403, message="This form has expired. Start again from the app.")
     p = _params(form)
     try:
         client, redirect_uri = await _check_request(request, p)
     except _PageError as exc:
-        return _render("error.html", 400, message=str(exc))
+        return _render(request, "error.html", 400, message=str(exc))
     except _RedirectError as exc:
         return _app_error(p, exc)
     user = await current_user(request)
     if user is None:
-        return _render("error.html", 401, message="Your session has ended. Start again from the app.")
+        return _render(
+            request, "error.html", 401, message="Your session has ended. Start again from the app."
+        )
     if form.get("decision") != "approve":
         return _app_error(p, _RedirectError("access_denied", "the user declined"))
     if client.org_id is not None and client.org_id != user.org_id:
-        return _render("error.html", 403, message="This app is not available to your organization.")
+        return _render(request, "error.html", 403, message="This app is not available to your organization.")
     granted = _grantable(client, user, sc.split(p.get("scope")))
     if not any(sc.parse_scope(s) for s in granted) and "openid" not in granted:
         return _app_error(p, _RedirectError("invalid_scope", "none of the requested scopes can be granted"))
@@ -296,7 +296,7 @@ async def _authorize_decision(request: Request) -> Response:
                 str(form.get("patient", ""))
             )
             if chosen is None:
-                return _render("error.html", 403, message="Choose one of the patients listed.")
+                return _render(request, "error.html", 403, message="Choose one of the patients listed.")
             patient_id = chosen.patient_id
             fhir_user = f"RelatedPerson/{chosen.related_person_id}" if chosen.related_person_id else None
         elif user.kind is not ActorKind.PATIENT:
@@ -611,8 +611,7 @@ async def account_apps(request: Request) -> Response:
         return await _revoke_app(request, user)
     async with _db(request).reader() as conn:
         apps = await _apps_of(conn, user, tokens.now_us(request))
-    page = _render("apps.html", user=user, apps=apps, csrf=csrf_token(request))
-    set_pre_cookie(request, page)
+    page = _render(request, "apps.html", user=user, apps=apps)
     return page
 
 
@@ -635,7 +634,9 @@ async def _apps_of(conn: Any, user: SignedInUser, now: int) -> list[dict[str, An
 async def _revoke_app(request: Request, user: SignedInUser) -> Response:
     form = await request.form()
     if not await _csrf_ok(request):
-        return _render("error.html", 403, message="This form has expired. Reload the page and try again.")
+        return _render(
+            request, "error.html", 403, message="This form has expired. Reload the page and try again."
+        )
     grant_id = str(form.get("grant", ""))
     now = tokens.now_us(request)
     async with _db(request).transaction() as conn:
