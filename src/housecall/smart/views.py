@@ -118,7 +118,7 @@ async def openid_configuration(request: Request) -> Response:
         "scopes_supported": ["openid", "fhirUser"],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
         "code_challenge_methods_supported": ["S256"],
-        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "fhirUser", "name"],
+        "claims_supported": ["iss", "sub", "aud", "exp", "iat", "nonce", "fhirUser"],
     }
     return JSONResponse(doc, headers={"Cache-Control": "max-age=300"})
 
