@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode
 
@@ -209,7 +210,10 @@ def _session_ref(session_id: str) -> str:
     return "sha256:" + hashlib.sha256(session_id.encode()).hexdigest()[:32]
 
 
+@lru_cache(maxsize=4096)
 def _agents(actor: Actor, address: str | None) -> list[dict[str, Any]]:
+    """The agents of an actor at an address; cached (the same few actors make most requests),
+    so callers must not change what it returns."""
     roles: list[dict[str, Any]] = [{"coding": [{"system": KIND_SYSTEM, "code": actor.kind.value}]}]
     roles += [{"coding": [{"system": ROLE_SYSTEM, "code": r.value}]} for r in sorted(actor.roles)]
     who: dict[str, Any] = {}
