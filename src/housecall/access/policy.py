@@ -33,8 +33,7 @@ from typing import Any
 from housecall.access.actor import Actor, ActorKind, Role, system_actor
 from housecall.core.db import Conn
 from housecall.fhir.errors import FhirError, not_found
-from housecall.fhir.indexing import date_bounds, extract_index
-from housecall.fhir.indexing._r4_search_params import COMPARTMENT_PATIENT
+from housecall.fhir.indexing import COMPARTMENT_PATIENT, date_bounds, extract_index
 from housecall.fhir.store import Stored, now_us
 from housecall.smart import scopes as smart_scopes
 
@@ -46,6 +45,10 @@ ADMINISTRATIVE_TYPES = frozenset(
 )  # fmt: skip
 # Directory types only administrators write (practitioners, locations, services, calendars).
 DIRECTORY_WRITERS = frozenset({Role.ORG_ADMIN, Role.FRONT_DESK})
+# Types outside any patient compartment that can still carry anyone's health information (a
+# Binary attachment, a stored document Bundle): only the system and backend services reach them;
+# people get attachments through the domain services, which check whose they are.
+RESTRICTED_TYPES = frozenset({"Binary", "Bundle"})
 # Types people never write: AuditEvents in the store come from other systems (backend services
 # with system/ scopes). Housecall's own audit trail is not in the store at all (audit/).
 READ_ONLY_TYPES = frozenset({"AuditEvent"})
@@ -125,7 +128,7 @@ class Access:
     def _role_allows(self, res_type: str, code: str) -> bool:
         actor = self.actor
         roles = actor.roles
-        if code in "cud" and res_type in READ_ONLY_TYPES:
+        if (code in "cud" and res_type in READ_ONLY_TYPES) or res_type in RESTRICTED_TYPES:
             return False
         in_compartment = res_type in COMPARTMENT_TYPES
         if actor.kind in (ActorKind.PATIENT, ActorKind.PROXY):

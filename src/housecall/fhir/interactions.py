@@ -186,6 +186,7 @@ async def find_by_criteria(ctx: Ctx, res_type: str, criteria: str, *, limit: int
     # Conditional interactions on the same criteria take turns until their transaction ends, so two
     # concurrent conditional creates cannot both find nothing and both create. The search below
     # then runs on a fresh snapshot (read committed) and sees what the previous holder committed.
+    ctx.access.check_search_patients(res_type, named_patients(req))
     await ctx.store.lock_name(f"criteria:{res_type}?{urlencode(sorted(query))}")
     result = await run_search(
         ctx.conn, req, org_id=ctx.actor.org_id, base_url=ctx.base_url,
@@ -284,10 +285,11 @@ async def delete(ctx: Ctx, res_type: str, res_id: str, *, if_match: str | None =
     check_type(res_type)
     current = await ctx.store.lock_current(res_type, res_id)
     if current is not None and not ctx.access.can_read(current):
-        current = None  # not visible to this actor: as if it did not exist
+        current = None  # not visible to this actor: answered exactly as an unknown id
     if if_match is not None and (current is None or parse_version_header(if_match) != current.version):
         raise FhirError(412, "conflict", f"If-Match {if_match} does not match the current version")
     if current is None or current.deleted:
+        # Nothing to delete (R4 allows 204 here; Bundles such as HL7's example rely on it).
         ctx.access.check_interaction("delete", res_type)
         return Outcome(204)
     ctx.access.check_write("delete", res_type, res_id, None, current)

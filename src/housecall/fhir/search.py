@@ -19,8 +19,14 @@ from typing import Any
 
 from housecall.core.db import Conn
 from housecall.fhir.errors import bad_request
-from housecall.fhir.indexing import SearchParam, date_bounds, index_params, normalize_string, search_params
-from housecall.fhir.indexing._r4_search_params import COMPARTMENT_PATIENT
+from housecall.fhir.indexing import (
+    COMPARTMENT_PATIENT,
+    SearchParam,
+    date_bounds,
+    index_params,
+    normalize_string,
+    search_params,
+)
 from housecall.fhir.store import Store, Stored, now_us, stored_row
 
 CONTROL = {

@@ -21,8 +21,7 @@ from typing import Any
 
 from housecall.core.db import Conn
 from housecall.fhir import jsonio
-from housecall.fhir.indexing import IndexRows, extract_index
-from housecall.fhir.indexing._r4_search_params import COMPARTMENT_PATIENT
+from housecall.fhir.indexing import COMPARTMENT_PATIENT, IndexRows, extract_index
 
 # Column lists of the index tables, in the order IndexRows tuples carry them (after `param`).
 INDEX_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {

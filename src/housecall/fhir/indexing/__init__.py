@@ -613,8 +613,11 @@ def _build_plans(
 
 _REGISTRY = _build_registry()
 _PLANS, _EXISTS = _build_plans(_REGISTRY)
+# The R4 patient CompartmentDefinition, plus Device by its ``patient``: R4 leaves Device out, but a
+# home-monitoring device names whose it is, and that is whose record it belongs to (access path).
+COMPARTMENT_PATIENT: dict[str, tuple[str, ...]] = {**_table.COMPARTMENT_PATIENT, "Device": ("patient",)}
 _COMPARTMENT: dict[str, frozenset[str]] = {
-    rtype: frozenset(codes) for rtype, codes in _table.COMPARTMENT_PATIENT.items()
+    rtype: frozenset(codes) for rtype, codes in COMPARTMENT_PATIENT.items()
 }
 _EMPTY: Mapping[str, SearchParam] = MappingProxyType({})
 
