@@ -91,6 +91,9 @@ def test_search_records_the_query_without_tokens_or_identifying_values() -> None
 
 def test_redacted_query_keeps_control_parameters() -> None:
     assert redacted_query("Patient", [("_id", "p1"), ("family", "Smith")]) == "Patient?_id=p1&family=%2A"
+    free_text = [("_content", "Smith"), ("_text", "Smith"), ("_filter", "name eq Smith"), ("_sort", "-date")]
+    assert redacted_query("Patient", free_text) == "Patient?_content=%2A&_text=%2A&_filter=%2A&_sort=-date"
+    assert "8480-6" in redacted_query("Patient", [("_has:Observation:patient:code", "8480-6")])
 
 
 @pytest.mark.parametrize("secret", ["eyJhbGciOi.eyJzdWIiOi.sig", "x" * 80])

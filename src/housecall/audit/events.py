@@ -128,6 +128,31 @@ KEPT_VALUES = frozenset(
         "effective",
     ]
 )
+# Result controls and ids; not _content, _text or _filter, which hold free text.
+KEPT_CONTROLS = frozenset(
+    [
+        "_id",
+        "_count",
+        "_offset",
+        "_sort",
+        "_include",
+        "_revinclude",
+        "_summary",
+        "_elements",
+        "_total",
+        "_lastUpdated",
+        "_type",
+        "_since",
+        "_at",
+        "_list",
+        "_profile",
+        "_security",
+        "_tag",
+        "_source",
+        "_include:iterate",
+        "_revinclude:iterate",
+    ]
+)
 DROPPED = frozenset(
     [
         "access_token",
@@ -197,7 +222,12 @@ def redacted_query(res_type: str | None, query: Iterable[tuple[str, str]]) -> st
         if base in DROPPED:
             continue
         last = base.rsplit(".", 1)[-1]  # a chain (subject.name) is judged by its last parameter
-        keep = base.startswith("_") or (last in KEPT_VALUES and base.split(".", 1)[0] in KEPT_VALUES)
+        keep = (
+            base in KEPT_CONTROLS
+            # _has:Observation:patient:code - judged by the parameter it ends with
+            or (base == "_has" and name.rsplit(":", 1)[-1] in KEPT_VALUES)
+            or (last in KEPT_VALUES and base.split(".", 1)[0] in KEPT_VALUES)
+        )
         kept.append((name, value if keep else "*"))
     return f"{res_type or ''}?{urlencode(kept)}"
 
