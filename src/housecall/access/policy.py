@@ -266,6 +266,8 @@ class Access:
             if current is not None:
                 raise hidden(res_type, res_id)
             raise FhirError(403, "forbidden", f"this sign-in may not {interaction} {res_type} resources")
+        if new is not None and self.actor.kind in (ActorKind.PATIENT, ActorKind.PROXY):
+            _check_protected(res_type, new, current)
         if res_type not in COMPARTMENT_TYPES:
             return
         old_patients = patients_of(current) if current is not None and current.content is not None else None
@@ -285,8 +287,6 @@ class Access:
                     raise FhirError(403, "forbidden", f"this {res_type} must name the patient it is about")
                 for p in sorted(patients - visible):
                     raise hidden("Patient", p)
-            if self.actor.kind in (ActorKind.PATIENT, ActorKind.PROXY):
-                _check_protected(res_type, new, current)
 
 
 def patients_of(stored: Stored | None) -> set[str]:

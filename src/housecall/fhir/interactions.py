@@ -20,6 +20,7 @@ from housecall.core.db import Conn
 from housecall.core.settings import Settings
 from housecall.fhir import jsonio
 from housecall.fhir.errors import FhirError, OutcomeIssue, bad_request, not_found
+from housecall.fhir.indexing import search_params
 from housecall.fhir.search import SearchRequest, SearchResult, parse_search, run_search
 from housecall.fhir.store import Store, Stored, delete_write, new_id, version_write
 from housecall.fhir.validation import is_known_resource_type, validate_resource
@@ -397,8 +398,9 @@ def _admit(ctx: Ctx) -> Callable[[list[Stored]], Awaitable[list[Stored]]]:
 
 
 def named_patients(req: SearchRequest) -> list[str]:
-    """Patient ids a search names in its compartment reference parameters (``subject=Patient/x``,
-    ``patient=x``)."""
+    """Patient ids a search names: ``Patient/x`` in any parameter, and a bare id in a reference
+    parameter that can point at a Patient (``subject=x``, ``patient=x``)."""
+    params = search_params(req.res_type)
     out = []
     for flt in req.filters:
         if flt.chain or flt.modifier not in (None, "", "Patient"):
@@ -407,7 +409,7 @@ def named_patients(req: SearchRequest) -> list[str]:
             ref = value.rsplit("/fhir/", 1)[-1]
             if ref.startswith("Patient/") and ref.count("/") == 1:
                 out.append(ref[len("Patient/") :])
-            elif flt.code in ("patient",) and "/" not in ref and ref:
+            elif ref and "/" not in ref and "Patient" in getattr(params.get(flt.code), "targets", ()):
                 out.append(ref)
     return out
 
