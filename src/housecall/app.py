@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse, Response
 
+from housecall.access import breakglass
+from housecall.access import views as access_views
 from housecall.audit import chain, logsafe, trail
 from housecall.core.db import open_database
 from housecall.core.settings import Settings, get_settings
@@ -27,9 +30,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.db = db
         sealer = chain.Sealer(db, settings.audit_seal_interval)
         sealer.start()
+        closer = asyncio.get_running_loop().create_task(breakglass.close_expired_periodically(db))
         try:
             yield
         finally:
+            closer.cancel()
             await trail.sink_for(app.state).close()  # events still queued, then their seals
             await sealer.stop()
             await db.close()
@@ -41,6 +46,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     fhir_api.install(app)
     identity_views.install(app)  # sign-in, MFA, sessions, account pages (+ /static)
+    access_views.install(app)  # emergency (break-glass) access
     smart_views.install(app)  # SMART on FHIR authorization server (docs/decisions/0008)
     security.install(app, settings.cors_origins)
     logsafe.install()

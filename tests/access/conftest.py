@@ -27,6 +27,9 @@ from housecall.core.db import Database, open_database
 from housecall.core.settings import Settings
 from housecall.identity import service as identity
 from housecall.smart import clients, tokens
+
+# Identity's fixtures (an organization with a real SMTP server, signed-in browsers, the clock).
+from tests.identity.conftest import _clock_back, env, smtp  # noqa: F401
 from tests.support import drop_database, new_database, provision_backend, token_request
 
 FHIR = {"Content-Type": "application/fhir+json"}

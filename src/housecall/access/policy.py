@@ -34,7 +34,8 @@ from housecall.access.actor import Actor, ActorKind, Role, system_actor
 from housecall.core.db import Conn
 from housecall.fhir.errors import FhirError, not_found
 from housecall.fhir.indexing import COMPARTMENT_PATIENT, date_bounds, extract_index
-from housecall.fhir.store import Stored, now_us
+from housecall.fhir.store import Stored
+from housecall.identity.clock import clock
 from housecall.smart import scopes as smart_scopes
 
 COMPARTMENT_TYPES = frozenset(COMPARTMENT_PATIENT)
@@ -100,7 +101,7 @@ class Access:
 
     @classmethod
     async def load(cls, conn: Conn, actor: Actor, *, now: int | None = None) -> Access:
-        return cls(actor, await _load_grants(conn, actor, now if now is not None else now_us()))
+        return cls(actor, await _load_grants(conn, actor, now if now is not None else clock.now_us()))
 
     @classmethod
     def system(cls, org_id: str) -> Access:

@@ -127,14 +127,10 @@ compartment = Table(
     Index("ix_compartment_owner", "res_type", "res_id"),
 )
 
-# Identity tables (accounts, sessions, …) register themselves on the same metadata.
-import housecall.identity.tables  # noqa: E402
-
-# The audit trail (append-only events and their hash chain) registers itself the same way.
-import housecall.audit.tables  # noqa: E402
-
-# The SMART authorization server's clients, grants and tokens register themselves the same way.
-import housecall.smart.tables  # noqa: E402
-
-# Emergency (break-glass) access records, kept by the access path.
+# Platform tables register themselves on the same metadata: identity (accounts, sessions, …), the
+# audit trail (append-only events and their hash chain), the SMART authorization server (clients,
+# grants, tokens) and the access path (break-glass openings).
 import housecall.access.tables  # noqa: E402
+import housecall.audit.tables  # noqa: E402
+import housecall.identity.tables  # noqa: E402
+import housecall.smart.tables  # noqa: E402, F401

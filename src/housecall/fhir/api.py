@@ -210,7 +210,7 @@ async def _history(request: Request, res_type: str | None, res_id: str | None, p
         if res_id is not None:
             assert res_type is not None
             current = await store.read(res_type, res_id)
-            if current is None or not ctx.access.can_read(current, "history-instance"):
+            if current is None or not ctx.visible(current, "history-instance"):
                 raise ix.not_found(res_type, res_id)
         elif not ctx.access.reads_whole_organization(res_type):
             # Type and system history cannot be narrowed to a patient's record in SQL (a deleted

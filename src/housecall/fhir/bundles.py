@@ -227,7 +227,7 @@ def _prepare_posts(ctx: ix.Ctx, posts: list[Entry], existing: dict[tuple[str, st
         if found is not None and not found.deleted:
             # Already stored under this identity: a match, as for If-None-Exist - the POST never
             # changes it (a PUT does), so loading the same Bundles again is a no-op.
-            if not ctx.access.can_read(found):
+            if not ctx.visible(found):
                 raise ix.not_found(res_type, res_id)
             ctx.saw(found)
             e.outcome = ix.Outcome(200, found)

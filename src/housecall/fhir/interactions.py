@@ -52,6 +52,15 @@ class Ctx:
     def actor(self) -> Actor:
         return self.access.actor
 
+    def visible(self, stored: Stored, interaction: str = "read") -> bool:
+        """Whether the actor may see ``stored``; a refusal is noted against the patients whose record
+        it is, so the denied attempt shows in their audit trail."""
+        if self.access.can_read(stored, interaction):
+            return True
+        for p in patients_of(stored):
+            self.touched[p] = None
+        return False
+
     def saw(self, stored: Stored, patients: Iterable[str] | None = None) -> None:
         """Note for the audit trail that this request acted on ``stored``."""
         for p in patients if patients is not None else patients_of(stored):
@@ -153,7 +162,7 @@ def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
 async def read(ctx: Ctx, res_type: str, res_id: str) -> Outcome:
     check_type(res_type)
     stored = await ctx.store.read(res_type, res_id)
-    if stored is not None and not ctx.access.can_read(stored):
+    if stored is not None and not ctx.visible(stored):
         raise not_found(res_type, res_id)
     stored = _current_or_gone(stored, res_type, res_id)
     ctx.saw(stored)
@@ -165,7 +174,7 @@ async def vread(ctx: Ctx, res_type: str, res_id: str, version: str) -> Outcome:
     if not version.isdigit():
         raise not_found(res_type, f"{res_id}/_history/{version}")
     stored = await ctx.store.read_version(res_type, res_id, int(version))
-    if stored is None or not ctx.access.can_read(stored, "vread"):
+    if stored is None or not ctx.visible(stored, "vread"):
         raise not_found(res_type, f"{res_id}/_history/{version}")
     ctx.saw(stored)
     if stored.deleted:
@@ -231,7 +240,7 @@ async def update(
             f"the id in the body ({body_id}) differs from the URL ({res_id})", "invalid", f"{res_type}.id"
         )
     current = await ctx.store.lock_current(res_type, res_id)
-    if current is not None and not ctx.access.can_read(current):
+    if current is not None and not ctx.visible(current):
         raise not_found(res_type, res_id)
     if if_match is not None and (
         current is None or current.deleted or parse_version_header(if_match) != current.version
@@ -285,7 +294,7 @@ async def delete(ctx: Ctx, res_type: str, res_id: str, *, if_match: str | None =
     """Soft delete: a new version with no content; later reads answer 410. Idempotent."""
     check_type(res_type)
     current = await ctx.store.lock_current(res_type, res_id)
-    if current is not None and not ctx.access.can_read(current):
+    if current is not None and not ctx.visible(current):
         current = None  # not visible to this actor: answered exactly as an unknown id
     if if_match is not None and (current is None or parse_version_header(if_match) != current.version):
         raise FhirError(412, "conflict", f"If-Match {if_match} does not match the current version")
@@ -330,7 +339,7 @@ async def patch(
     resource sent as application/json the way fhirpy does)."""
     check_type(res_type)
     current = await ctx.store.lock_current(res_type, res_id)
-    if current is not None and not ctx.access.can_read(current):
+    if current is not None and not ctx.visible(current):
         raise not_found(res_type, res_id)
     current = _current_or_gone(current, res_type, res_id)
     if if_match is not None and parse_version_header(if_match) != current.version:

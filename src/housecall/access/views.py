@@ -1,0 +1,99 @@
+"""Pages of the access path: emergency (break-glass) access.
+
+Every route states its policy; all sit behind the CSRF guard and require a signed-in clinician
+or nurse who has proved their password again within ``REAUTH_SECONDS``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+
+from housecall.access import breakglass
+from housecall.core.db import Database
+from housecall.core.mail import Outbox
+from housecall.core.settings import Settings
+from housecall.identity import sessions
+from housecall.identity.clock import clock
+from housecall.web import csrf
+from housecall.web.pages import FormErrors, render
+
+REAUTH_SECONDS = 300
+router = APIRouter(dependencies=[Depends(csrf.csrf_guard)], include_in_schema=False)
+
+
+def _db(request: Request) -> Database:
+    return request.app.state.db  # type: ignore[no-any-return]
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+@router.get("/break-glass")
+async def break_glass_page(request: Request, patient: str = "") -> Response:
+    # Clinicians and nurses, freshly re-authenticated: the form and their recent openings.
+    actor = await sessions.require_fresh_auth(request, REAUTH_SECONDS)
+    async with _db(request).reader() as conn:
+        recent = await breakglass.openings_of(conn, actor.account_id or "")
+    return render(request, "access/break_glass.html", allowed=breakglass.may_break_glass(actor), recent=recent,
+                  now=clock.now_us(), values={"patient": patient[:64], "minutes": str(breakglass.DEFAULT_MINUTES)},
+                  max_minutes=breakglass.MAX_MINUTES)  # fmt: skip
+
+
+@router.post("/break-glass")
+async def break_glass_open(request: Request) -> Response:
+    # Clinicians and nurses, freshly re-authenticated; CSRF-checked. Opens the record, audits, tells.
+    actor = await sessions.require_fresh_auth(request, REAUTH_SECONDS)
+    form = await request.form()
+
+    def text(name: str, limit: int) -> str:
+        value = form.get(name)
+        return value.strip()[:limit] if isinstance(value, str) else ""
+
+    values = {"patient": text("patient", 64), "reason": text("reason", 2000), "minutes": text("minutes", 4)}
+    minutes = int(values["minutes"]) if values["minutes"].isdigit() else 0
+    outbox = Outbox()
+    try:
+        async with _db(request).transaction() as conn:
+            opening = await breakglass.open_record(
+                conn, actor, values["patient"], values["reason"], minutes, clock.now_us(), outbox
+            )
+    except breakglass.BreakGlassError as exc:
+        errors = FormErrors()
+        errors.add(exc.field, str(exc))
+        context: dict[str, Any] = {"allowed": breakglass.may_break_glass(actor), "recent": [], "now": clock.now_us(),
+                                   "max_minutes": breakglass.MAX_MINUTES}  # fmt: skip
+        return render(request, "access/break_glass.html", status=400, errors=errors, values=values, **context)
+    await outbox.send(_settings(request))
+    return RedirectResponse(f"/break-glass/{opening.id}", status_code=303)
+
+
+@router.get("/break-glass/{opening_id}")
+async def break_glass_status(request: Request, opening_id: str) -> Response:
+    # The clinician who opened it: when it ends, and a button to end it now.
+    state = await sessions.require_signed_in(request)
+    async with _db(request).reader() as conn:
+        opening = await breakglass.get_opening(conn, opening_id[:64])
+    if opening is None or opening.account_id != state.account.id:
+        return render(request, "identity/error.html", status=404, title="Not found",
+                      message="There is no such emergency access.", back="/break-glass")  # fmt: skip
+    return render(request, "access/break_glass_status.html", opening=opening, now=clock.now_us())
+
+
+@router.post("/break-glass/{opening_id}/end")
+async def break_glass_end(request: Request, opening_id: str) -> Response:
+    # The clinician who opened it; CSRF-checked. Ends it now and records the end.
+    actor = await sessions.actor_for_request(request)
+    if actor is None:
+        await sessions.require_signed_in(request)  # raises: to sign-in
+        raise AssertionError
+    async with _db(request).transaction() as conn:
+        await breakglass.close_record(conn, actor, opening_id[:64], clock.now_us())
+    return RedirectResponse(f"/break-glass/{opening_id}", status_code=303)
+
+
+def install(app: FastAPI) -> None:
+    app.include_router(router)
