@@ -70,9 +70,13 @@ def run_workload(url: str) -> list[dict[str, object]]:
     server = LiveServer(url, port=free_port()).start()
     try:
         out = Path(tempfile.mkstemp(suffix=".json")[1])
+        # As a backend service of the organization (system/*.cruds): every request pays the token
+        # lookup, the access decision and its audit event, as in production.
+        token = server.auth_headers()["Authorization"].removeprefix("Bearer ")
         env = {
             **os.environ,
             "FHIR_PORT": str(server.port),
+            "FHIR_TOKEN": token,
             "SERVER_PID": str(server.proc.pid),
             "OUT": str(out),
         }  # type: ignore[union-attr]
