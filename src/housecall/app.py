@@ -53,8 +53,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.get("/", include_in_schema=False)
     async def home() -> Response:
-        # Public: the pages arrive with the portal; until then the root points at the API.
-        return RedirectResponse("/fhir/metadata")
+        # Public: a redirect only; /account sends whoever is not signed in to the sign-in page.
+        return RedirectResponse("/account")
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

@@ -73,7 +73,8 @@ def serve(
     )  # fmt: skip
 
 
-async def _load_demo(settings: Settings) -> dict[str, int]:
+async def _load_demo(settings: Settings) -> tuple[dict[str, int], list[str]]:
+    from housecall.demo.accounts import ensure_demo_accounts
     from housecall.demo.generate import demo_bundle, demo_summary
 
     bundle = demo_bundle()
@@ -88,9 +89,11 @@ async def _load_demo(settings: Settings) -> dict[str, int]:
                     DEMO_ORG, org["name"], org["id"], now_us(),
                 )  # fmt: skip
         await loader.load_bundle(db, settings, DEMO_ORG, "transaction", bundle)
+        async with db.transaction() as conn:
+            people = await ensure_demo_accounts(conn, DEMO_ORG, bundle, settings)
     finally:
         await db.close()
-    return demo_summary(bundle)
+    return demo_summary(bundle), people
 
 
 DEMO_ORG = "demo"
@@ -125,15 +128,21 @@ def demo(
     """Migrate, load the demo organization (idempotent) and serve it."""
     settings = _settings()
     migrations.upgrade(settings.database_url)
-    summary = asyncio.run(_load_demo(settings))
+    summary, people = asyncio.run(_load_demo(settings))
     table = Table(title="Demo organization loaded")
     table.add_column("resource")
     table.add_column("count", justify="right")
     for name, n in sorted(summary.items()):
         table.add_row(name, str(n))
     console.print(table)
+    from housecall.demo.accounts import DEMO_PASSWORD
+
+    console.print("Demo sign-ins (staff enrol an authenticator app at first sign-in), passphrase "
+                  f"[bold]{DEMO_PASSWORD}[/bold]:")  # fmt: skip
+    for person in people:
+        console.print(f"  {person}")
     if not load_only:
-        console.print(f"Housecall is at http://{host}:{port}/ (FHIR API at /fhir)")
+        console.print(f"Housecall is at http://{host}:{port}/ (sign in at /signin; FHIR API at /fhir)")
         serve(host=host, port=port, workers=1)
 
 
