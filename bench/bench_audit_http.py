@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""FHIR reads over HTTP with the audit trail as wired, without waiting for the audit commit, and
-switched off - three ``housecall serve`` runs on the same database, interleaved in rounds.
+"""FHIR reads over HTTP with the audit trail as it runs (a successful read does not wait for its
+event's commit), with every request waiting for it, and switched off - three ``housecall serve``
+runs on the same database, interleaved in rounds.
 
 Each server is the real one (``housecall serve`` on 127.0.0.1, uvloop, httptools) started through
-a two-line launcher that, for the comparison runs only, replaces ``AuditSink.record``: "no wait"
-records with ``wait=False``, "off" records nothing. 8 keep-alive clients (threads, as
+a two-line launcher that, for the comparison runs only, replaces ``AuditSink.record``: "every event
+waited for" records with ``wait=True``, "off" records nothing. 8 keep-alive clients (threads, as
 ``../shared/bench/fhir_load.py`` does) read Observations by id with a backend token.
 
     .venv/bin/python bench/bench_audit_http.py [--engine postgresql] [--reads 300] [--rounds 3]
@@ -33,17 +34,17 @@ from tests.support import backend_token, free_port  # noqa: E402
 
 CLIENTS = 8
 PATCHES = {
-    "audited (as wired)": "",
-    "audited, not waiting": (
+    "audited (successful reads not waited for)": "",
+    "audited, every event waited for": (
         "from housecall.audit import trail\n"
         "_record = trail.AuditSink.record\n"
-        "async def record(self, entries, *, wait=True):\n"
-        "    await _record(self, entries, wait=False)\n"
+        "async def record(self, entries, *, wait=None):\n"
+        "    await _record(self, entries, wait=True)\n"
         "trail.AuditSink.record = record\n"
     ),
     "audit off": (
         "from housecall.audit import trail\n"
-        "async def record(self, entries, *, wait=True):\n"
+        "async def record(self, entries, *, wait=None):\n"
         "    return None\n"
         "trail.AuditSink.record = record\n"
     ),

@@ -120,3 +120,17 @@ def test_denial_is_a_minor_failure_naming_what_was_asked() -> None:
                    action=Action.READ)  # fmt: skip
     assert ev["outcome"] == "4"
     assert [e["what"]["reference"] for e in _entity(ev, "4")] == ["Observation/foreign"]
+
+
+def test_writes_denials_and_failures_are_urgent_successful_reads_are_not() -> None:
+    def urgent(interaction: str, outcome: Outcome = Outcome.SUCCESS) -> bool:
+        (entry,) = entries_for(
+            CLINICIAN, AuditRequest(interaction, "Observation"), outcome, patient_ids=["p1"]
+        )
+        return entry.urgent
+
+    assert not urgent("read") and not urgent("search-type") and not urgent("history-instance")
+    assert not urgent("operation")  # $everything
+    assert urgent("create") and urgent("update") and urgent("patch") and urgent("delete")
+    assert urgent("transaction") and urgent("batch")
+    assert urgent("read", Outcome.MINOR_FAILURE) and urgent("search-type", Outcome.SERIOUS_FAILURE)

@@ -215,7 +215,7 @@ async def test_who_viewed_lists_accesses_to_one_patient_newest_first(
 async def test_sink_group_commits_concurrent_events(db: Database) -> None:
     sink = trail.AuditSink(db)
     before = db.counter.statements
-    await asyncio.gather(*(sink.record(reads(DOCTOR, f"p{i}", 1)) for i in range(40)))
+    await asyncio.gather(*(sink.record(reads(DOCTOR, f"p{i}", 1), wait=True) for i in range(40)))
     async with db.reader() as conn:
         assert await conn.fetchval("SELECT count(*) FROM audit_log") == 40
     # 40 events in far fewer than 40 inserts (the first goes alone, the rest queue behind it).
@@ -231,12 +231,41 @@ async def test_sink_without_waiting_stores_events_by_close(db: Database) -> None
         assert await conn.fetchval("SELECT count(*) FROM audit_log") == 25
 
 
+async def test_urgent_events_are_committed_when_record_returns(db: Database) -> None:
+    sink = trail.AuditSink(db)
+    denied = reads(DOCTOR, "p1", 1, Outcome.MINOR_FAILURE)
+    assert denied[0].urgent
+    await sink.record(denied)
+    async with db.reader() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM audit_log") == 1
+    allowed = reads(DOCTOR, "p1", 1)
+    assert not allowed[0].urgent
+    await sink.record(allowed)  # returns before the commit; the next batch carries it
+    await sink.close()
+    async with db.reader() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM audit_log") == 2
+
+
+async def test_the_application_sink_can_be_told_to_wait_for_reads(db: Database) -> None:
+    from types import SimpleNamespace
+
+    from housecall.core.settings import Settings
+
+    strict = SimpleNamespace(db=db, settings=Settings(audit_wait_for_reads=True))
+    relaxed = SimpleNamespace(db=db, settings=Settings())
+    assert trail.sink_for(strict).wait_always and not trail.sink_for(relaxed).wait_always
+    assert trail.sink_for(strict) is trail.sink_for(strict)
+    await trail.sink_for(strict).record(reads(DOCTOR, "p1", 1))
+    async with db.reader() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM audit_log") == 1
+
+
 async def test_sink_reports_a_failed_commit_to_the_waiting_request(db: Database) -> None:
     sink = trail.AuditSink(db)
     bad = trail.AuditEntry(None, 1, None, None, b"{}")  # type: ignore[arg-type]  # org_id is NOT NULL
     with pytest.raises(Exception, match=r"(?i)null"):
         await sink.record([bad])
-    await sink.record(reads(PATIENT, "p1", 1))  # the sink goes on
+    await sink.record(reads(PATIENT, "p1", 1), wait=True)  # the sink goes on
     async with db.reader() as conn:
         assert await conn.fetchval("SELECT count(*) FROM audit_log") == 1
 

@@ -196,6 +196,9 @@ class AuditEntry:
     patient_id: str | None
     agent: str | None
     event: bytes
+    # Whether the request should wait for this event's commit before it answers: writes, denials
+    # and failures do; a successful read or search need not (AuditSink, decision 0007).
+    urgent: bool = True
 
 
 def recorded_instant(us: int) -> str:
@@ -371,6 +374,12 @@ def entries_for(
     recorded = time.time_ns() // 1000
     agent = agent_key(actor)
     patients: list[str | None] = list(dict.fromkeys(patient_ids)) or [None]
+    act = action or ACTIONS.get(request.interaction, Action.EXECUTE)
+    urgent = (
+        outcome != Outcome.SUCCESS
+        or act in (Action.CREATE, Action.UPDATE, Action.DELETE)
+        or request.interaction in ("batch", "transaction")
+    )
     return [
         AuditEntry(
             actor.org_id,
@@ -382,6 +391,7 @@ def entries_for(
                     actor, request, outcome, patient_id=pid, what=what, action=action, recorded=recorded
                 )
             ),
+            urgent,
         )
         for pid in patients
     ]

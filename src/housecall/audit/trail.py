@@ -66,17 +66,20 @@ class AuditSink:
     and one commit instead of one each. On SQLite the batch goes through the single writer, so
     readers never contend for SQLite's file lock.
 
-    ``record(entries, wait=False)`` returns at once and the events follow in a batch written within
-    ``LINGER`` (5 ms): the response no longer waits for a commit and one commit carries many
-    requests' events, at the price of losing the last few milliseconds of events if the process is
-    killed. A failed batch of such events is retried a few times, then logged as lost.
+    Events that are not urgent (a successful read or search: ``AuditEntry.urgent``) are not waited
+    for unless ``wait_always`` (``HOUSECALL_AUDIT_WAIT_FOR_READS``): ``record`` returns at once and
+    they follow in a batch written within ``LINGER`` (5 ms), so one commit carries many requests'
+    events - at the price of losing the last few milliseconds of read events if the process is
+    killed. A failed batch of them is retried a few times, then logged as lost. Waiting for every
+    read's event cost about a third of the HTTP read rate (bench/bench_audit_http.py).
     """
 
     RETRIES = 3
     LINGER = 0.005  # seconds a batch nobody waits for collects before it is written
 
-    def __init__(self, db: Database, in_flight: int | None = None) -> None:
+    def __init__(self, db: Database, in_flight: int | None = None, *, wait_always: bool = False) -> None:
         self._db = db
+        self.wait_always = wait_always
         self._queue: list[_Queued] = []
         self._writers: set[asyncio.Task[None]] = set()
         # Batches committing at once. While they commit the next requests' events collect, so
@@ -84,9 +87,13 @@ class AuditSink:
         # bench_audit_http.py); SQLite has one writer, so a second batch would only wait for it.
         self._in_flight = in_flight or (4 if db.dialect == "postgresql" else 1)
 
-    async def record(self, entries: Sequence[AuditEntry], *, wait: bool = True) -> None:
+    async def record(self, entries: Sequence[AuditEntry], *, wait: bool | None = None) -> None:
+        """Store ``entries``; by default wait for the commit only when one of them is urgent (a
+        write, a denial, a failure) or the sink was told to wait for every event."""
         if not entries:
             return
+        if wait is None:
+            wait = self.wait_always or any(e.urgent for e in entries)
         future: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
         self._queue.append(_Queued(entries, future))
         if len(self._writers) < self._in_flight:
@@ -209,5 +216,7 @@ def sink_for(state: Any) -> AuditSink:
     """The application's sink (``app.state``), made on first use for the database it holds."""
     sink: AuditSink | None = getattr(state, "audit_sink", None)
     if sink is None or sink._db is not state.db:
-        sink = state.audit_sink = AuditSink(state.db)
+        settings = getattr(state, "settings", None)
+        wait_always = bool(getattr(settings, "audit_wait_for_reads", False))
+        sink = state.audit_sink = AuditSink(state.db, wait_always=wait_always)
     return sink

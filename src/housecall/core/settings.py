@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # --- Audit trail and web hygiene (docs/decisions/0007) ---
     # Seconds between passes of the server's audit sealer (links new events to the hash chain).
     audit_seal_interval: float = 1.0
+    # Make every request wait for its audit event's commit. Off: writes, denials and failures wait;
+    # a successful read's event is committed within 5 ms of the answer (decision 0007).
+    audit_wait_for_reads: bool = False
     # Browser origins allowed to call the FHIR API cross-origin (CORS), as a JSON list:
     # HOUSECALL_CORS_ORIGINS='["https://app.example.org"]'. Registered SMART apps are added to it.
     cors_origins: list[str] = Field(default_factory=list)
