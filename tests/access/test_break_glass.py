@@ -106,10 +106,10 @@ async def test_ending_early_closes_the_record_at_once(env: Env) -> None:
 async def test_only_clinicians_and_nurses_may_break_glass(env: Env) -> None:
     patient = await env.account("patient")
     browser, _, _ = await env.staff_session("front_desk")
-    r = await env.post(
-        browser, "/break-glass", {"patient": patient.patient_id or "", "reason": REASON, "minutes": "5"}
-    )
-    assert r.status_code == 400
+    assert (await browser.get("/break-glass")).status_code == 403
+    token = await env.csrf(browser, "/account")
+    form = {"patient": patient.patient_id or "", "reason": REASON, "minutes": "5", "csrf": token}
+    assert (await browser.post("/break-glass", data=form)).status_code == 403
     async with env.db.reader() as conn:
         assert (
             await conn.fetchval("SELECT count(*) FROM break_glass WHERE patient_id = $1", patient.patient_id)

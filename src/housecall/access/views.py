@@ -32,13 +32,20 @@ def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
+def _not_for_you(request: Request) -> Response:
+    return render(request, "identity/error.html", status=403, title="Not available",
+                  message="Only clinicians and nurses can open a record in an emergency.", back="/account")  # fmt: skip
+
+
 @router.get("/break-glass")
 async def break_glass_page(request: Request, patient: str = "") -> Response:
     # Clinicians and nurses, freshly re-authenticated: the form and their recent openings.
     actor = await sessions.require_fresh_auth(request, REAUTH_SECONDS)
+    if not breakglass.may_break_glass(actor):
+        return _not_for_you(request)
     async with _db(request).reader() as conn:
         recent = await breakglass.openings_of(conn, actor.account_id or "")
-    return render(request, "access/break_glass.html", allowed=breakglass.may_break_glass(actor), recent=recent,
+    return render(request, "access/break_glass.html", recent=recent,
                   now=clock.now_us(), values={"patient": patient[:64], "minutes": str(breakglass.DEFAULT_MINUTES)},
                   max_minutes=breakglass.MAX_MINUTES)  # fmt: skip
 
@@ -47,6 +54,8 @@ async def break_glass_page(request: Request, patient: str = "") -> Response:
 async def break_glass_open(request: Request) -> Response:
     # Clinicians and nurses, freshly re-authenticated; CSRF-checked. Opens the record, audits, tells.
     actor = await sessions.require_fresh_auth(request, REAUTH_SECONDS)
+    if not breakglass.may_break_glass(actor):
+        return _not_for_you(request)
     form = await request.form()
 
     def text(name: str, limit: int) -> str:
@@ -64,7 +73,7 @@ async def break_glass_open(request: Request) -> Response:
     except breakglass.BreakGlassError as exc:
         errors = FormErrors()
         errors.add(exc.field, str(exc))
-        context: dict[str, Any] = {"allowed": breakglass.may_break_glass(actor), "recent": [], "now": clock.now_us(),
+        context: dict[str, Any] = {"recent": [], "now": clock.now_us(),
                                    "max_minutes": breakglass.MAX_MINUTES}  # fmt: skip
         return render(request, "access/break_glass.html", status=400, errors=errors, values=values, **context)
     await outbox.send(_settings(request))
@@ -91,7 +100,10 @@ async def break_glass_end(request: Request, opening_id: str) -> Response:
         await sessions.require_signed_in(request)  # raises: to sign-in
         raise AssertionError
     async with _db(request).transaction() as conn:
-        await breakglass.close_record(conn, actor, opening_id[:64], clock.now_us())
+        closed = await breakglass.close_record(conn, actor, opening_id[:64], clock.now_us())
+    if closed is None:  # not theirs, unknown, or ended already: nothing to end
+        return render(request, "identity/error.html", status=404, title="Not found",
+                      message="There is no open emergency access to end.", back="/break-glass")  # fmt: skip
     return RedirectResponse(f"/break-glass/{opening_id}", status_code=303)
 
 

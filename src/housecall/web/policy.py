@@ -1,0 +1,75 @@
+"""Every route's access policy, in one table the tests hold the application to.
+
+A route the table does not name fails ``tests/access/test_route_policies.py``, so a new page or API
+route has to say who may use it. The policy is what the route's own code enforces (a comment at each
+route says the same); the tests then sweep each policy with the wrong credentials: none at all, a
+patient's session against staff routes, and so on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from enum import StrEnum
+from typing import Any
+
+
+class Policy(StrEnum):
+    PUBLIC = "public"  # no data: sign-in forms, discovery documents, static assets, liveness
+    FHIR = "fhir"  # bearer token (or a page session for reads); the access path decides per resource
+    OAUTH_CLIENT = "oauth-client"  # OAuth client authentication (the token, revoke, introspect endpoints)
+    SIGN_IN_STEP = "sign-in-step"  # a half-finished sign-in (second factor, enrolment, e-mailed links)
+    SIGNED_IN = "signed-in"  # any fully signed-in person, acting on their own account
+    CLINICAL = "clinical"  # clinicians and nurses
+    ORG_ADMIN = "org-admin"  # organization administrators
+
+
+ROUTES: dict[str, Policy] = {
+    "/": Policy.PUBLIC,
+    "/healthz": Policy.PUBLIC,
+    "/openapi.json": Policy.PUBLIC,
+    "/static": Policy.PUBLIC,
+    "/.well-known/smart-configuration": Policy.PUBLIC,
+    "/fhir/.well-known/smart-configuration": Policy.PUBLIC,
+    "/fhir/.well-known/openid-configuration": Policy.PUBLIC,
+    "/oauth/jwks": Policy.PUBLIC,
+    "/signin": Policy.PUBLIC,
+    "/password/forgot": Policy.PUBLIC,
+    "/password/reset": Policy.SIGN_IN_STEP,
+    "/verify": Policy.SIGN_IN_STEP,
+    "/signin/mfa": Policy.SIGN_IN_STEP,
+    "/mfa/enrol": Policy.SIGN_IN_STEP,
+    "/signout": Policy.SIGN_IN_STEP,
+    "/fhir": Policy.FHIR,
+    "/fhir/{path:path}": Policy.FHIR,
+    "/oauth/token": Policy.OAUTH_CLIENT,
+    "/oauth/revoke": Policy.OAUTH_CLIENT,
+    "/oauth/introspect": Policy.OAUTH_CLIENT,
+    "/oauth/authorize": Policy.SIGNED_IN,
+    "/signin/confirm": Policy.SIGNED_IN,
+    "/signout/everywhere": Policy.SIGNED_IN,
+    "/account": Policy.SIGNED_IN,
+    "/account/password": Policy.SIGNED_IN,
+    "/account/verify-email": Policy.SIGNED_IN,
+    "/account/acting-for": Policy.SIGNED_IN,
+    "/account/apps": Policy.SIGNED_IN,
+    "/break-glass": Policy.CLINICAL,
+    "/break-glass/{opening_id}": Policy.CLINICAL,
+    "/break-glass/{opening_id}/end": Policy.CLINICAL,
+    "/admin/accounts": Policy.ORG_ADMIN,
+    "/admin/accounts/{account_id}/{action}": Policy.ORG_ADMIN,
+}
+
+
+def app_routes(app: Any) -> Iterator[tuple[str, frozenset[str]]]:
+    """(path, methods) of every route of the application, those of included routers too."""
+
+    def walk(items: list[Any], prefix: str = "") -> Iterator[tuple[str, frozenset[str]]]:
+        for route in items:
+            original = getattr(route, "original_router", None)
+            if original is not None:  # FastAPI's lazily included router
+                context = getattr(route, "include_context", None)
+                yield from walk(original.routes, prefix + (getattr(context, "prefix", "") or ""))
+                continue
+            yield prefix + getattr(route, "path", ""), frozenset(getattr(route, "methods", None) or ())
+
+    yield from walk(app.router.routes)
