@@ -11,7 +11,8 @@ import httpx
 from housecall.web.policy import ROUTES, Policy, app_routes
 from tests.identity.conftest import Env
 
-SAMPLE = {"{path:path}": "Patient", "{opening_id}": "0" * 32, "{account_id}": "0" * 32, "{action}": "disable"}
+SAMPLE = {"{path:path}": "Patient", "{opening_id}": "0" * 32, "{account_id}": "0" * 32, "{action}": "disable",
+          "{client_id}": "x" * 24}  # fmt: skip
 
 
 def concrete(path: str) -> str:

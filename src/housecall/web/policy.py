@@ -57,6 +57,8 @@ ROUTES: dict[str, Policy] = {
     "/break-glass/{opening_id}/end": Policy.CLINICAL,
     "/admin/accounts": Policy.ORG_ADMIN,
     "/admin/accounts/{account_id}/{action}": Policy.ORG_ADMIN,
+    "/admin/apps": Policy.ORG_ADMIN,
+    "/admin/apps/{client_id}/disable": Policy.ORG_ADMIN,
 }
 
 
