@@ -44,8 +44,11 @@ ADMINISTRATIVE_TYPES = frozenset(
     {"Patient", "RelatedPerson", "Appointment", "AppointmentResponse", "Schedule", "Coverage", "Account",
      "Invoice", "ChargeItem", "Person"}
 )  # fmt: skip
-# Directory types only administrators write (practitioners, locations, services, calendars).
-DIRECTORY_WRITERS = frozenset({Role.ORG_ADMIN, Role.FRONT_DESK})
+# Roles that work the administrative types for every patient, and write the directory
+# (practitioners, locations, services, calendars).
+ADMIN_ROLES = frozenset({Role.ORG_ADMIN, Role.FRONT_DESK})
+# What privacy officers read for every patient: the administrative types, consents and audit events.
+PRIVACY_TYPES = ADMINISTRATIVE_TYPES | {"AuditEvent", "Consent"}
 # Types outside any patient compartment that can still carry anyone's health information (a
 # Binary attachment, a stored document Bundle): only the system and backend services reach them;
 # people get attachments through the domain services, which check whose they are.
@@ -139,28 +142,22 @@ class Access:
         if actor.kind is ActorKind.APP:
             return False  # an app acts through its scopes alone (handled above)
         if not in_compartment:
-            return code in "rs" or bool(roles & DIRECTORY_WRITERS)
+            return code in "rs" or bool(roles & ADMIN_ROLES)
         if roles & CLINICAL_ROLES or actor.kind is ActorKind.PRACTITIONER:
             return True
-        if res_type in ADMINISTRATIVE_TYPES and roles & {Role.FRONT_DESK, Role.ORG_ADMIN}:
+        return self._administers(res_type, code)
+
+    def _administers(self, res_type: str, code: str) -> bool:
+        """Whether the actor's staff role works ``res_type`` for every patient of the organization."""
+        roles = self.actor.roles
+        if res_type in ADMINISTRATIVE_TYPES and roles & ADMIN_ROLES:
             return True
-        if Role.PRIVACY_OFFICER in roles and code in "rs":
-            return res_type in ADMINISTRATIVE_TYPES or res_type in ("AuditEvent", "Consent")
-        return False
+        return Role.PRIVACY_OFFICER in roles and code in "rs" and res_type in PRIVACY_TYPES
 
     def _visible_patients(self, res_type: str, limited: bool) -> frozenset[str] | None:
-        """None: every patient of the organization."""
-        if not limited:
+        """The patients whose ``res_type`` resources the actor may see; None: every patient."""
+        if not limited or (self.grants.every_patient and self._administers(res_type, "r")):
             return None
-        actor = self.actor
-        if self.grants.every_patient and actor.kind in (ActorKind.STAFF, ActorKind.PRACTITIONER):
-            roles = actor.roles
-            administrative = res_type in ADMINISTRATIVE_TYPES and roles & {Role.FRONT_DESK, Role.ORG_ADMIN}
-            privacy = Role.PRIVACY_OFFICER in roles and (
-                res_type in ADMINISTRATIVE_TYPES or res_type in ("AuditEvent", "Consent")
-            )
-            if administrative or privacy:
-                return None
         return self.grants.patients_for(res_type)
 
     # -- reads --------------------------------------------------------------------------------------
@@ -168,26 +165,15 @@ class Access:
     def reads_whole_organization(self, res_type: str | None) -> bool:
         """Whether the actor may search every resource of the type (every type when None), every
         patient included: the system, backend apps and administrative roles on their types."""
-        types = [res_type] if res_type else ["*"]
-        for t in types:
-            allowed, limited = (
-                self._levels(t, "s")
-                if t != "*"
-                else (True, self.actor.kind not in (ActorKind.SYSTEM, ActorKind.APP))
-            )
-            if not allowed:
-                return False
-            if t == "*":
-                return not limited and (
-                    self.actor.kind is ActorKind.SYSTEM
-                    or (
-                        self.actor.scopes is not None
-                        and smart_scopes.permits(self.actor.scopes, "system", "*", "s")
-                    )
-                )
-            if t in COMPARTMENT_TYPES and self._visible_patients(t, limited) is not None:
-                return False
-        return True
+        actor = self.actor
+        if actor.kind is ActorKind.SYSTEM:
+            return True
+        if res_type is None:
+            return actor.kind is ActorKind.APP and smart_scopes.permits(actor.scopes, "system", "*", "s")
+        allowed, limited = self._levels(res_type, "s")
+        return allowed and (
+            res_type not in COMPARTMENT_TYPES or self._visible_patients(res_type, limited) is None
+        )
 
     def check_interaction(self, interaction: str, res_type: str, res_id: str = "") -> None:
         """Refuse a type-level interaction the actor may not use at all: 404 for an instance (it
