@@ -159,6 +159,31 @@ async def test_events_committed_late_are_sealed_on_a_later_pass(db: Database) ->
     assert order == [2, 3, 4, 1]
 
 
+async def test_the_servers_full_pass_seals_events_outside_the_window(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(chain, "LOOKBACK", 2)
+
+    async def insert_at(seq: int) -> None:
+        (e,) = reads(DOCTOR, "p1", 1)
+        async with db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO audit_log (seq, org_id, recorded, patient_id, agent, event) VALUES ($1, $2, $3, $4, $5, $6)",
+                seq, e.org_id, e.recorded, e.patient_id, e.agent, e.event,
+            )  # fmt: skip
+
+    for seq in (1, 3, 4, 5, 6, 7, 8):
+        await insert_at(seq)
+    sealer = chain.Sealer(db)
+    assert await sealer.seal_pending() == 7
+    await insert_at(2)  # an event whose transaction committed long after its seq was taken
+    assert await sealer.seal_pending() == 0  # below the recent window (LOOKBACK)
+    assert await sealer.seal_pending(full=True) == 1
+    async with db.reader() as conn:
+        verdict = await chain.verify(conn)
+    assert verdict.ok and verdict.sealed == 8 and verdict.unsealed == 0
+
+
 async def test_verify_reports_unsealed_events(db: Database, fresh_database_url: str) -> None:
     await append(db, reads(DOCTOR, "p1", 2))
     await chain.seal_all(db)

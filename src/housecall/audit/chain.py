@@ -160,7 +160,14 @@ def _broken(verdict: Verdict, seq: int, pos: int, problem: str) -> Verdict:
 
 class Sealer:
     """Seals new events every ``interval`` seconds while the server runs (one per process; the
-    advisory lock makes the processes of one PostgreSQL database take turns)."""
+    advisory lock makes the processes of one PostgreSQL database take turns).
+
+    Most passes look at the recent window only; the first pass and every ``FULL_EVERY``-th look at
+    the whole trail, so an event that committed very late (or while no server ran) is sealed too.
+    Whether there is anything to seal is asked on a reader first: on SQLite the writer is only
+    taken when there is work."""
+
+    FULL_EVERY = 600
 
     def __init__(self, db: Database, interval: float = 1.0) -> None:
         self._db = db
@@ -171,22 +178,27 @@ class Sealer:
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def _run(self) -> None:
+        passes = 0
         while True:
             await asyncio.sleep(self._interval)
             try:
-                await self.seal_pending()
+                await self.seal_pending(full=passes % self.FULL_EVERY == 0)
+                passes += 1
             except asyncio.CancelledError:
                 raise
             except Exception:  # a failed pass is retried on the next tick; verify reports gaps
                 log.warning("sealing the audit trail failed; retrying", exc_info=True)
 
-    async def seal_pending(self) -> int:
+    async def seal_pending(self, *, full: bool = False) -> int:
         async with self._db.reader() as conn:
-            top = await conn.fetchval("SELECT max(seq) FROM audit_seal")
-            pending = await _unsealed(conn, (int(top) - LOOKBACK) if top is not None else -1, 1)
+            above = -1
+            if not full:
+                top = await conn.fetchval("SELECT max(seq) FROM audit_seal")
+                above = (int(top) - LOOKBACK) if top is not None else -1
+            pending = await _unsealed(conn, above, 1)
         if not pending:
             return 0
-        return await seal_all(self._db, full=False)
+        return await seal_all(self._db, full=full)
 
     async def stop(self) -> None:
         if self._task is not None:
