@@ -134,3 +134,16 @@ def test_writes_denials_and_failures_are_urgent_successful_reads_are_not() -> No
     assert urgent("create") and urgent("update") and urgent("patch") and urgent("delete")
     assert urgent("transaction") and urgent("batch")
     assert urgent("read", Outcome.MINOR_FAILURE) and urgent("search-type", Outcome.SERIOUS_FAILURE)
+
+
+def test_break_glass_access_names_its_purpose_on_the_requestor() -> None:
+    ev = event_for(
+        CLINICIAN, AuditRequest("read", "Patient", "p9"), Outcome.SUCCESS, patient_id="p9", purpose="ETREAT"
+    )
+    user, app = ev["agent"]
+    assert user["purposeOfUse"] == [
+        {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "ETREAT"}]}
+    ]
+    assert "purposeOfUse" not in app
+    plain = event_for(CLINICIAN, AuditRequest("read", "Patient", "p9"), Outcome.SUCCESS, patient_id="p9")
+    assert "purposeOfUse" not in plain["agent"][0]  # the cached agents were not changed

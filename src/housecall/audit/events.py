@@ -40,6 +40,7 @@ ACCOUNT_SYSTEM = "urn:housecall:account"
 CLIENT_SYSTEM = "urn:housecall:oauth-client"
 ROLE_SYSTEM = "urn:housecall:role"
 KIND_SYSTEM = "urn:housecall:actor-kind"
+PURPOSE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
 NODE = socket.gethostname()
 
 
@@ -292,6 +293,11 @@ def _agents(actor: Actor, address: str | None) -> list[dict[str, Any]]:
     return agents
 
 
+def _with_purpose(agents: list[dict[str, Any]], purpose: str) -> list[dict[str, Any]]:
+    reason = [{"coding": [{"system": PURPOSE_SYSTEM, "code": purpose}]}]
+    return [{**a, "purposeOfUse": reason} if a["requestor"] else a for a in agents]
+
+
 def event_for(
     actor: Actor,
     request: AuditRequest,
@@ -301,11 +307,13 @@ def event_for(
     what: Sequence[str] = (),
     action: Action | None = None,
     recorded: int | None = None,
+    purpose: str | None = None,
 ) -> dict[str, Any]:
     """One BALP AuditEvent (a dict) for ``actor`` doing ``request`` about one patient (or none).
 
     ``what`` lists the resources acted on as relative references (``Observation/1/_history/2``);
-    searches pass none - their query entity says what was asked.
+    searches pass none - their query entity says what was asked. ``purpose`` is the requesting
+    agent's purpose of use (v3-ActReason: ``ETREAT`` for break-glass access, ``TREAT``, …).
     """
     act = action or ACTIONS.get(request.interaction, Action.EXECUTE)
     recorded = recorded if recorded is not None else time.time_ns() // 1000
@@ -347,7 +355,9 @@ def event_for(
         "action": act.value,
         "recorded": recorded_instant(recorded),
         "outcome": outcome.value,
-        "agent": _agents(actor, request.address),
+        "agent": _agents(actor, request.address)
+        if purpose is None
+        else _with_purpose(_agents(actor, request.address), purpose),
         "source": {
             "site": actor.org_id,
             "observer": {"display": "Housecall", "identifier": {"value": NODE}},
@@ -368,6 +378,7 @@ def entries_for(
     patient_ids: Iterable[str] = (),
     what: Sequence[str] = (),
     action: Action | None = None,
+    purpose: str | None = None,
 ) -> list[AuditEntry]:
     """The events to store for one request: one per patient it touched (BALP's patient-centric
     events, so "who looked at my record" is one index range), or one without a patient."""
@@ -388,7 +399,14 @@ def entries_for(
             agent,
             orjson.dumps(
                 event_for(
-                    actor, request, outcome, patient_id=pid, what=what, action=action, recorded=recorded
+                    actor,
+                    request,
+                    outcome,
+                    patient_id=pid,
+                    what=what,
+                    action=action,
+                    recorded=recorded,
+                    purpose=purpose,
                 )
             ),
             urgent,
