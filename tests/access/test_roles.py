@@ -105,7 +105,13 @@ async def test_history_needs_organization_wide_access(world: World) -> None:
     assert (await world.http.get("/fhir/Observation/_history")).status_code == 200
 
 
+async def _anonymous_events(world: World) -> int:
+    async with world.db.reader() as conn:
+        return int(await conn.fetchval("SELECT count(*) FROM audit_log WHERE org_id = ''"))
+
+
 async def test_no_credentials_is_401_and_a_bad_token_too(world: World) -> None:
+    before = await _anonymous_events(world)
     transport = world.http._transport
     async with httpx.AsyncClient(transport=transport, base_url="https://testserver") as anonymous:
         for method, url in (("GET", f"/fhir/Patient/{world.patients['A']}"), ("GET", "/fhir/Observation"),
@@ -117,3 +123,5 @@ async def test_no_credentials_is_401_and_a_bad_token_too(world: World) -> None:
         r = await anonymous.get("/fhir/Observation", headers={"Authorization": "Bearer hca_not-a-token"})
         assert r.status_code == 401
         assert (await anonymous.get("/fhir/metadata")).status_code == 200  # public by design
+    # Every refusal is on the record, with the network address as its only agent (row 10).
+    assert await _anonymous_events(world) - before == 6

@@ -19,6 +19,7 @@ class ActorKind(StrEnum):
     DEVICE = "device"  # a home device or gateway (Device/…), backend-service token
     APP = "app"  # a backend service or integration acting for itself (system/ scopes)
     SYSTEM = "system"  # Housecall itself: the CLI, jobs, the demo loader - never an HTTP caller
+    ANONYMOUS = "anonymous"  # no valid credentials: only ever the agent of a refused request's audit event
 
 
 class Role(StrEnum):

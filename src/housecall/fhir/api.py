@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.routing import Route
 
-from housecall.access.actor import Actor
+from housecall.access.actor import Actor, ActorKind
 from housecall.access.policy import Access
 from housecall.audit.events import AuditRequest, Outcome, entries_for
 from housecall.audit.trail import sink_for
@@ -434,10 +434,15 @@ async def _route(request: Request) -> Response:
             raise FhirError(404, "not-supported", f"no FHIR interaction at /fhir/{'/'.join(parts)}")
     if shape == "metadata":
         return await handler(request)  # public: it describes the server, never data
-    async with _db(request).reader() as conn:
-        actor = await authenticate(request, conn)
-        request.state.fhir_access = await Access.load(conn, actor)
     request.state.fhir_trail = trail = _Trail()
+    try:
+        async with _db(request).reader() as conn:
+            actor = await authenticate(request, conn)
+            request.state.fhir_access = await Access.load(conn, actor)
+    except FhirError as exc:
+        # Refused before anyone is known: the event names the network address alone.
+        await _audit(request, Actor(ActorKind.ANONYMOUS, ""), request.method, shape, args, exc.status, trail)
+        raise
     status = 500
     try:
         response = await handler(request, *args)
@@ -493,7 +498,8 @@ async def _audit(
     request: Request, actor: Actor, method: str, shape: str, args: list[str], status: int, trail: _Trail
 ) -> None:
     """One AuditEvent per patient the request touched (or one naming what was asked), allowed and
-    denied alike; committed before the response leaves (IHE BALP, SECURITY.md rows 1 and 10)."""
+    denied alike (IHE BALP, SECURITY.md rows 1 and 10). Writes, denials and failures wait for their
+    event's commit; a successful read's event follows within milliseconds (decision 0007)."""
     interaction = _INTERACTION.get((method, shape), "operation")
     operation = next((a for a in shape.split("/") if a.startswith("$")), None)
     query: list[tuple[str, str]] = list(request.query_params.multi_items()) if "search" in interaction else []
