@@ -5,6 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from housecall.audit.trail import sink_for
+
 FHIR = "application/fhir+json"
 
 
@@ -154,9 +156,12 @@ async def test_read_is_one_statement_besides_token_and_audit(client: httpx.Async
     """The token lookup, the primary-key read, and the audit event (its own transaction: on SQLite
     BEGIN IMMEDIATE, INSERT, COMMIT)."""
     pid = (await client.post("/fhir/Patient", json=patient("Counted"))).json()["id"]
-    db = client._transport.app.state.db  # type: ignore[attr-defined]
+    state = client._transport.app.state  # type: ignore[attr-defined]
+    db = state.db
+    await sink_for(state).close()
     before = db.counter.statements
     assert (await client.get(f"/fhir/Patient/{pid}")).status_code == 200
+    await sink_for(state).close()  # the read's audit event follows the answer
     assert db.counter.statements - before == {"postgresql": 3, "sqlite": 5}[db.dialect]
 
 

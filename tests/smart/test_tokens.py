@@ -244,8 +244,9 @@ async def test_revocation_and_introspection_are_throttled_too(smart: Smart) -> N
 
 
 async def test_expired_codes_and_tokens_are_purged_but_rotated_refresh_tokens_wait_for_their_expiry(
-    smart: Smart,
+    smart_alone: Smart,
 ) -> None:
+    smart = smart_alone
     from housecall.smart.tokens import token_hash
 
     client_id, first = await _launch(smart)
