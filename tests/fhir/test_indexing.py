@@ -1122,3 +1122,19 @@ def test_union_aliases_are_stored_as_their_parts() -> None:
             assert index_params(rtype, combo) == parts
     rows = extract_index(example(BP))
     assert not [r for r in (*rows.token, *rows.quantity) if r[0].startswith("combo-")]
+
+
+def test_compartment_patients_agree_with_the_full_extraction() -> None:
+    """The access path reads a stored resource's patients with compartment_patients(); it must give
+    exactly what extract_index() stored, on every HL7 example and Synthea resource."""
+    from housecall.fhir.indexing import compartment_patients
+
+    resources = [json.loads(p.read_bytes()) for p in sorted(require_fixtures(HL7).glob("*.json"))]
+    for path in sorted(require_fixtures(SYNTHEA).glob("*.json"))[:5]:
+        resources += [e["resource"] for e in json.loads(path.read_bytes())["entry"]]
+    with_patients = 0
+    for resource in resources:
+        expected = extract_index(resource).patients
+        assert compartment_patients(resource) == expected, resource.get("resourceType")
+        with_patients += bool(expected)
+    assert with_patients > 200  # (Synthea refers by urn:uuid, resolved only on load)

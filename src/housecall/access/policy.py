@@ -30,10 +30,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from housecall.access.actor import Actor, ActorKind, Role, system_actor
 from housecall.core.db import Conn
 from housecall.fhir.errors import FhirError, not_found
-from housecall.fhir.indexing import COMPARTMENT_PATIENT, date_bounds, extract_index
+from housecall.fhir.indexing import COMPARTMENT_PATIENT, compartment_patients, date_bounds, extract_index
 from housecall.fhir.store import Stored
 from housecall.identity.clock import clock
 from housecall.smart import scopes as smart_scopes
@@ -277,9 +279,11 @@ class Access:
 
 
 def patients_of(stored: Stored | None) -> set[str]:
+    """The patients whose record a stored version is in, read from its JSON (no query). Parsed
+    with plain orjson: references are all that is read, decimals' text does not matter here."""
     if stored is None or stored.content is None:
         return set()
-    return extract_index(stored.resource()).patients
+    return compartment_patients(orjson.loads(stored.content))
 
 
 def _get_path(resource: dict[str, Any], path: str) -> Any:
