@@ -8,7 +8,8 @@ durable. Every failure is an OperationOutcome with the right status.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
@@ -204,7 +205,7 @@ async def _history(request: Request, res_type: str | None, res_id: str | None, p
             raise bad_request(f"_since '{params['_since']}' is not an instant", "value") from None
     if res_type:
         ix.check_type(res_type)
-    async with _db(request).reader() as conn:
+    async with _reader(request) as conn:
         ctx = _ctx(request, conn)
         store = ctx.store
         if res_id is not None:
@@ -240,7 +241,7 @@ async def type_history(request: Request, res_type: str) -> Response:
 
 
 async def _search(request: Request, res_type: str, query: list[tuple[str, str]]) -> Response:
-    async with _db(request).reader() as conn:
+    async with _reader(request) as conn:
         ctx = _ctx(request, conn)
         req = ix.search_request(ctx, res_type, query)
         result = await ix.search(ctx, req)
@@ -298,7 +299,7 @@ async def conditional_delete(request: Request, res_type: str) -> Response:
 
 
 async def patient_everything(request: Request, res_id: str) -> Response:
-    async with _db(request).reader() as conn:
+    async with _reader(request) as conn:
         ctx = _ctx(request, conn)
         body = await everything.run(ctx, res_id, list(request.query_params.multi_items()))
     return fhir_response(body)
@@ -310,7 +311,7 @@ async def validate_instance(request: Request, res_type: str, res_id: str) -> Res
 
 
 async def vread(request: Request, res_type: str, res_id: str, version: str) -> Response:
-    async with _db(request).reader() as conn:
+    async with _reader(request) as conn:
         out = await ix.vread(_ctx(request, conn), res_type, res_id, version)
     assert out.stored is not None
     return fhir_response(out.stored.content, 200, _version_headers(request, out.stored, with_location=False))
@@ -321,7 +322,7 @@ async def instance_history(request: Request, res_type: str, res_id: str) -> Resp
 
 
 async def read(request: Request, res_type: str, res_id: str) -> Response:
-    async with _db(request).reader() as conn:
+    async with _reader(request) as conn:
         out = await ix.read(_ctx(request, conn), res_type, res_id)
     stored = out.stored
     assert stored is not None
@@ -435,14 +436,47 @@ async def _route(request: Request) -> Response:
     if shape == "metadata":
         return await handler(request)  # public: it describes the server, never data
     request.state.fhir_trail = trail = _Trail()
-    try:
+    if ("GET" if request.method == "HEAD" else request.method, shape) in _READS:
+        # A read answers on the connection that checked the token: one pool checkout, not two.
         async with _db(request).reader() as conn:
-            actor = await authenticate(request, conn)
-            request.state.fhir_access = await Access.load(conn, actor)
+            actor = await _sign_in(request, conn, shape, args, trail)
+            request.state.fhir_conn = conn
+            return await _handle(request, handler, args, actor, shape, trail)
+    async with _db(request).reader() as conn:
+        actor = await _sign_in(request, conn, shape, args, trail)
+    return await _handle(request, handler, args, actor, shape, trail)
+
+
+_READS = {("GET", "T"), ("POST", "T/_search"), ("GET", "T/I"), ("GET", "T/I/_history"), ("GET", "T/I/_history/V"),
+          ("GET", "T/_history"), ("GET", "_history"), ("GET", "T/I/$everything")}  # fmt: skip
+
+
+async def _sign_in(request: Request, conn: Conn, shape: str, args: list[str], trail: _Trail) -> Actor:
+    """The request's actor and its access (on ``request.state``); a refusal is audited."""
+    try:
+        actor = await authenticate(request, conn)
+        request.state.fhir_access = await Access.load(conn, actor)
     except FhirError as exc:
         # Refused before anyone is known: the event names the network address alone.
         await _audit(request, Actor(ActorKind.ANONYMOUS, ""), request.method, shape, args, exc.status, trail)
         raise
+    return actor
+
+
+@asynccontextmanager
+async def _reader(request: Request) -> AsyncIterator[Conn]:
+    """The read connection of this request: the one that checked its token, when there is one."""
+    conn = getattr(request.state, "fhir_conn", None)
+    if conn is not None:
+        yield conn
+        return
+    async with _db(request).reader() as own:
+        yield own
+
+
+async def _handle(
+    request: Request, handler: Handler, args: list[str], actor: Actor, shape: str, trail: _Trail
+) -> Response:
     status = 500
     try:
         response = await handler(request, *args)
