@@ -83,6 +83,11 @@ def hidden(res_type: str, res_id: str) -> FhirError:
     return not_found(res_type, res_id)
 
 
+def forbidden(interaction: str, res_type: str) -> FhirError:
+    """An interaction the role or scopes never allow on the type: 403, whatever the id."""
+    return FhirError(403, "forbidden", f"this sign-in may not {interaction} {res_type} resources")
+
+
 @dataclass
 class Grants:
     """The patients an actor may see, loaded once per request."""
@@ -177,14 +182,11 @@ class Access:
             res_type not in COMPARTMENT_TYPES or self._visible_patients(res_type, limited) is None
         )
 
-    def check_interaction(self, interaction: str, res_type: str, res_id: str = "") -> None:
-        """Refuse a type-level interaction the actor may not use at all: 404 for an instance (it
-        might as well not exist), 403 for a type (whose existence is public in the
-        CapabilityStatement)."""
+    def check_interaction(self, interaction: str, res_type: str) -> None:
+        """Refuse an interaction the actor's role or scopes never allow on the type: 403, the same
+        for every id (the types and interactions are public in the CapabilityStatement)."""
         if not self._levels(res_type, INTERACTION_CODES[interaction])[0]:
-            if res_id:
-                raise hidden(res_type, res_id)
-            raise FhirError(403, "forbidden", f"this sign-in may not {interaction} {res_type} resources")
+            raise forbidden(interaction, res_type)
 
     def can_read(self, stored: Stored, interaction: str = "read") -> bool:
         allowed, limited = self._levels(stored.res_type, INTERACTION_CODES[interaction])
@@ -226,12 +228,11 @@ class Access:
     def check_search_patients(self, res_type: str, referenced: Iterable[str]) -> None:
         """A search naming a patient the actor may not see (``subject=Patient/B``) answers as a
         read of that patient would: 404, whether or not the patient exists."""
-        allowed, limited = self._levels(res_type, "s")
-        visible = self._visible_patients("Patient", limited)
-        if visible is None or not allowed:
+        visible = self._visible_patients(res_type, self._levels(res_type, "s")[1])
+        if visible is None:
             return
         for patient_id in referenced:
-            if patient_id not in visible and patient_id not in self.grants.patients_for(res_type):
+            if patient_id not in visible:
                 raise hidden("Patient", patient_id)
 
     # -- writes -------------------------------------------------------------------------------------
@@ -251,10 +252,8 @@ class Access:
         allowed, limited = self._levels(res_type, code)
         if current is not None and current.content is not None and not self.can_read(current):
             raise hidden(res_type, res_id)
-        if not allowed:
-            if current is not None:
-                raise hidden(res_type, res_id)
-            raise FhirError(403, "forbidden", f"this sign-in may not {interaction} {res_type} resources")
+        if not allowed:  # (what the actor may not even read was refused as unknown just above)
+            raise forbidden(interaction, res_type)
         if new is not None and self.actor.kind in (ActorKind.PATIENT, ActorKind.PROXY):
             _check_protected(res_type, new, current)
         if res_type not in COMPARTMENT_TYPES:
