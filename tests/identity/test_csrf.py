@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 
 from housecall.web.csrf import EXEMPT_PREFIXES
+from housecall.web.policy import app_routes
 from tests.identity.conftest import Env
 
 STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -18,19 +19,9 @@ STATE_CHANGING = {"POST", "PUT", "PATCH", "DELETE"}
 
 def routes(app: Any) -> Iterator[tuple[str, str]]:
     """(method, path) of every state-changing route, including those of included routers."""
-
-    def walk(items: list[Any], prefix: str = "") -> Iterator[tuple[str, str]]:
-        for route in items:
-            original = getattr(route, "original_router", None)
-            if original is not None:  # FastAPI's lazily included router
-                context = getattr(route, "include_context", None)
-                yield from walk(original.routes, prefix + (getattr(context, "prefix", "") or ""))
-                continue
-            path = prefix + getattr(route, "path", "")
-            for method in sorted(set(getattr(route, "methods", None) or ()) & STATE_CHANGING):
-                yield method, path
-
-    yield from walk(app.router.routes)
+    for path, methods in app_routes(app):
+        for method in sorted(methods & STATE_CHANGING):
+            yield method, path
 
 
 def concrete(path: str) -> str:
