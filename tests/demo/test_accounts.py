@@ -46,6 +46,7 @@ async def test_demo_patient_signs_in_and_reads_their_own_record(
 
     bundle = demo_bundle()
     me = next(links["patient_id"] for role, _, links in demo_people(bundle) if role == "patient")
+    my_name = next(links["display_name"] for role, _, links in demo_people(bundle) if role == "patient")
     someone_else = next(
         e["resource"]["id"] for e in bundle["entry"]
         if e["resource"]["resourceType"] == "Patient" and e["resource"]["id"] != me
@@ -56,6 +57,7 @@ async def test_demo_patient_signs_in_and_reads_their_own_record(
     app.state.db = db
     try:
         browser = await _signed_in(app, f"patient@{DOMAIN}")
+        assert my_name in (await browser.get("/account")).text
         r = await browser.get(f"/fhir/Patient/{me}/$everything")
         assert r.status_code == 200
         assert len(r.json()["entry"]) > 10  # a history, not just the Patient

@@ -31,13 +31,23 @@ def demo_people(bundle: dict[str, Any]) -> list[tuple[str, str, dict[str, str]]]
         for p in team["participant"]
         if p["member"]["reference"].startswith("Practitioner/")
     )
+    practitioner = next(r for r in resources if r["resourceType"] == "Practitioner" and r["id"] == clinician)
     return [
-        ("patient", f"patient@{DOMAIN}", {"patient_id": patient["id"]}),
-        ("clinician", f"clinician@{DOMAIN}", {"practitioner_id": clinician}),
-        ("front_desk", f"frontdesk@{DOMAIN}", {}),
-        ("org_admin", f"admin@{DOMAIN}", {}),
-        ("privacy_officer", f"privacy@{DOMAIN}", {}),
+        ("patient", f"patient@{DOMAIN}", {"patient_id": patient["id"], "display_name": _name(patient)}),
+        (
+            "clinician",
+            f"clinician@{DOMAIN}",
+            {"practitioner_id": clinician, "display_name": _name(practitioner)},
+        ),
+        ("front_desk", f"frontdesk@{DOMAIN}", {"display_name": "Front desk (demo)"}),
+        ("org_admin", f"admin@{DOMAIN}", {"display_name": "Administrator (demo)"}),
+        ("privacy_officer", f"privacy@{DOMAIN}", {"display_name": "Privacy officer (demo)"}),
     ]
+
+
+def _name(resource: dict[str, Any]) -> str:
+    name = (resource.get("name") or [{}])[0]
+    return " ".join([*name.get("given", []), name.get("family", "")]).strip() or resource["id"]
 
 
 async def ensure_demo_accounts(
