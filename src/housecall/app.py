@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from housecall.access import breakglass
 from housecall.access import views as access_views
 from housecall.audit import chain, logsafe, trail
+from housecall.core import jobs
 from housecall.core.db import open_database
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import api as fhir_api
@@ -32,9 +33,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sealer = chain.Sealer(db, settings.audit_seal_interval)
         sealer.start()
         closer = asyncio.get_running_loop().create_task(breakglass.close_expired_periodically(db))
+        stop_worker = asyncio.Event()
+        worker = (
+            asyncio.get_running_loop().create_task(jobs.work_forever(db, stop=stop_worker))
+            if settings.worker_in_process
+            else None
+        )
         try:
             yield
         finally:
+            stop_worker.set()
+            if worker is not None:
+                await worker
             closer.cancel()
             await trail.sink_for(app.state).close()  # events still queued, then their seals
             await sealer.stop()

@@ -146,6 +146,32 @@ def demo(
         serve(host=host, port=port, workers=1)
 
 
+@app.command()
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="run what is due now, then stop")] = False,
+) -> None:
+    """Work the background job queue (reminders, notifications); `serve` also does it in-process."""
+    import housecall.app  # noqa: F401 - the application's modules register their job handlers
+    from housecall.core import jobs
+
+    settings = _settings()
+
+    async def run() -> int:
+        db = open_database(settings.database_url)
+        await db.connect()
+        try:
+            if once:
+                return await jobs.work_once(db, limit=1000)
+            await jobs.work_forever(db)
+            return 0
+        finally:
+            await db.close()
+
+    ran = asyncio.run(run())
+    if once:
+        console.print(f"{ran} jobs run")
+
+
 @app.command("import")
 def import_(
     paths: Annotated[list[Path], typer.Argument(help="Bundle (.json) and NDJSON files or folders")],

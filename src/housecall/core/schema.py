@@ -127,6 +127,25 @@ compartment = Table(
     Index("ix_compartment_owner", "res_type", "res_id"),
 )
 
+# Durable background jobs (core/jobs.py). Times in µs; ``args`` is JSON text of ids, never objects.
+job = Table(
+    "job",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("args", String, nullable=False),
+    Column("state", String(10), nullable=False),  # queued | running | done | failed
+    Column("run_at", BigInteger, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("locked_until", BigInteger, nullable=True),  # a running job's lease
+    Column("dedupe_key", String(200), nullable=True, unique=True),
+    Column("error", String(100), nullable=True),  # the last failure's exception type, never its message
+    Column("created", BigInteger, nullable=False),
+    Column("finished", BigInteger, nullable=True),
+    Index("ix_job_due", "state", "run_at"),
+)
+
 # Platform tables register themselves on the same metadata: identity (accounts, sessions, …), the
 # audit trail (append-only events and their hash chain), the SMART authorization server (clients,
 # grants, tokens) and the access path (break-glass openings).

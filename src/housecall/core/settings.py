@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Make every request wait for its audit event's commit. Off: writes, denials and failures wait;
     # a successful read's event is committed within 5 ms of the answer (decision 0007).
     audit_wait_for_reads: bool = False
+    # Run the background job worker inside `housecall serve` (the default: one process does it
+    # all). Off when `housecall worker` processes do the work.
+    worker_in_process: bool = True
     # Browser origins allowed to call the FHIR API cross-origin (CORS), as a JSON list:
     # HOUSECALL_CORS_ORIGINS='["https://app.example.org"]'. Registered SMART apps are added to it.
     cors_origins: list[str] = Field(default_factory=list)
