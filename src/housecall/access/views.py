@@ -6,15 +6,18 @@ or nurse who has proved their password again within ``REAUTH_SECONDS``.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from housecall.access import breakglass
+from housecall.audit.trail import who_viewed
 from housecall.core.db import Database
 from housecall.core.mail import Outbox
 from housecall.core.settings import Settings
+from housecall.fhir.store import Store
 from housecall.identity import sessions
 from housecall.identity.clock import clock
 from housecall.web import csrf
@@ -105,6 +108,53 @@ async def break_glass_end(request: Request, opening_id: str) -> Response:
         return render(request, "identity/error.html", status=404, title="Not found",
                       message="There is no open emergency access to end.", back="/break-glass")  # fmt: skip
     return RedirectResponse(f"/break-glass/{opening_id}", status_code=303)
+
+
+ACTIONS = {"C": "added to", "R": "read", "U": "changed", "D": "deleted from", "E": "searched"}
+
+
+@router.get("/account/record-access")
+async def record_access(request: Request) -> Response:
+    # Signed-in patients (and proxies, for the patient they act for): who else looked at the record.
+    actor = await sessions.actor_for_request(request)
+    if actor is None:
+        await sessions.require_signed_in(request)  # raises: to sign-in
+        raise AssertionError
+    if actor.patient_id is None:
+        return render(request, "identity/error.html", status=404, title="Not found",
+                      message="This page shows a patient's record.", back="/account")  # fmt: skip
+    async with _db(request).reader() as conn:
+        seen = await who_viewed(conn, actor.org_id, actor.patient_id, limit=200,
+                                exclude_agent=f"Patient/{actor.patient_id}")  # fmt: skip
+        names = await _practitioner_names(conn, actor.org_id, {a.agent for a in seen if a.agent})
+    rows = [
+        {
+            "when": datetime.fromtimestamp(a.recorded / 1e6, UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "who": names.get(a.agent or "") or _describe(a.agent, a.agent_display),
+            "what": ACTIONS.get(a.action, a.action),
+            "allowed": a.outcome == "0",
+        }
+        for a in seen
+    ]
+    return render(request, "access/record_access.html", rows=rows)
+
+
+def _describe(agent: str | None, display: list[str]) -> str:
+    if any(d.startswith("app:") for d in display):
+        return "A connected app or service"
+    if agent and agent.startswith("RelatedPerson/"):
+        return "Someone you gave access to"
+    return "Housecall staff" if agent and agent.startswith("account/") else "Housecall"
+
+
+async def _practitioner_names(conn: Any, org_id: str, agents: set[str]) -> dict[str, str]:
+    ids = [a.split("/", 1)[1] for a in agents if a.startswith("Practitioner/")]
+    out: dict[str, str] = {}
+    for stored in await Store(conn, org_id).fetch_many("Practitioner", ids):
+        name = (stored.resource().get("name") or [{}])[0]
+        text = " ".join([*name.get("prefix", []), *name.get("given", []), name.get("family", "")]).strip()
+        out[f"Practitioner/{stored.res_id}"] = text or "A clinician"
+    return out
 
 
 def install(app: FastAPI) -> None:

@@ -52,6 +52,7 @@ ROUTES: dict[str, Policy] = {
     "/account/verify-email": Policy.SIGNED_IN,
     "/account/acting-for": Policy.SIGNED_IN,
     "/account/apps": Policy.SIGNED_IN,
+    "/account/record-access": Policy.SIGNED_IN,
     "/break-glass": Policy.CLINICAL,
     "/break-glass/{opening_id}": Policy.CLINICAL,
     "/break-glass/{opening_id}/end": Policy.CLINICAL,
