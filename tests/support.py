@@ -115,6 +115,7 @@ class LiveServer:
         self.database_url = database_url
         self.port = port or free_port()
         self.extra_env = extra_env or {}
+        self._token: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -145,9 +146,9 @@ class LiveServer:
     def auth_headers(self) -> dict[str, str]:
         """An Authorization header of a backend service (``system/*.cruds``) of the test
         organization, issued once by this server's token endpoint (tokens outlive restarts)."""
-        token = self.extra_env.get("_token") or backend_token(self.database_url, self.base)
-        self.extra_env["_token"] = token
-        return {"Authorization": f"Bearer {token}"}
+        if self._token is None:
+            self._token = backend_token(self.database_url, self.base)
+        return {"Authorization": f"Bearer {self._token}"}
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no flush - the crash case."""

@@ -369,8 +369,7 @@ async def consented_patients(
     )
     out: list[tuple[str, frozenset[str] | None]] = []
     for (content,) in rows:
-        stored = Stored("Consent", "", 0, 0, False, bytes(content))
-        grant = consent_grant(stored.resource(), fhir_user, now)
+        grant = consent_grant(orjson.loads(bytes(content)), fhir_user, now)
         if grant is not None:
             out.append(grant)
     return out

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from housecall.access import breakglass
+from housecall.access.actor import Actor
 from housecall.audit.trail import who_viewed
 from housecall.core.db import Database
 from housecall.core.mail import Outbox
@@ -33,6 +34,14 @@ def _db(request: Request) -> Database:
 
 def _settings(request: Request) -> Settings:
     return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def _signed_in(request: Request) -> Actor:
+    """The signed-in person's actor; otherwise a redirect to sign-in (raised)."""
+    await sessions.require_signed_in(request)
+    actor = await sessions.actor_for_request(request)
+    assert actor is not None  # a full session always has one
+    return actor
 
 
 def _not_for_you(request: Request) -> Response:
@@ -98,10 +107,7 @@ async def break_glass_status(request: Request, opening_id: str) -> Response:
 @router.post("/break-glass/{opening_id}/end")
 async def break_glass_end(request: Request, opening_id: str) -> Response:
     # The clinician who opened it; CSRF-checked. Ends it now and records the end.
-    actor = await sessions.actor_for_request(request)
-    if actor is None:
-        await sessions.require_signed_in(request)  # raises: to sign-in
-        raise AssertionError
+    actor = await _signed_in(request)
     async with _db(request).transaction() as conn:
         closed = await breakglass.close_record(conn, actor, opening_id[:64], clock.now_us())
     if closed is None:  # not theirs, unknown, or ended already: nothing to end
@@ -116,10 +122,7 @@ ACTIONS = {"C": "added to", "R": "read", "U": "changed", "D": "deleted from", "E
 @router.get("/account/record-access")
 async def record_access(request: Request) -> Response:
     # Signed-in patients (and proxies, for the patient they act for): who else looked at the record.
-    actor = await sessions.actor_for_request(request)
-    if actor is None:
-        await sessions.require_signed_in(request)  # raises: to sign-in
-        raise AssertionError
+    actor = await _signed_in(request)
     if actor.patient_id is None:
         return render(request, "identity/error.html", status=404, title="Not found",
                       message="This page shows a patient's record.", back="/account")  # fmt: skip

@@ -7,7 +7,7 @@ transaction and raises ``FhirError`` for anything the client must be told.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
@@ -390,20 +390,13 @@ async def search(ctx: Ctx, req: SearchRequest) -> SearchResult:
     access.check_search_patients(req.res_type, named_patients(req))
     result = await run_search(
         ctx.conn, req, org_id=ctx.actor.org_id, base_url=ctx.base_url,
-        restrict=access.search_restriction(req.res_type), admit=_admit(ctx),
+        restrict=access.search_restriction(req.res_type), admit=access.admit,
     )  # fmt: skip
     for stored in result.matches:
         ctx.saw(stored)
     for stored in result.included:
         ctx.saw(stored)
     return result
-
-
-def _admit(ctx: Ctx) -> Callable[[list[Stored]], Awaitable[list[Stored]]]:
-    async def admit(resources: list[Stored]) -> list[Stored]:
-        return ctx.access.admit(resources)
-
-    return admit
 
 
 def named_patients(req: SearchRequest) -> list[str]:

@@ -12,7 +12,7 @@ layer add its own condition on ``r`` to the same SQL so that counts and pages st
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -499,9 +499,6 @@ class SearchBuilder:
         return ", ".join(keys)
 
 
-Admit = Callable[[list[Stored]], Awaitable[list[Stored]]]
-
-
 async def run_search(
     conn: Conn,
     req: SearchRequest,
@@ -509,7 +506,7 @@ async def run_search(
     org_id: str,
     base_url: str = "",
     restrict: Callable[[SearchBuilder], str | None] | None = None,
-    admit: Admit | None = None,
+    admit: Callable[[list[Stored]], list[Stored]] | None = None,
 ) -> SearchResult:
     """Run a parsed search in one organization. ``restrict(builder)`` adds an access condition on
     ``r``; ``admit(resources)`` keeps the included resources the caller may see."""
@@ -538,7 +535,7 @@ async def run_search(
         await _includes(store, conn, req, matches) if (req.include or req.revinclude) and matches else []
     )
     if included and admit is not None:
-        included = await admit(included)
+        included = admit(included)
     return SearchResult(matches, included, total, has_more)
 
 

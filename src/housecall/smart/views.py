@@ -559,16 +559,23 @@ async def _token_for_backend(request: Request, form: FormData, client: Client) -
 # -- revoke and introspect -----------------------------------------------------------------------
 
 
-async def revoke(request: Request) -> Response:
-    # Public route: the client authenticates in the request (public clients by client_id).
-    form = await request.form()
+async def _throttled_client(request: Request, form: Any, *, confidential: bool) -> Client | Response:
+    """The client that authenticated in ``form``, or the response refusing it (throttled or failed)."""
     slow = _throttled(request, form)
     if slow is not None:
         return slow
     try:
-        client = await authenticate_client(request, form, require_confidential=False)
+        return await authenticate_client(request, form, require_confidential=confidential)
     except tokens.OAuthError as exc:
         return _oauth_error(exc, basic=_basic(request) is not None)
+
+
+async def revoke(request: Request) -> Response:
+    # Public route: the client authenticates in the request (public clients by client_id).
+    form = await request.form()
+    client = await _throttled_client(request, form, confidential=False)
+    if isinstance(client, Response):
+        return client
     value = str(form.get("token", ""))
     if not value:
         return _oauth_error(tokens.OAuthError("invalid_request", "token is required"))
@@ -581,13 +588,9 @@ async def revoke(request: Request) -> Response:
 async def introspect(request: Request) -> Response:
     # Confidential clients only (RFC 7662 2.1: the endpoint requires authorization).
     form = await request.form()
-    slow = _throttled(request, form)
-    if slow is not None:
-        return slow
-    try:
-        client = await authenticate_client(request, form, require_confidential=True)
-    except tokens.OAuthError as exc:
-        return _oauth_error(exc, basic=_basic(request) is not None)
+    client = await _throttled_client(request, form, confidential=True)
+    if isinstance(client, Response):
+        return client
     async with _db(request).reader() as conn:
         answer = await tokens.introspect(
             conn,
