@@ -5,6 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 HC := $(VENV)/bin/housecall
 STAMP := $(VENV)/.installed
+ASSETS := src/housecall/web/static/vendor/htmx.min.js
 export HOUSECALL_DATABASE_URL ?= sqlite:///var/housecall.db
 
 .DEFAULT_GOAL := help
@@ -19,18 +20,29 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet -c constraints.txt -e '.[test,dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install Housecall with test and dev tools (pinned)
+# Front-end assets come from the npm registry at the versions package-lock.json pins; the page
+# script is copied under static/ (served by Housecall itself, no CDN); axe-core stays in
+# node_modules for the accessibility tests.
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
 
-demo: $(STAMP) ## migrate an SQLite database under var/, load the demo organization, serve on :8000
+$(ASSETS): node_modules/.installed
+	mkdir -p $(dir $(ASSETS))
+	cp node_modules/htmx.org/dist/htmx.min.js $(ASSETS)
+
+install: $(STAMP) $(ASSETS) ## create .venv and install Housecall with test and dev tools (pinned)
+
+demo: $(STAMP) $(ASSETS) ## migrate an SQLite database under var/, load the demo organization, serve on :8000
 	$(HC) demo --host 127.0.0.1 --port 8000
 
-serve: $(STAMP) ## serve the configured database (HOUSECALL_DATABASE_URL) on :8000
+serve: $(STAMP) $(ASSETS) ## serve the configured database (HOUSECALL_DATABASE_URL) on :8000
 	$(HC) serve --host 127.0.0.1 --port 8000
 
 migrate: $(STAMP) ## apply the migrations to the configured database
 	$(HC) migrate
 
-test: $(STAMP) ## run the whole suite on SQLite and PostgreSQL (starts PostgreSQL if needed)
+test: $(STAMP) $(ASSETS) ## run the whole suite on SQLite and PostgreSQL (starts PostgreSQL if needed)
 	./scripts/services.sh
 	$(PY) -m pytest -q
 
@@ -48,4 +60,4 @@ bench: $(STAMP) ## run the benchmarks in bench/ (see bench/README.md)
 	$(PY) bench/run_all.py
 
 clean: ## remove the virtual environment and local databases
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache node_modules src/housecall/web/static/vendor

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
 from housecall.access import breakglass
@@ -16,10 +16,13 @@ from housecall.core import jobs
 from housecall.core.db import open_database
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import api as fhir_api
+from housecall.identity import sessions
 from housecall.identity import views as identity_views
+from housecall.portal import views as portal_views
 from housecall.smart import admin as smart_admin
 from housecall.smart import views as smart_views
-from housecall.web import security
+from housecall.web import i18n, nav, security
+from housecall.workspace import views as workspace_views
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -60,13 +63,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     access_views.install(app)  # emergency (break-glass) access
     smart_views.install(app)  # SMART on FHIR authorization server (docs/decisions/0008)
     smart_admin.install(app)  # the organization admin's apps page
+    portal_views.install(app)  # the patient portal
+    workspace_views.install(app)  # the care team's workspace
     security.install(app, settings.cors_origins)
+    app.add_middleware(i18n.LanguageMiddleware)
     logsafe.install()
 
     @app.get("/", include_in_schema=False)
-    async def home() -> Response:
-        # Public: a redirect only; /account sends whoever is not signed in to the sign-in page.
-        return RedirectResponse("/account")
+    async def home(request: Request) -> Response:
+        # Public: a redirect only - to the signed-in person's start page, else to sign-in.
+        account = await sessions.signed_in(request)
+        return RedirectResponse(nav.home_for(account) if account is not None else "/signin", status_code=303)
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

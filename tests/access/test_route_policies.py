@@ -12,7 +12,7 @@ from housecall.web.policy import ROUTES, Policy, app_routes
 from tests.identity.conftest import Env
 
 SAMPLE = {"{path:path}": "Patient", "{opening_id}": "0" * 32, "{account_id}": "0" * 32, "{action}": "disable",
-          "{client_id}": "x" * 24}  # fmt: skip
+          "{client_id}": "x" * 24, "{task_id}": "0" * 32}  # fmt: skip
 
 
 def concrete(path: str) -> str:
@@ -47,8 +47,8 @@ async def test_without_credentials_only_public_routes_answer(env: Env) -> None:
     browser = env.client()
     token = await _form_token(browser)  # a valid pre-sign-in form token: the refusal is about who, not CSRF
     refused = []
-    for method, url in routes_with(env, Policy.SIGNED_IN, Policy.CLINICAL, Policy.ORG_ADMIN, Policy.FHIR,
-                                   Policy.OAUTH_CLIENT):  # fmt: skip
+    for method, url in routes_with(env, Policy.SIGNED_IN, Policy.PORTAL, Policy.CLINICAL, Policy.ORG_ADMIN,
+                                   Policy.FHIR, Policy.OAUTH_CLIENT):  # fmt: skip
         if url.endswith("/fhir/Patient") or url.endswith("/fhir"):
             url = url + ("/_search" if method == "POST" and url.endswith("Patient") else "")
         r = await browser.request(method, url, data={"csrf": token} if method == "POST" else None)
@@ -79,3 +79,14 @@ async def test_a_patient_reaches_no_staff_route(env: Env) -> None:
     assert not reached, "\n".join(reached)
     async with env.db.reader() as conn:
         assert await conn.fetchval("SELECT count(*) FROM break_glass WHERE org_id = $1", env.org_id) == 0
+
+
+async def test_staff_reach_no_portal_route(env: Env) -> None:
+    browser, _, _ = await env.staff_session("nurse")
+    token = await _form_token(browser, "/account")
+    reached = []
+    for method, url in routes_with(env, Policy.PORTAL):
+        r = await browser.request(method, url, data={"csrf": token})
+        if r.status_code != 403:
+            reached.append(f"{method} {url} -> {r.status_code}")
+    assert not reached, "\n".join(reached)

@@ -19,6 +19,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from housecall.app import create_app
+from housecall.audit.trail import sink_for
 from housecall.core.db import Database, open_database
 from housecall.core.settings import Settings
 from housecall.fhir import interactions as ix
@@ -209,6 +210,7 @@ async def env(database_url: str, smtp: tuple[Mailbox, int]) -> AsyncIterator[Env
     yield e
     for c in e.clients:
         await c.aclose()
+    await sink_for(app.state).close()  # the events still queued, before their database goes
     await db.close()
 
 

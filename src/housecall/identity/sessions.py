@@ -60,7 +60,7 @@ class SignInRequired(Exception):
         self.location = location
 
 
-def safe_next(value: str | None, default: str = "/account") -> str:
+def safe_next(value: str | None, default: str = "/") -> str:
     """Only a path on this site may follow sign-in (no open redirect to another host)."""
     if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
         return default

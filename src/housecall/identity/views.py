@@ -553,7 +553,8 @@ async def switch_patient(request: Request) -> Response:
         return _not_found(request)
     async with _db(request).transaction() as conn:
         ok = await sessions.switch_patient(conn, state, _text(form, "patient", 64) or None)
-    return _redirect("/account?notice=switched") if ok else _not_found(request)
+    back = "/portal" if _text(form, "next", 16) == "/portal" else "/account?notice=switched"
+    return _redirect(back) if ok else _not_found(request)
 
 
 # --------------------------------------------------------------------------------------------------

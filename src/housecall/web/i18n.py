@@ -1,18 +1,155 @@
-"""Translatable strings. Python code marks them with ``_()``; templates with ``{{ _("…") }}`` and
-``{% trans %}``. English is the source language; a Spanish catalog (Babel, gettext domain
-``housecall``) plugs in here when it exists.
+"""English and Spanish: the language of each request, and the translated strings.
+
+Python code marks strings with ``_()``; templates with ``{{ _("…") }}`` and ``{% trans %}``.
+English is the source language. The Spanish catalog is ``locale/es.po`` (gettext PO, domain
+``housecall``), read with Babel when the module loads; ``tools/i18n.py`` adds new strings to it
+and ``tests/web/test_i18n.py`` fails while a string on any page has no Spanish.
+
+The language of a request is chosen, in order, by the ``hc_lang`` cookie (the language switch in
+every page's footer, and the account's preference at sign-in) and the browser's
+``Accept-Language``; ``LanguageMiddleware`` sets it for everything the request runs.
 """
 
 from __future__ import annotations
 
 import gettext as _gettext
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
-translations: _gettext.NullTranslations = _gettext.NullTranslations()
+from babel.dates import format_date, format_datetime, format_time
+from babel.messages.pofile import read_po
+
+HERE = Path(__file__).resolve().parent
+LANGUAGES = {"en": "English", "es": "Español"}
+DEFAULT = "en"
+COOKIE = "hc_lang"
+
+_current: ContextVar[str] = ContextVar("housecall_language", default=DEFAULT)
+
+
+class _PoTranslations(_gettext.NullTranslations):
+    """A PO catalog in memory (no compiled .mo files to build or ship)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__()
+        with path.open("rb") as fh:
+            catalog = read_po(fh, locale=path.stem)
+        self.singular: dict[str, str] = {}
+        self.plural: dict[str, tuple[str, ...]] = {}
+        for message in catalog:
+            if not message.id or message.fuzzy:
+                continue
+            if isinstance(message.id, tuple | list):
+                forms = tuple(str(f) for f in message.string or ())
+                if forms and all(forms):
+                    self.plural[str(message.id[0])] = forms
+            elif message.string:
+                self.singular[str(message.id)] = str(message.string)
+
+    def gettext(self, message: str) -> str:
+        return self.singular.get(message, message)
+
+    def ngettext(self, msgid1: str, msgid2: str, n: int) -> str:
+        forms = self.plural.get(msgid1)
+        if forms is None:
+            return msgid1 if n == 1 else msgid2
+        return forms[0] if n == 1 else forms[-1]  # Spanish: one, other (CLDR's 'many' is for millions)
+
+
+_catalogs: dict[str, _gettext.NullTranslations] = {
+    "en": _gettext.NullTranslations(),
+    "es": _PoTranslations(HERE / "locale" / "es.po"),
+}
+
+
+def current() -> str:
+    return _current.get()
+
+
+def use(lang: str) -> None:
+    """Make ``lang`` the language of the running request (or job)."""
+    _current.set(lang if lang in LANGUAGES else DEFAULT)
 
 
 def _(message: str) -> str:
-    return translations.gettext(message)
+    return _catalogs[_current.get()].gettext(message)
 
 
 def ngettext(singular: str, plural: str, n: int) -> str:
-    return translations.ngettext(singular, plural, n)
+    return _catalogs[_current.get()].ngettext(singular, plural, n)
+
+
+def translate(lang: str, message: str) -> str:
+    """``message`` in ``lang``, whatever the running request's language (e-mails to others)."""
+    return _catalogs.get(lang, _catalogs[DEFAULT]).gettext(message)
+
+
+def choose(cookie: str | None, accept_language: str | None) -> str:
+    """The language of a request: the cookie's, else the first of the browser's we have."""
+    if cookie in LANGUAGES:
+        return cookie  # type: ignore[return-value]
+    for part in (accept_language or "").split(","):
+        tag = part.split(";")[0].strip().lower()[:2]
+        if tag in LANGUAGES:
+            return tag
+    return DEFAULT
+
+
+# -- dates and times in the reader's language ---------------------------------------------------
+
+
+def _instant(value: Any) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, int | float):  # µs since the epoch, as the store keeps times
+        return datetime.fromtimestamp(value / 1e6, UTC)
+    if isinstance(value, str) and value:
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return None
+
+
+def date_text(value: Any, form: str = "medium") -> str:
+    """A FHIR date or dateTime (or µs) as a date a person reads ("Mar 4, 2026", "4 mar 2026")."""
+    if isinstance(value, str) and len(value) == 4:
+        return value  # a year alone
+    when = _instant(value if not (isinstance(value, str) and len(value) == 7) else value + "-01")
+    return format_date(when, form, locale=current()) if when else ""
+
+
+def datetime_text(value: Any, tz: str = "UTC", form: str = "medium") -> str:
+    """An instant as a date and time in the zone ``tz`` (an IANA name, e.g. America/New_York)."""
+    when = _instant(value)
+    return format_datetime(when, form, tzinfo=ZoneInfo(tz), locale=current()) if when else ""
+
+
+def time_text(value: Any, tz: str = "UTC") -> str:
+    when = _instant(value)
+    return format_time(when, "short", tzinfo=ZoneInfo(tz), locale=current()) if when else ""
+
+
+class LanguageMiddleware:
+    """Pure ASGI: sets the request's language before anything else runs."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and not scope["path"].startswith("/fhir"):
+            cookie = accept = None
+            for name, value in scope.get("headers", ()):
+                if name == b"cookie":
+                    for part in value.decode("latin-1").split(";"):
+                        key, _sep, val = part.strip().partition("=")
+                        if key == COOKIE:
+                            cookie = val
+                elif name == b"accept-language":
+                    accept = value.decode("latin-1")
+            use(choose(cookie, accept))
+        await self.app(scope, receive, send)

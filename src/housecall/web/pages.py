@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from fastapi import FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.staticfiles import StaticFiles
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import HTMLResponse
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from housecall.web import csrf, i18n
+from housecall.identity.sessions import safe_next
+from housecall.web import csrf, i18n, nav
 
 HERE = Path(__file__).resolve().parent
 
@@ -30,6 +31,9 @@ env = jinja2.Environment(
     lstrip_blocks=True,
 )
 env.install_gettext_callables(i18n._, i18n.ngettext, newstyle=True)  # type: ignore[attr-defined]
+env.filters["date"] = i18n.date_text
+env.filters["datetime"] = i18n.datetime_text
+env.filters["time"] = i18n.time_text
 
 
 class FormErrors(dict[str, str]):
@@ -52,11 +56,15 @@ def render(
     context.setdefault("errors", FormErrors())
     context.setdefault("values", {})
     context.setdefault("notice", None)
-    context.setdefault("next", "/account")
+    context.setdefault("next", "/")
+    current = state.account if state is not None and state.stage == "full" else None
     html = env.get_template(template).render(
         request=request,
-        lang="en",
-        current=state.account if state is not None and state.stage == "full" else None,
+        lang=i18n.current(),
+        languages=i18n.LANGUAGES,
+        nav=nav.links_for(current, request.url.path),
+        home=nav.home_for(current),
+        current=current,
         csrf_field=lambda: Markup('<input type="hidden" name="csrf" value="{}">').format(token),
         csrf_token=token,
         **context,
@@ -68,5 +76,23 @@ def render(
 
 
 def install_static(app: FastAPI) -> None:
-    # Public: stylesheets and icons, no data.
+    # Public: stylesheets, scripts installed by the build (htmx), icons; no data.
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
+    app.include_router(router)
+
+
+router = APIRouter(dependencies=[Depends(csrf.csrf_guard)], include_in_schema=False)
+
+
+@router.post("/language")
+async def choose_language(request: Request) -> Response:
+    # Public: remembers the reader's language in a cookie (no data); CSRF-checked.
+    form = await request.form()
+    lang = form.get("lang")
+    back = form.get("next")
+    response = RedirectResponse(safe_next(back if isinstance(back, str) else None, "/"), status_code=303)
+    if isinstance(lang, str) and lang in i18n.LANGUAGES:
+        response.set_cookie(
+            i18n.COOKIE, lang, max_age=365 * 86400, secure=True, httponly=True, samesite="lax"
+        )
+    return response

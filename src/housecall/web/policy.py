@@ -19,6 +19,7 @@ class Policy(StrEnum):
     OAUTH_CLIENT = "oauth-client"  # OAuth client authentication (the token, revoke, introspect endpoints)
     SIGN_IN_STEP = "sign-in-step"  # a half-finished sign-in (second factor, enrolment, e-mailed links)
     SIGNED_IN = "signed-in"  # any fully signed-in person, acting on their own account
+    PORTAL = "portal"  # patients and proxies, about the patient chosen in their session
     CLINICAL = "clinical"  # clinicians and nurses
     ORG_ADMIN = "org-admin"  # organization administrators
 
@@ -53,6 +54,11 @@ ROUTES: dict[str, Policy] = {
     "/account/acting-for": Policy.SIGNED_IN,
     "/account/apps": Policy.SIGNED_IN,
     "/account/record-access": Policy.SIGNED_IN,
+    "/language": Policy.PUBLIC,
+    "/portal": Policy.PORTAL,
+    "/portal/choose": Policy.SIGNED_IN,
+    "/workspace": Policy.CLINICAL,
+    "/workspace/tasks/{task_id}/{action}": Policy.CLINICAL,
     "/break-glass": Policy.CLINICAL,
     "/break-glass/{opening_id}": Policy.CLINICAL,
     "/break-glass/{opening_id}/end": Policy.CLINICAL,

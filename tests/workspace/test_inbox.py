@@ -1,0 +1,83 @@
+"""The care team's inbox: work items are Tasks in pools; claiming is first come, first served;
+what a clinician sees is limited to their patients; every page read is audited."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from housecall.workspace import inbox
+from tests.clinic import Clinic, text_of
+
+
+def task(
+    c: Clinic, patient: str, kind: str = "message", description: str = "Question about a rash"
+) -> dict[str, Any]:
+    return {
+        "resourceType": "Task", "status": "requested", "intent": "order", "priority": "routine",
+        "code": {"coding": [{"system": inbox.WORK_SYSTEM, "code": kind}]},
+        "description": description, "for": {"reference": f"Patient/{patient}"},
+        "focus": {"reference": f"Patient/{patient}"}, "authoredOn": "2026-01-01T09:00:00Z",
+        "performerType": [{"coding": [{"system": inbox.POOL_SYSTEM, "code": c.pool}]}],
+    }  # fmt: skip
+
+
+async def test_pool_work_is_claimed_once_and_limited_to_the_teams_patients(clinic: Clinic) -> None:
+    c = clinic
+    mine = await c.create(task(c, c.patient))
+    await c.create(task(c, c.other_patient, description="Somebody else's question"))
+    page = await c.browsers["nurse"].get("/workspace", params={"pool": c.pool})
+    assert page.status_code == 200
+    text = text_of(page.text)
+    assert "Question about a rash" in text and "Ana Reyes" in text
+    assert "Somebody else's question" not in text  # not a patient of this team
+    assert "aging-old" in page.text  # unassigned since January: overdue, shown as such
+
+    # The nurse and the clinician both saw version 1; the nurse claims first.
+    claimed = await c.form_post(
+        "nurse", f"/workspace/tasks/{mine['id']}/claim", {"version": "1"}, form_from="/workspace"
+    )
+    assert claimed.status_code == 303
+    late = await c.form_post(
+        "clinician", f"/workspace/tasks/{mine['id']}/claim", {"version": "1"}, form_from="/workspace"
+    )
+    assert late.status_code == 409 and "Someone else changed this" in late.text
+    stored = await c.read("Task", mine["id"])
+    assert stored["owner"]["reference"] == f"Practitioner/{c.nurse}" and stored["status"] == "in-progress"
+
+    mine_only = text_of((await c.browsers["nurse"].get("/workspace", params={"who": "mine"})).text)
+    assert "Question about a rash" in mine_only
+    done = await c.form_post(
+        "nurse", f"/workspace/tasks/{mine['id']}/complete", {"version": "2"}, form_from="/workspace"
+    )
+    assert done.status_code == 303
+    assert (await c.read("Task", mine["id"]))["status"] == "completed"
+    assert "Question about a rash" not in text_of((await c.browsers["nurse"].get("/workspace")).text)
+
+
+async def test_a_task_of_a_patient_outside_the_team_cannot_be_claimed(clinic: Clinic) -> None:
+    c = clinic
+    other = await c.create(task(c, c.other_patient))
+    r = await c.form_post(
+        "nurse", f"/workspace/tasks/{other['id']}/claim", {"version": "1"}, form_from="/workspace"
+    )
+    assert r.status_code == 404
+    assert "owner" not in await c.read("Task", other["id"])
+
+
+async def test_patients_and_front_desk_have_no_workspace(clinic: Clinic) -> None:
+    for who in ("patient", "desk"):
+        assert (await clinic.browsers[who].get("/workspace")).status_code == 403
+
+
+async def test_inbox_reads_are_audited(clinic: Clinic) -> None:
+    c = clinic
+    await c.create(task(c, c.patient))
+    await c.browsers["nurse"].get("/workspace")
+    from housecall.audit.trail import sink_for
+
+    await sink_for(c.env.app.state).close()
+    async with c.env.db.reader() as conn:
+        n = await conn.fetchval(
+            "SELECT count(*) FROM audit_log WHERE org_id = $1 AND patient_id = $2", c.env.org_id, c.patient
+        )
+    assert n >= 1
