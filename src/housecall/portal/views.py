@@ -77,10 +77,9 @@ async def portal_home(request: Request) -> Response:
 async def choose_page(request: Request) -> Response:
     # Proxies: choose whose record to open (from their active grants).
     actor = await records.page_actor(request)
+    if actor.kind is not ActorKind.PROXY:
+        return RedirectResponse(nav.home_for(actor), status_code=303)
     choices = await proxy_choices(request, actor)
-    if not choices:
-        return render(request, "identity/error.html", status=403, title=_("Not available"),
-                      message=_("Nobody has shared their record with you yet."), back="/account")  # fmt: skip
     return render(request, "portal/choose.html", choices=choices, acting_for=actor.patient_id)
 
 
