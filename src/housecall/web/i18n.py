@@ -1,9 +1,10 @@
 """English and Spanish: the language of each request, and the translated strings.
 
 Python code marks strings with ``_()``; templates with ``{{ _("…") }}`` and ``{% trans %}``.
-English is the source language. The Spanish catalog is ``locale/es.po`` (gettext PO, domain
-``housecall``), read with Babel when the module loads; ``tools/i18n.py`` adds new strings to it
-and ``tests/web/test_i18n.py`` fails while a string on any page has no Spanish.
+English is the source language. The Spanish catalog is every ``locale/es/*.po`` file (gettext PO,
+one file per area so that features do not edit the same file), read with Babel when the module
+loads; ``tools/i18n.py`` adds new strings and ``tests/web/test_i18n.py`` fails while a string on
+any page has no Spanish.
 
 The language of a request is chosen, in order, by the ``hc_lang`` cookie (the language switch in
 every page's footer, and the account's preference at sign-in) and the browser's
@@ -33,12 +34,15 @@ _current: ContextVar[str] = ContextVar("housecall_language", default=DEFAULT)
 class _PoTranslations(_gettext.NullTranslations):
     """A PO catalog in memory (no compiled .mo files to build or ship)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, folder: Path) -> None:
         super().__init__()
-        with path.open("rb") as fh:
-            catalog = read_po(fh, locale=path.stem)
         self.singular: dict[str, str] = {}
         self.plural: dict[str, tuple[str, ...]] = {}
+        for path in sorted(folder.glob("*.po")):
+            with path.open("rb") as fh:
+                self._add(read_po(fh, locale=folder.name))
+
+    def _add(self, catalog: Any) -> None:
         for message in catalog:
             if not message.id or message.fuzzy:
                 continue
@@ -61,7 +65,7 @@ class _PoTranslations(_gettext.NullTranslations):
 
 _catalogs: dict[str, _gettext.NullTranslations] = {
     "en": _gettext.NullTranslations(),
-    "es": _PoTranslations(HERE / "locale" / "es.po"),
+    "es": _PoTranslations(HERE / "locale" / "es"),
 }
 
 
