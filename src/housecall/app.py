@@ -17,6 +17,7 @@ from housecall.core.db import open_database
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import api as fhir_api
 from housecall.identity import views as identity_views
+from housecall.notify import views as notify_views
 from housecall.smart import admin as smart_admin
 from housecall.smart import views as smart_views
 from housecall.web import security
@@ -60,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     access_views.install(app)  # emergency (break-glass) access
     smart_views.install(app)  # SMART on FHIR authorization server (docs/decisions/0008)
     smart_admin.install(app)  # the organization admin's apps page
+    notify_views.install(app)  # notification choices, the staff outbox (docs/decisions/0011)
     security.install(app, settings.cors_origins)
     logsafe.install()
 

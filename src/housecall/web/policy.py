@@ -21,6 +21,7 @@ class Policy(StrEnum):
     SIGNED_IN = "signed-in"  # any fully signed-in person, acting on their own account
     CLINICAL = "clinical"  # clinicians and nurses
     ORG_ADMIN = "org-admin"  # organization administrators
+    FRONT_OFFICE = "front-office"  # organization administrators and front desk
 
 
 ROUTES: dict[str, Policy] = {
@@ -53,6 +54,7 @@ ROUTES: dict[str, Policy] = {
     "/account/acting-for": Policy.SIGNED_IN,
     "/account/apps": Policy.SIGNED_IN,
     "/account/record-access": Policy.SIGNED_IN,
+    "/account/notifications": Policy.SIGNED_IN,
     "/break-glass": Policy.CLINICAL,
     "/break-glass/{opening_id}": Policy.CLINICAL,
     "/break-glass/{opening_id}/end": Policy.CLINICAL,
@@ -60,6 +62,7 @@ ROUTES: dict[str, Policy] = {
     "/admin/accounts/{account_id}/{action}": Policy.ORG_ADMIN,
     "/admin/apps": Policy.ORG_ADMIN,
     "/admin/apps/{client_id}/disable": Policy.ORG_ADMIN,
+    "/admin/outbox": Policy.FRONT_OFFICE,
 }
 
 
