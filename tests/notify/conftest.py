@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,8 +32,9 @@ def use_smtp(monkeypatch: pytest.MonkeyPatch, port: int) -> None:
 
 
 @pytest.fixture(autouse=True)
-def worker_settings(monkeypatch: pytest.MonkeyPatch, smtp: tuple[Mailbox, int]) -> Iterator[None]:
-    use_smtp(monkeypatch, smtp[1])
+def worker_settings(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[None]:
+    _box, port = request.getfixturevalue("smtp")
+    use_smtp(monkeypatch, port)
     yield
     monkeypatch.undo()
     get_settings.cache_clear()
@@ -65,9 +65,7 @@ class GatedMailbox(Mailbox):
         if self.hold.is_set():
             self.hold.clear()
             self.held.set()
-            deadline = time.monotonic() + 120
-            while not self.released.is_set() and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await asyncio.to_thread(self.released.wait, 120)
         envelope.mail_from = address
         return "250 OK"
 

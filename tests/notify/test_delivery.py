@@ -130,10 +130,13 @@ async def test_nothing_is_sent_when_the_request_rolls_back(env: Env) -> None:
     patient = await env.account("patient")
     await choose(env, patient.id, sms=True, phone=PHONE)
 
-    with pytest.raises(RuntimeError):
+    async def failing_request() -> None:
         async with env.db.transaction() as conn:
             await send(conn, env.org_id, patient.id, Kind.NEW_MESSAGE, "/messages/m1")
             raise RuntimeError("the message could not be stored")
+
+    with pytest.raises(RuntimeError):
+        await failing_request()
 
     await work(env.db)
     assert env.mail.for_address(patient.email) == []
@@ -146,7 +149,9 @@ async def test_a_key_makes_sending_idempotent_and_a_time_schedules_it(env: Env) 
     patient = await env.account("patient")
     at = clock.now_us() + 3600 * jobs.US
     key = f"reminder:{patient.id}:1h"
-    assert await notify_now(env, patient.id, Kind.APPOINTMENT_REMINDER, "/appointments/a1", key=key, run_at=at)
+    assert await notify_now(
+        env, patient.id, Kind.APPOINTMENT_REMINDER, "/appointments/a1", key=key, run_at=at
+    )
     assert await notify_now(env, patient.id, Kind.APPOINTMENT_REMINDER, "/appointments/a1", key=key,
                             run_at=at) is None  # fmt: skip
     await work(env.db)
@@ -212,7 +217,9 @@ async def test_a_canary_in_the_record_never_reaches_a_notification_or_the_logs(
     caplog.set_level(logging.DEBUG)
     async with env.db.transaction() as conn:
         ctx = identity._ctx(conn, env.settings, env.org_id)
-        patient_id = (await ix.create(ctx, "Patient", {"resourceType": "Patient", "name": [{"family": CANARY}]})).stored
+        patient_id = (
+            await ix.create(ctx, "Patient", {"resourceType": "Patient", "name": [{"family": CANARY}]})
+        ).stored
         assert patient_id is not None
         message = (await ix.create(ctx, "Communication", {
             "resourceType": "Communication", "status": "completed",
@@ -242,3 +249,26 @@ async def test_a_canary_in_the_record_never_reaches_a_notification_or_the_logs(
     assert "notification delivery" in logged and "ConnectionRefusedError" in logged
     for secret in (CANARY, patient.email, PHONE, message.res_id, patient_id.res_id):
         assert secret not in logged
+
+
+async def test_an_email_claimed_by_a_live_worker_is_left_to_it_until_the_claim_is_stale(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    patient = await env.account("patient")
+    use_smtp(monkeypatch, free_port())
+    await notify_now(env, patient.id)
+    await work(env.db)  # the first attempt fails; the delivery row now exists
+    async with env.db.transaction() as conn:  # another worker claims it and is sending right now
+        await conn.execute(
+            "UPDATE notification SET status = 'sending', claimed = $1 WHERE account_id = $2",
+            clock.now_us() + (jobs.backoff_seconds(1) + 1) * jobs.US, patient.id,
+        )  # fmt: skip
+    use_smtp(monkeypatch, env.settings.smtp_port)
+    clock.advance(jobs.backoff_seconds(1) + 1)
+    await work(env.db)
+    assert env.mail.for_address(patient.email) == []
+    assert [r["status"] for r in await deliveries(env, patient.id)] == ["sending"]
+    clock.advance(notify.CLAIM_SECONDS + jobs.BACKOFF_CAP_SECONDS)  # that worker is gone
+    await work(env.db)
+    assert len(env.mail.wait_for(patient.email)) == 1
+    assert [(r["status"], r["attempts"]) for r in await deliveries(env, patient.id)] == [("sent", 2)]
