@@ -44,6 +44,7 @@ CLAIM_SECONDS = 120
 QUEUED, SENDING, SENT, FAILED = "queued", "sending", "sent", "failed"
 STATUSES = (QUEUED, SENDING, SENT, FAILED)
 MAX_KEY = 190
+SETTINGS_PAGE = "/account/notifications"  # where every e-mail says the choices are changed
 
 
 # --------------------------------------------------------------------------------------------------
@@ -325,9 +326,6 @@ async def deliver_notification(job: jobs.JobContext, args: dict[str, Any]) -> No
 
 # --------------------------------------------------------------------------------------------------
 # What staff see
-
-
-SETTINGS_PAGE = "/account/notifications"
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ def kind_labels() -> dict[str, str]:
 
 
 def _when(us: int | None) -> str:
-    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%d %H:%M UTC") if us else ""
+    return datetime.fromtimestamp(us / 1e6, UTC).strftime("%Y-%m-%d %H:%M") if us else ""
 
 
 # --------------------------------------------------------------------------------------------------
