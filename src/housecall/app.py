@@ -18,6 +18,7 @@ from housecall.core.settings import Settings, get_settings
 from housecall.fhir import api as fhir_api
 from housecall.identity import sessions
 from housecall.identity import views as identity_views
+from housecall.notify import views as notify_views
 from housecall.portal import views as portal_views
 from housecall.smart import admin as smart_admin
 from housecall.smart import views as smart_views
@@ -38,7 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         closer = asyncio.get_running_loop().create_task(breakglass.close_expired_periodically(db))
         stop_worker = asyncio.Event()
         worker = (
-            asyncio.get_running_loop().create_task(jobs.work_forever(db, stop=stop_worker))
+            asyncio.get_running_loop().create_task(jobs.work_forever(db, stop=stop_worker, settings=settings))
             if settings.worker_in_process
             else None
         )
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     smart_admin.install(app)  # the organization admin's apps page
     portal_views.install(app)  # the patient portal
     workspace_views.install(app)  # the care team's workspace
+    notify_views.install(app)  # notification choices, the staff outbox (docs/decisions/0011)
     security.install(app, settings.cors_origins)
     app.add_middleware(i18n.LanguageMiddleware)
     logsafe.install()

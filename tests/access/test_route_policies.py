@@ -48,7 +48,7 @@ async def test_without_credentials_only_public_routes_answer(env: Env) -> None:
     token = await _form_token(browser)  # a valid pre-sign-in form token: the refusal is about who, not CSRF
     refused = []
     for method, url in routes_with(env, Policy.SIGNED_IN, Policy.PORTAL, Policy.CLINICAL, Policy.ORG_ADMIN,
-                                   Policy.FHIR, Policy.OAUTH_CLIENT):  # fmt: skip
+                                   Policy.FRONT_OFFICE, Policy.FHIR, Policy.OAUTH_CLIENT):  # fmt: skip
         if url.endswith("/fhir/Patient") or url.endswith("/fhir"):
             url = url + ("/_search" if method == "POST" and url.endswith("Patient") else "")
         r = await browser.request(method, url, data={"csrf": token} if method == "POST" else None)
@@ -68,7 +68,7 @@ async def test_a_patient_reaches_no_staff_route(env: Env) -> None:
     browser, _ = await env.patient_session()
     token = await _form_token(browser, "/account")
     reached = []
-    for method, url in routes_with(env, Policy.CLINICAL, Policy.ORG_ADMIN):
+    for method, url in routes_with(env, Policy.CLINICAL, Policy.ORG_ADMIN, Policy.FRONT_OFFICE):
         r = await browser.request(
             method, url, data={"csrf": token, "patient": "x", "reason": "x" * 40, "minutes": "5"}
         )

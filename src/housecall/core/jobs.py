@@ -26,6 +26,7 @@ from typing import Any
 import orjson
 
 from housecall.core.db import Conn, Database
+from housecall.core.settings import Settings, get_settings
 from housecall.identity.clock import clock
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ class Job:
 class JobContext:
     db: Database
     job: Job
+    # The configuration of the process running the job (the server's own in-process worker, or
+    # `housecall worker`'s environment): SMTP, public address … handlers read it from here.
+    settings: Settings
 
 
 def backoff_seconds(attempts: int) -> int:
@@ -121,14 +125,14 @@ async def claim(db: Database, limit: int = 10) -> list[Job]:
     return [Job(r[0], r[1], orjson.loads(r[2]), int(r[3]) + 1, int(r[4])) for r in rows]
 
 
-async def run_one(db: Database, job: Job) -> bool:
+async def run_one(db: Database, job: Job, settings: Settings | None = None) -> bool:
     """Run a claimed job and record how it ended; True when it succeeded."""
     fn = HANDLERS.get(job.name)
     error: str | None = None
     try:
         if fn is None:
             raise LookupError(f"no handler for {job.name}")
-        await fn(JobContext(db, job), job.args)
+        await fn(JobContext(db, job, settings or get_settings()), job.args)
     except Exception as exc:
         error = type(exc).__name__
         log.warning("job %s (%s) failed on attempt %d: %s", job.id, job.name, job.attempts, error)
@@ -150,20 +154,26 @@ async def run_one(db: Database, job: Job) -> bool:
     return error is None
 
 
-async def work_once(db: Database, limit: int = 10) -> int:
+async def work_once(db: Database, limit: int = 10, settings: Settings | None = None) -> int:
     """Claim and run what is due now; returns how many jobs ran."""
     jobs = await claim(db, limit)
     for job in jobs:
-        await run_one(db, job)
+        await run_one(db, job, settings)
     return len(jobs)
 
 
-async def work_forever(db: Database, *, idle_seconds: float = 1.0, stop: asyncio.Event | None = None) -> None:
+async def work_forever(
+    db: Database,
+    *,
+    idle_seconds: float = 1.0,
+    stop: asyncio.Event | None = None,
+    settings: Settings | None = None,
+) -> None:
     """The worker loop: run due jobs, sleep ``idle_seconds`` when there are none."""
     stop = stop or asyncio.Event()
     while not stop.is_set():
         try:
-            ran = await work_once(db)
+            ran = await work_once(db, settings=settings)
         except Exception:  # a database that is away: try again later
             log.exception("the job worker could not claim jobs")
             ran = 0

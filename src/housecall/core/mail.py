@@ -24,6 +24,8 @@ class Mail:
     to: str
     subject: str
     body: str
+    # Extra header fields, e.g. a Message-ID that stays the same when a notification is re-sent.
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -56,5 +58,7 @@ def send_now(settings: Settings, mail: Mail) -> None:
     msg["To"] = mail.to
     msg["Subject"] = mail.subject
     msg.set_content(mail.body)
+    for name, value in mail.headers:  # after set_content, which drops Content-* fields
+        msg[name] = value
     with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=10) as smtp:
         smtp.send_message(msg)

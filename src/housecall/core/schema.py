@@ -148,8 +148,10 @@ job = Table(
 
 # Platform tables register themselves on the same metadata: identity (accounts, sessions, …), the
 # audit trail (append-only events and their hash chain), the SMART authorization server (clients,
-# grants, tokens) and the access path (break-glass openings).
+# grants, tokens), the access path (break-glass openings) and notifications (preferences, deliveries,
+# the local outbox).
 import housecall.access.tables  # noqa: E402
 import housecall.audit.tables  # noqa: E402
 import housecall.identity.tables  # noqa: E402
+import housecall.notify.tables  # noqa: E402
 import housecall.smart.tables  # noqa: E402, F401

@@ -25,6 +25,7 @@ from housecall.identity import passwords, service, sessions, throttle
 from housecall.identity.clock import clock
 from housecall.identity.service import Account, IdentityError
 from housecall.identity.sessions import ENROL, FULL, MFA, SessionState, SignInRequired, safe_next
+from housecall.notify.views import OUTBOX_ROLES
 from housecall.web import csrf
 from housecall.web.i18n import _
 from housecall.web.pages import FormErrors, install_static, render
@@ -486,6 +487,7 @@ async def account_page(request: Request, notice: str | None = None) -> Response:
         grants=grants,
         acting_for=state.acting_for if any(g.patient_id == state.acting_for for g in grants) else None,
         is_admin=Role.ORG_ADMIN in account.roles,
+        sees_outbox=bool(OUTBOX_ROLES & account.roles),
         notice=notices.get(notice or ""),
     )
 

@@ -61,7 +61,7 @@ def render(
     html = env.get_template(template).render(
         request=request,
         lang=i18n.current(),
-        languages=i18n.LANGUAGES,
+        ui_languages=i18n.LANGUAGES,
         nav=nav.links_for(current, request.url.path),
         home=nav.home_for(current),
         current=current,

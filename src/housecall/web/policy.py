@@ -22,6 +22,7 @@ class Policy(StrEnum):
     PORTAL = "portal"  # patients and proxies, about the patient chosen in their session
     CLINICAL = "clinical"  # clinicians and nurses
     ORG_ADMIN = "org-admin"  # organization administrators
+    FRONT_OFFICE = "front-office"  # organization administrators and front desk
 
 
 ROUTES: dict[str, Policy] = {
@@ -59,6 +60,7 @@ ROUTES: dict[str, Policy] = {
     "/portal/choose": Policy.SIGNED_IN,
     "/workspace": Policy.CLINICAL,
     "/workspace/tasks/{task_id}/{action}": Policy.CLINICAL,
+    "/account/notifications": Policy.SIGNED_IN,
     "/break-glass": Policy.CLINICAL,
     "/break-glass/{opening_id}": Policy.CLINICAL,
     "/break-glass/{opening_id}/end": Policy.CLINICAL,
@@ -66,6 +68,7 @@ ROUTES: dict[str, Policy] = {
     "/admin/accounts/{account_id}/{action}": Policy.ORG_ADMIN,
     "/admin/apps": Policy.ORG_ADMIN,
     "/admin/apps/{client_id}/disable": Policy.ORG_ADMIN,
+    "/admin/outbox": Policy.FRONT_OFFICE,
 }
 
 
