@@ -183,6 +183,7 @@ async def _desk_page(
         services = [(s, model.service_name(await names.get("HealthcareService", s)) or s)
                     for s in (who.service_ids if who else ())]  # fmt: skip
     vals = {"day": chosen.isoformat(), "start": "09:00", "end": "12:00", "minutes": "20", "mode": model.VIDEO,
+            "location": "", "service_id": "",
             **(values or {})}  # fmt: skip
     return render(request, "scheduling/desk.html", status=status, people=people, who=who, cal=cal, day=chosen,
                   view=view, tz=tz, nav_days=_nav_days(chosen, view), base="/desk/schedule",
