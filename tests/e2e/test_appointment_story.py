@@ -25,12 +25,24 @@ from tests.identity.conftest import PASSWORD, Mailbox, _clock_back, settings_for
 from tests.support import LiveServer, free_port
 
 TZ = "America/New_York"
-PHONE = {"viewport": {"width": 375, "height": 667}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
-VR = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR"}], "text": "Video visit"}
+PHONE = {
+    "viewport": {"width": 375, "height": 667},
+    "device_scale_factor": 2,
+    "is_mobile": True,
+    "has_touch": True,
+}
+VR = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR"}],
+    "text": "Video visit",
+}
 
 
 @pytest.fixture
-def server(database_url: str, smtp: tuple[Mailbox, int], monkeypatch: pytest.MonkeyPatch) -> Iterator[LiveServer]:  # noqa: F811
+def server(
+    database_url: str,
+    smtp: tuple[Mailbox, int],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[LiveServer]:
     port = free_port()
     extra = {"HOUSECALL_PUBLIC_URL": f"http://127.0.0.1:{port}", "HOUSECALL_SMTP_PORT": str(smtp[1]),
              "HOUSECALL_ARGON2_TIME_COST": "1", "HOUSECALL_ARGON2_MEMORY_KIB": "1024",
@@ -101,7 +113,10 @@ def until(moment: dt.datetime) -> float:
 
 
 async def test_an_appointment_is_booked_reminded_moved_and_cancelled(
-    server: LiveServer, browser: Browser, database_url: str, smtp: tuple[Mailbox, int]  # noqa: F811
+    server: LiveServer,
+    browser: Browser,
+    database_url: str,
+    smtp: tuple[Mailbox, int],  # noqa: F811
 ) -> None:
     db = open_database(database_url)
     await db.connect()
@@ -139,7 +154,9 @@ async def test_an_appointment_is_booked_reminded_moved_and_cancelled(
 
         # The home page shows the visit with its Join button.
         await page.goto(server.base + "/portal")
-        await expect(page.get_by_role("link", name="Join")).to_have_attribute("href", appt_url.replace(server.base, ""))
+        await expect(page.get_by_role("link", name="Join")).to_have_attribute(
+            "href", appt_url.replace(server.base, "")
+        )
 
         # The reminder: nothing before its time; the 24-hour one when the clock reaches it.
         await run_worker(db)

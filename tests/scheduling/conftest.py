@@ -19,8 +19,14 @@ from tests.clinic import Clinic, clinic  # noqa: F401
 from tests.identity.conftest import Mailbox, _clock_back, env, smtp  # noqa: F401
 
 TZ = "America/New_York"
-VR = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR"}], "text": "Video visit"}
-AMB = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}], "text": "In-person"}
+VR = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR"}],
+    "text": "Video visit",
+}
+AMB = {
+    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"}],
+    "text": "In-person",
+}
 
 
 @pytest.fixture
@@ -70,11 +76,11 @@ class Calendar:
     slots: list[str] = field(default_factory=list)  # Dr Carter's free video slots on `day`, 10:00 on
 
     async def slot(self, start: dt.datetime, minutes: int = 20, mode: dict[str, Any] = VR,
-                   schedule: str | None = None, status: str = "free") -> str:  # fmt: skip
+                   schedule: str | None = None, status: str = "free", service: str = "Primary care visit") -> str:  # fmt: skip
         made = await self.c.create({
             "resourceType": "Slot", "schedule": {"reference": f"Schedule/{schedule or self.schedule}"},
             "status": status, "start": start.isoformat(), "end": (start + dt.timedelta(minutes=minutes)).isoformat(),
-            "appointmentType": mode, "serviceType": [{"text": "Primary care visit"}]})  # fmt: skip
+            "appointmentType": mode, "serviceType": [{"text": service}]})  # fmt: skip
         return str(made["id"])
 
 

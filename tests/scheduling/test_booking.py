@@ -11,7 +11,7 @@ import httpx
 
 from housecall.identity.clock import clock
 from housecall.scheduling import model
-from tests.clinic import Clinic, text_of
+from tests.clinic import text_of
 from tests.identity.conftest import CSRF
 from tests.scheduling.conftest import AMB, Calendar, local
 
@@ -51,7 +51,9 @@ async def test_booking_steps_offer_only_clinicians_of_the_service_and_their_free
     assert f'value="{blocked}"' not in (await browser.get(book_page(cal))).text
 
 
-async def test_a_patient_books_a_slot_and_the_appointment_names_patient_clinician_and_place(cal: Calendar) -> None:
+async def test_a_patient_books_a_slot_and_the_appointment_names_patient_clinician_and_place(
+    cal: Calendar,
+) -> None:
     c = cal.c
     appt_id = appointment_id(await book(cal, cal.slots[0]))
     appt = await c.read("Appointment", appt_id)
@@ -77,7 +79,9 @@ async def test_a_patient_books_a_slot_and_the_appointment_names_patient_clinicia
     assert f"Location/{cal.clinic_site}" in {p["actor"]["reference"] for p in appt2["participant"]}
 
 
-async def test_a_slot_that_is_taken_or_not_the_clinicians_is_refused_and_nothing_is_written(cal: Calendar) -> None:
+async def test_a_slot_that_is_taken_or_not_the_clinicians_is_refused_and_nothing_is_written(
+    cal: Calendar,
+) -> None:
     c = cal.c
     appointment_id(await book(cal, cal.slots[0]))
     again = await book(cal, cal.slots[0])
@@ -90,6 +94,11 @@ async def test_a_slot_that_is_taken_or_not_the_clinicians_is_refused_and_nothing
     assert (await c.read("Slot", lees))["status"] == "free"
     booked = await c.search("Appointment", [("patient", c.patient)])
     assert len(booked) == 1
+    # A slot kept for another kind of visit is neither offered nor booked for this one.
+    skin = await cal.slot(local(cal.day, 13), service="Skin check")
+    assert f'value="{skin}"' not in (await c.browsers["patient"].get(book_page(cal))).text
+    assert (await book(cal, skin)).status_code == 409
+    assert (await c.read("Slot", skin))["status"] == "free"
     # A slot in the past cannot be booked.
     past = await cal.slot(dt.datetime.fromtimestamp(clock.now(), dt.UTC) - dt.timedelta(hours=1))
     assert (await book(cal, past)).status_code == 409
@@ -189,7 +198,9 @@ async def test_the_calendar_file_has_the_visit_in_utc_and_no_health_information(
     assert lines["URL"] == f"https://testserver/portal/appointments/{appt_id}"
 
 
-async def test_another_patients_appointment_answers_404_and_staff_cannot_use_portal_pages(cal: Calendar) -> None:
+async def test_another_patients_appointment_answers_404_and_staff_cannot_use_portal_pages(
+    cal: Calendar,
+) -> None:
     c = cal.c
     theirs = await c.create({
         "resourceType": "Appointment", "status": "booked", "start": local(cal.day, 15).isoformat(),

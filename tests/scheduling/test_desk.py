@@ -27,7 +27,9 @@ async def test_front_desk_adds_availability_and_patients_can_book_it(cal: Calend
         "mode": "in-person", "location": cal.clinic_site, "service_id": cal.service, "view": "day"},
         form_from=desk_page(cal, day))  # fmt: skip
     assert r.status_code == 303 and "done=added" in r.headers["location"] and "n=2" in r.headers["location"]
-    slots = await c.search("Slot", [("schedule", f"Schedule/{cal.schedule}"), ("start", f"ge{day.isoformat()}")])
+    slots = await c.search(
+        "Slot", [("schedule", f"Schedule/{cal.schedule}"), ("start", f"ge{day.isoformat()}")]
+    )
     made = sorted((model.parse_instant(s["start"]), s) for s in slots)
     assert [m[0] for m in made] == [local(day, 13), local(day, 13, 30)]
     assert made[0][1]["start"].endswith(("-05:00", "-04:00"))  # wall-clock time with the zone's offset
@@ -71,7 +73,9 @@ async def test_front_desk_blocks_a_time_books_for_a_patient_found_by_name_and_ca
                           {"version": "1", "role": cal.role, "day": cal.day.isoformat(), "view": "day"},
                           form_from=desk_page(cal))  # fmt: skip
     assert r.status_code == 303 and (await c.read("Slot", cal.slots[0]))["status"] == "busy-unavailable"
-    patient_view = (await c.browsers["patient"].get(f"/portal/appointments/book?service_id={cal.service}&role={cal.role}")).text
+    patient_view = (
+        await c.browsers["patient"].get(f"/portal/appointments/book?service_id={cal.service}&role={cal.role}")
+    ).text
     assert f'value="{cal.slots[0]}"' not in patient_view
     stale = await c.form_post("desk", f"/desk/slots/{cal.slots[0]}/open",
                               {"version": "1", "role": cal.role, "day": cal.day.isoformat(), "view": "day"},
@@ -84,7 +88,11 @@ async def test_front_desk_blocks_a_time_books_for_a_patient_found_by_name_and_ca
     # Book the second slot for Ana, found by name; by birth date finds nobody here.
     find = f"/desk/book?slot={cal.slots[1]}&role={cal.role}&day={cal.day.isoformat()}&view=day"
     found = await c.browsers["desk"].get(find + "&q=Reyes")
-    assert found.status_code == 200 and "Ana Reyes" in text_of(found.text) and "Ben Other" not in text_of(found.text)
+    assert (
+        found.status_code == 200
+        and "Ana Reyes" in text_of(found.text)
+        and "Ben Other" not in text_of(found.text)
+    )
     nobody = await c.browsers["desk"].get(find + "&q=1999-12-31")
     assert "No patient matches" in text_of(nobody.text)
     r = await c.form_post("desk", "/desk/book", {"slot": cal.slots[1], "role": cal.role, "patient": c.patient,
@@ -125,7 +133,9 @@ async def test_desk_cancels_and_patients_cannot_reach_desk_pages(cal: Calendar) 
         browser = c.browsers[who]
         token = CSRF.search((await browser.get("/account")).text).group(1)  # type: ignore[union-attr]
         assert (await browser.get(desk_page(cal))).status_code == 403, who
-        assert (await browser.get(f"/desk/book?slot={cal.slots[1]}&role={cal.role}&q=Reyes")).status_code == 403
+        assert (
+            await browser.get(f"/desk/book?slot={cal.slots[1]}&role={cal.role}&q=Reyes")
+        ).status_code == 403
         for path, data in (
             ("/desk/schedule/availability", {"role": cal.role, "day": cal.day.isoformat(), "start": "13:00",
                                              "end": "14:00", "minutes": "20", "mode": "video"}),
@@ -145,7 +155,9 @@ async def test_the_clinician_sees_their_day_and_week_with_free_and_booked_times(
     assert day.status_code == 200
     shown = text_of(day.text)
     assert "Ana Reyes" in shown and "Free" in shown and "10:00" in shown and "10:40" in shown
-    week = text_of((await c.browsers["clinician"].get(f"/workspace/schedule?day={cal.day.isoformat()}&view=week")).text)
+    week = text_of(
+        (await c.browsers["clinician"].get(f"/workspace/schedule?day={cal.day.isoformat()}&view=week")).text
+    )
     assert "Ana Reyes" in week and "Show one day" in week
     # Another day has nothing; the nurse sees her own (empty) day, not Dr Carter's; patients are refused.
     empty = text_of((await c.browsers["clinician"].get("/workspace/schedule?day=2030-01-07")).text)

@@ -23,12 +23,16 @@ def until(moment: dt.datetime) -> float:
 async def reminder_jobs(c: Clinic, appointment_id: str) -> list[str]:
     """The states of the appointment's reminder jobs (the queue is shared by every test's org)."""
     async with c.env.db.reader() as conn:
-        rows = await conn.fetch("SELECT state, args FROM job WHERE name = 'appointment.remind' ORDER BY run_at")
+        rows = await conn.fetch(
+            "SELECT state, args FROM job WHERE name = 'appointment.remind' ORDER BY run_at"
+        )
     return [r[0] for r in rows if f'"{appointment_id}"' in r[1]]
 
 
 def mails(c: Clinic) -> list[str]:
-    return [str(m.get_payload(decode=True).decode()) for m in c.env.mail.for_address(c.accounts["patient"].email)]
+    return [
+        str(m.get_payload(decode=True).decode()) for m in c.env.mail.for_address(c.accounts["patient"].email)
+    ]
 
 
 async def test_a_booked_visit_is_reminded_24_and_2_hours_before(cal: Calendar) -> None:

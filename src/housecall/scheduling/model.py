@@ -95,6 +95,11 @@ def service_concept(service: dict[str, Any]) -> dict[str, Any]:
     return {"text": service_name(service)}
 
 
+def fits(opening: Opening, service: dict[str, Any]) -> bool:
+    """Whether a Slot may be booked for the service: it names no service, or this one."""
+    return not opening.service or opening.service == service_of({"serviceType": [service_concept(service)]})
+
+
 def ref_id(reference: str | None, res_type: str) -> str | None:
     prefix = res_type + "/"
     if reference and reference.startswith(prefix):

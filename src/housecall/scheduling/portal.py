@@ -68,7 +68,7 @@ def _int(value: str, default: int, low: int, high: int) -> int:
 
 
 async def _week_of_slots(
-    rec: Records, settings: Settings, role_ids: list[str], week: int
+    rec: Records, settings: Settings, role_ids: list[str], week: int, kind: dict[str, Any] | None = None
 ) -> tuple[list[tuple[dt.date, list[model.Opening]]], bool]:
     """Free slots of one week from now (``week`` weeks ahead), grouped by the clinic's days, and
     whether the booking horizon goes on after it."""
@@ -80,7 +80,7 @@ async def _week_of_slots(
     days: dict[dt.date, list[model.Opening]] = {}
     zone = ZoneInfo(settings.clinic_timezone)
     for o in found:
-        if o.start > now:
+        if o.start > now and (kind is None or model.fits(o, kind)):
             days.setdefault(o.start.astimezone(zone).date(), []).append(o)
     return sorted(days.items()), end < horizon
 
@@ -104,7 +104,11 @@ async def _book_page(
         chosen = next((s for s in services if s["id"] == service_id), None)
         people = await service.clinicians_for(rec, chosen["id"]) if chosen else []
         who = next((c for c in people if c.role_id == role), None)
-        days, more = await _week_of_slots(rec, settings, [who.role_id], week) if who else ([], False)
+        days, more = (
+            await _week_of_slots(rec, settings, [who.role_id], week, chosen)
+            if who and chosen
+            else ([], False)
+        )
         names = Names(rec)
         places = {o.id: await names.place(o.mode, o.location) for _d, day in days for o in day}
     return render(request, "scheduling/book.html", status=status, services=services, chosen=chosen,

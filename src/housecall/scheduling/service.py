@@ -259,8 +259,10 @@ async def book(
         raise SchedulingError(_("Choose a kind of visit."), "service")
     with booking_rights(rec):
         slot, version, _who = await _slot_of(rec, slot_id, [who])
-        await _take(rec, slot, version)
         opening = model.opening_of(slot)
+        if not model.fits(opening, service):
+            raise SlotTaken(_("That time is for another kind of visit. Please choose another."), "slot")
+        await _take(rec, slot, version)
         location = await _location_for(rec, opening, who)
         participants = [
             {"actor": {"reference": f"Patient/{patient_id}"}, "required": "required", "status": "accepted"},
