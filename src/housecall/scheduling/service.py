@@ -44,6 +44,7 @@ from housecall.scheduling import model
 from housecall.scheduling.model import Opening, Visit
 from housecall.web.i18n import _
 from housecall.web.records import Records
+from housecall.workspace.inbox import person_name
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,6 @@ async def bookable_services(rec: Records) -> list[dict[str, Any]]:
 
 
 def _clinician(role: dict[str, Any], practitioners: dict[str, dict[str, Any]]) -> Clinician | None:
-    from housecall.workspace.inbox import person_name
-
     prac = model.ref_id((role.get("practitioner") or {}).get("reference"), "Practitioner")
     if prac is None:
         return None
