@@ -20,6 +20,7 @@ from housecall.identity import sessions
 from housecall.identity import views as identity_views
 from housecall.notify import views as notify_views
 from housecall.portal import views as portal_views
+from housecall.scheduling import views as scheduling_views
 from housecall.smart import admin as smart_admin
 from housecall.smart import views as smart_views
 from housecall.web import i18n, nav, security
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     smart_views.install(app)  # SMART on FHIR authorization server (docs/decisions/0008)
     smart_admin.install(app)  # the organization admin's apps page
     portal_views.install(app)  # the patient portal
+    scheduling_views.install(app)  # appointments: booking, schedules, reminders (decision 0014)
     workspace_views.install(app)  # the care team's workspace
     notify_views.install(app)  # notification choices, the staff outbox (docs/decisions/0011)
     security.install(app, settings.cors_origins)

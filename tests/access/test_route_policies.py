@@ -12,7 +12,8 @@ from housecall.web.policy import ROUTES, Policy, app_routes
 from tests.identity.conftest import Env
 
 SAMPLE = {"{path:path}": "Patient", "{opening_id}": "0" * 32, "{account_id}": "0" * 32, "{action}": "disable",
-          "{client_id}": "x" * 24, "{task_id}": "0" * 32}  # fmt: skip
+          "{client_id}": "x" * 24, "{task_id}": "0" * 32,
+          "{appointment_id}": "0" * 32, "{slot_id}": "0" * 32}  # fmt: skip
 
 
 def concrete(path: str) -> str:
@@ -48,7 +49,7 @@ async def test_without_credentials_only_public_routes_answer(env: Env) -> None:
     token = await _form_token(browser)  # a valid pre-sign-in form token: the refusal is about who, not CSRF
     refused = []
     for method, url in routes_with(env, Policy.SIGNED_IN, Policy.PORTAL, Policy.CLINICAL, Policy.ORG_ADMIN,
-                                   Policy.FRONT_OFFICE, Policy.FHIR, Policy.OAUTH_CLIENT):  # fmt: skip
+                                   Policy.FRONT_DESK, Policy.FHIR, Policy.OAUTH_CLIENT):  # fmt: skip
         if url.endswith("/fhir/Patient") or url.endswith("/fhir"):
             url = url + ("/_search" if method == "POST" and url.endswith("Patient") else "")
         r = await browser.request(method, url, data={"csrf": token} if method == "POST" else None)
@@ -68,7 +69,7 @@ async def test_a_patient_reaches_no_staff_route(env: Env) -> None:
     browser, _ = await env.patient_session()
     token = await _form_token(browser, "/account")
     reached = []
-    for method, url in routes_with(env, Policy.CLINICAL, Policy.ORG_ADMIN, Policy.FRONT_OFFICE):
+    for method, url in routes_with(env, Policy.CLINICAL, Policy.ORG_ADMIN, Policy.FRONT_DESK):
         r = await browser.request(
             method, url, data={"csrf": token, "patient": "x", "reason": "x" * 40, "minutes": "5"}
         )

@@ -72,6 +72,16 @@ class Settings(BaseSettings):
     # Token, revoke and introspect requests per minute, counted per client and per IP address.
     smart_token_requests_per_minute: int = 120
 
+    # --- Scheduling (docs/decisions/0014) ---
+    # The clinic's time zone: slots are offered, listed and added in it (IANA name).
+    clinic_timezone: str = "America/New_York"
+    # Hours before a visit at which a reminder goes out, comma-separated ("24,2").
+    reminder_hours: str = "24,2"
+    # Patients may cancel or move a visit online until this many hours before it; later they call.
+    cancel_cutoff_hours: int = 24
+    # How far ahead patients see free slots.
+    booking_horizon_days: int = 28
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

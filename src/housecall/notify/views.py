@@ -121,7 +121,7 @@ def _not_found(request: Request) -> Response:
 
 @router.get("/admin/outbox")
 async def outbox_page(request: Request, channel: str = "", status: str = "") -> Response:
-    # Organization admins and front desk (policy FRONT_OFFICE) of the signed-in account's own
+    # Organization admins and front desk (policy FRONT_DESK) of the signed-in account's own
     # organization: its recent deliveries, masked.
     state = await sessions.require_signed_in(request)
     if not OUTBOX_ROLES & state.account.roles:

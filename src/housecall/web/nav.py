@@ -25,6 +25,10 @@ class Item:
 ITEMS: list[Item] = [
     Item("/portal", "Home", PORTAL),
     Item("/workspace", "Inbox", STAFF, CARE),
+    # Scheduling (decision 0014)
+    Item("/portal/appointments", "Appointments", PORTAL),
+    Item("/workspace/schedule", "My schedule", STAFF, CARE),
+    Item("/desk/schedule", "Schedules", (ActorKind.STAFF,), DESK),
 ]
 
 

@@ -22,7 +22,7 @@ class Policy(StrEnum):
     PORTAL = "portal"  # patients and proxies, about the patient chosen in their session
     CLINICAL = "clinical"  # clinicians and nurses
     ORG_ADMIN = "org-admin"  # organization administrators
-    FRONT_OFFICE = "front-office"  # organization administrators and front desk
+    FRONT_DESK = "front-desk"  # front desk staff and organization administrators (calendars, bookings)
 
 
 ROUTES: dict[str, Policy] = {
@@ -68,7 +68,20 @@ ROUTES: dict[str, Policy] = {
     "/admin/accounts/{account_id}/{action}": Policy.ORG_ADMIN,
     "/admin/apps": Policy.ORG_ADMIN,
     "/admin/apps/{client_id}/disable": Policy.ORG_ADMIN,
-    "/admin/outbox": Policy.FRONT_OFFICE,
+    "/admin/outbox": Policy.FRONT_DESK,
+    # Scheduling (decision 0014): the patient's appointments, the clinician's schedule, the front desk.
+    "/portal/appointments": Policy.PORTAL,
+    "/portal/appointments/book": Policy.PORTAL,
+    "/portal/appointments/{appointment_id}": Policy.PORTAL,
+    "/portal/appointments/{appointment_id}/reschedule": Policy.PORTAL,
+    "/portal/appointments/{appointment_id}/cancel": Policy.PORTAL,
+    "/portal/appointments/{appointment_id}/calendar.ics": Policy.PORTAL,
+    "/workspace/schedule": Policy.CLINICAL,
+    "/desk/schedule": Policy.FRONT_DESK,
+    "/desk/schedule/availability": Policy.FRONT_DESK,
+    "/desk/slots/{slot_id}/{action}": Policy.FRONT_DESK,
+    "/desk/book": Policy.FRONT_DESK,
+    "/desk/appointments/{appointment_id}/cancel": Policy.FRONT_DESK,
 }
 
 

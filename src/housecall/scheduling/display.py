@@ -1,0 +1,63 @@
+"""Names for the pages: who a visit is with, where, and how (read once per page)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from housecall.scheduling import model
+from housecall.scheduling.model import Visit
+from housecall.web.i18n import _
+from housecall.web.records import Records
+from housecall.workspace.inbox import person_name
+
+
+@dataclass(frozen=True)
+class Shown:
+    """A Visit with the names the reader may see."""
+
+    visit: Visit
+    clinician: str
+    patient: str
+    place: str  # the Location's name, "Video" or "Phone"
+    mode_label: str
+
+    @property
+    def id(self) -> str:
+        return self.visit.id
+
+
+class Names:
+    """Practitioner, Patient and Location names, each read at most once per page."""
+
+    def __init__(self, rec: Records) -> None:
+        self.rec = rec
+        self.cache: dict[str, dict[str, Any] | None] = {}
+
+    async def get(self, res_type: str, res_id: str | None) -> dict[str, Any] | None:
+        if not res_id:
+            return None
+        key = f"{res_type}/{res_id}"
+        if key not in self.cache:
+            self.cache[key] = await self.rec.read(res_type, res_id)
+        return self.cache[key]
+
+    async def person(self, res_type: str, res_id: str | None) -> str:
+        return person_name(await self.get(res_type, res_id))
+
+    async def place(self, mode: str, location_id: str | None) -> str:
+        if mode == model.VIDEO:
+            return _("Video")
+        if mode == model.PHONE:
+            return _("Phone")
+        loc = await self.get("Location", location_id)
+        return str((loc or {}).get("name") or _("In person"))
+
+    async def shown(self, v: Visit, *, with_patient: bool = False) -> Shown:
+        return Shown(
+            visit=v,
+            clinician=await self.person("Practitioner", v.practitioner),
+            patient=await self.person("Patient", v.patient) if with_patient else "",
+            place=await self.place(v.mode, v.location),
+            mode_label=model.mode_label(v.mode),
+        )
