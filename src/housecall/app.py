@@ -18,6 +18,7 @@ from housecall.core.settings import Settings, get_settings
 from housecall.fhir import api as fhir_api
 from housecall.identity import sessions
 from housecall.identity import views as identity_views
+from housecall.messaging import views as messaging_views
 from housecall.portal import views as portal_views
 from housecall.smart import admin as smart_admin
 from housecall.smart import views as smart_views
@@ -64,6 +65,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     smart_views.install(app)  # SMART on FHIR authorization server (docs/decisions/0008)
     smart_admin.install(app)  # the organization admin's apps page
     portal_views.install(app)  # the patient portal
+    messaging_views.install(app)  # secure messaging (portal and workspace)
     workspace_views.install(app)  # the care team's workspace
     security.install(app, settings.cors_origins)
     app.add_middleware(i18n.LanguageMiddleware)

@@ -25,6 +25,8 @@ class Item:
 ITEMS: list[Item] = [
     Item("/portal", "Home", PORTAL),
     Item("/workspace", "Inbox", STAFF, CARE),
+    Item("/portal/messages", "Messages", PORTAL),  # secure messaging
+    Item("/workspace?kind=message", "Patient messages", STAFF, CARE),  # secure messaging
 ]
 
 

@@ -66,6 +66,13 @@ ROUTES: dict[str, Policy] = {
     "/admin/accounts/{account_id}/{action}": Policy.ORG_ADMIN,
     "/admin/apps": Policy.ORG_ADMIN,
     "/admin/apps/{client_id}/disable": Policy.ORG_ADMIN,
+    # Secure messaging (messaging/views.py): the patient's conversations, the care team's replies.
+    "/portal/messages": Policy.PORTAL,
+    "/portal/messages/{thread_id}": Policy.PORTAL,
+    "/portal/messages/{thread_id}/attachments/{message_id}": Policy.PORTAL,
+    "/workspace/messages/{thread_id}": Policy.CLINICAL,
+    "/workspace/messages/{thread_id}/done": Policy.CLINICAL,
+    "/workspace/messages/{thread_id}/attachments/{message_id}": Policy.CLINICAL,
 }
 
 
