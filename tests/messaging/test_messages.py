@@ -4,6 +4,7 @@ served only to those who may see the conversation; another patient's conversatio
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -47,7 +48,9 @@ async def start(c: Clinic, *, topic: str = "Rash on my arm", text: str = "It itc
 
 
 async def open_tasks(c: Clinic, thread_id: str) -> list[dict[str, Any]]:
-    return await c.search("Task", [("focus", f"Communication/{thread_id}"), ("status", "requested,in-progress")])
+    return await c.search(
+        "Task", [("focus", f"Communication/{thread_id}"), ("status", "requested,in-progress")]
+    )
 
 
 async def test_patient_writes_the_pool_sees_it_and_a_clinician_replies(clinic: Clinic) -> None:
@@ -141,14 +144,19 @@ async def test_attachments_download_with_their_proven_type(clinic: Clinic) -> No
         assert r.headers["content-disposition"].startswith('attachment; filename="letter.pdf"')
         assert r.headers["x-content-type-options"] == "nosniff" and r.headers["cache-control"] == "no-store"
     # A message without a file, or a message of another thread, has nothing to download.
-    assert (await c.browsers["patient"].get(f"/portal/messages/{thread_id}/attachments/nothing")).status_code == 404
+    assert (
+        await c.browsers["patient"].get(f"/portal/messages/{thread_id}/attachments/nothing")
+    ).status_code == 404
 
 
 async def test_files_are_checked_by_content_and_size_and_what_was_typed_is_kept(clinic: Clinic) -> None:
     c = clinic
     before = len(await c.search("Communication", [("subject", f"Patient/{c.patient}")]))
     cases = [
-        (("notes.pdf", b"<html><script>alert(1)</script></html>", "application/pdf"), "photo (PNG or JPEG) or a PDF"),
+        (
+            ("notes.pdf", b"<html><script>alert(1)</script></html>", "application/pdf"),
+            "photo (PNG or JPEG) or a PDF",
+        ),
         (("big.png", PNG + bytes(attachments.MAX_BYTES), "image/png"), "smaller than 5 MB"),
         (("empty.png", b"", "image/png"), "The file is empty"),
     ]
@@ -165,7 +173,9 @@ async def test_files_are_checked_by_content_and_size_and_what_was_typed_is_kept(
     assert await c.search("Binary", []) == []
 
     # Missing subject, pool and text: each said beside its field.
-    r = await send(c, "patient", "/portal/messages", {"topic": "", "pool": "", "text": ""}, form_from="/portal/messages")
+    r = await send(
+        c, "patient", "/portal/messages", {"topic": "", "pool": "", "text": ""}, form_from="/portal/messages"
+    )
     assert r.status_code == 400
     for field in ("topic", "pool", "text"):
         assert f'id="{field}-error"' in r.text
@@ -177,7 +187,9 @@ async def test_files_are_checked_by_content_and_size_and_what_was_typed_is_kept(
 
 async def test_another_patients_thread_and_attachment_are_not_found(clinic: Clinic) -> None:
     c = clinic
-    thread_id = await start(c, topic="Private matter", file=("scan.jpg", b"\xff\xd8\xff\xe0" + bytes(50), "image/jpeg"))
+    thread_id = await start(
+        c, topic="Private matter", file=("scan.jpg", b"\xff\xd8\xff\xe0" + bytes(50), "image/jpeg")
+    )
     # A second patient with an account of their own, and the front desk, try the same URLs.
     other = await c.env.account("patient", patient_id=c.other_patient)
     browser = c.env.client()
@@ -187,12 +199,17 @@ async def test_another_patients_thread_and_attachment_are_not_found(clinic: Clin
     for url in urls:
         r = await browser.get(url)
         assert r.status_code == 404 and "Private matter" not in r.text, url
-    r = await send(c, "other", f"/portal/messages/{thread_id}", {"text": "sneaky"}, form_from="/portal/messages")
+    r = await send(
+        c, "other", f"/portal/messages/{thread_id}", {"text": "sneaky"}, form_from="/portal/messages"
+    )
     assert r.status_code == 404
     assert "Private matter" not in (await browser.get("/portal/messages")).text
     # Care-team pages refuse patients and the front desk outright.
     for who in ("other", "desk"):
-        for url in (f"/workspace/messages/{thread_id}", f"/workspace/messages/{thread_id}/attachments/{thread_id}"):
+        for url in (
+            f"/workspace/messages/{thread_id}",
+            f"/workspace/messages/{thread_id}/attachments/{thread_id}",
+        ):
             assert (await c.browsers[who].get(url)).status_code == 403, (who, url)
     # The front desk is not a portal user either.
     assert (await c.browsers["desk"].get(f"/portal/messages/{thread_id}")).status_code == 403
@@ -206,10 +223,15 @@ async def test_a_clinician_outside_the_care_team_gets_not_found(clinic: Clinic) 
     stranger = await c.create({"resourceType": "Practitioner", "name": [{"family": "Stranger"}]})
     browser, _account, _secret = await c.env.staff_session("clinician", practitioner_id=stranger["id"])
     c.browsers["stranger"] = browser
-    for url in (f"/workspace/messages/{thread_id}", f"/workspace/messages/{thread_id}/attachments/{thread_id}"):
+    for url in (
+        f"/workspace/messages/{thread_id}",
+        f"/workspace/messages/{thread_id}/attachments/{thread_id}",
+    ):
         r = await browser.get(url)
         assert r.status_code == 404 and "Team only" not in r.text, url
-    r = await send(c, "stranger", f"/workspace/messages/{thread_id}", {"text": "hello"}, form_from="/workspace")
+    r = await send(
+        c, "stranger", f"/workspace/messages/{thread_id}", {"text": "hello"}, form_from="/workspace"
+    )
     assert r.status_code == 404
     r = await send(c, "stranger", f"/workspace/messages/{thread_id}/done", {}, form_from="/workspace")
     assert r.status_code == 404
@@ -225,7 +247,9 @@ async def test_a_file_named_in_a_message_must_be_kept_for_that_patient(clinic: C
                              "data": "iVBORw0KGgoAAAANSUhEUgAAAAEAAAAB"})  # fmt: skip
     thread_id = await start(c, topic="Innocent")
     root = await c.read("Communication", thread_id)
-    root["payload"].append({"contentAttachment": {"contentType": "image/png", "url": f"Binary/{theirs['id']}"}})
+    root["payload"].append(
+        {"contentAttachment": {"contentType": "image/png", "url": f"Binary/{theirs['id']}"}}
+    )
     async with c.env.db.transaction() as conn:
         from housecall.access.policy import Access
         from housecall.fhir import interactions as ix
@@ -287,7 +311,9 @@ async def test_response_time_comes_from_the_pool(clinic: Clinic) -> None:
     tasks = await open_tasks(c, thread_id)
     assert inbox.pool_of(tasks[0]) == cardiology["id"]
     # In Spanish.
-    await c.form_post("patient", "/language", {"lang": "es", "next": "/portal/messages"}, form_from="/portal/messages")
+    await c.form_post(
+        "patient", "/language", {"lang": "es", "next": "/portal/messages"}, form_from="/portal/messages"
+    )
     page = text_of((await c.browsers["patient"].get(r.headers["location"])).text)
     assert "1 día hábil" in page
 
@@ -302,15 +328,17 @@ async def test_reads_and_writes_are_audited(clinic: Clinic) -> None:
     async with c.env.db.reader() as conn:
         rows = await conn.fetch("SELECT agent, event FROM audit_log WHERE org_id = $1 AND patient_id = $2",
                                 c.env.org_id, c.patient)  # fmt: skip
-    events = [(agent, bytes(event).decode()) for agent, event in rows]
-    patient = f"Patient/{c.patient}"
-    nurse = f"Practitioner/{c.nurse}"
-    # The patient created the Communication, the Binary and the Task (the last two as the system
-    # on their behalf, after the page's checks): all three name the patient as the agent.
-    assert any(a == patient and '"Communication' in e and '"create"' in e.lower() or a == patient and "Communication" in e
-               for a, e in events)  # fmt: skip
-    assert any(a == patient and "Binary" in e for a, e in events)
-    assert any(a == patient and "Task" in e for a, e in events)
-    # The nurse's download: the Communication read and the Binary read, as the nurse.
-    assert any(a == nurse and "Binary" in e for a, e in events)
-    assert any(a == nurse and "Communication" in e for a, e in events)
+    seen = set()
+    for agent, event in rows:
+        parsed = json.loads(bytes(event))
+        interaction = parsed["subtype"][0]["code"]
+        for entity in parsed.get("entity") or []:
+            ref = (entity.get("what") or {}).get("reference", "")
+            seen.add((agent, interaction, ref.split("/")[0]))
+    patient, nurse = f"Patient/{c.patient}", f"Practitioner/{c.nurse}"
+    # The patient created the Communication, and (as the system on their behalf, after the page's
+    # own checks) the Binary and the inbox Task: all name the patient as the agent.
+    for res_type in ("Communication", "Binary", "Task"):
+        assert (patient, "create", res_type) in seen, (res_type, sorted(seen))
+    # The nurse's download: the Communication read, then the Binary read, as the nurse.
+    assert (nurse, "read", "Communication") in seen and (nurse, "read", "Binary") in seen, sorted(seen)

@@ -96,7 +96,7 @@ def safe_name(filename: str, content_type: str) -> str:
 def content_disposition(filename: str) -> str:
     """``attachment`` with an ASCII fallback name and the exact name (RFC 6266, RFC 5987)."""
     ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode()
-    ascii_name = re.sub(r'[^A-Za-z0-9._ -]', "_", ascii_name).strip() or "attachment"
+    ascii_name = re.sub(r"[^A-Za-z0-9._ -]", "_", ascii_name).strip() or "attachment"
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from housecall.access.actor import Actor
 from housecall.access.policy import Access
+from housecall.audit.events import AuditRequest, Outcome
 from housecall.fhir import interactions as ix
 from housecall.fhir.errors import FhirError
 from housecall.identity.clock import clock
@@ -166,7 +167,9 @@ def _message(resource: dict[str, Any], names: dict[str, str]) -> Message:
 
 def _thread(root: dict[str, Any], replies: list[dict[str, Any]], names: dict[str, str]) -> Thread:
     recipients = [_ref(r) for r in root.get("recipient") or []]
-    pool = next((r.removeprefix("HealthcareService/") for r in recipients if r.startswith("HealthcareService/")), None)
+    pool = next(
+        (r.removeprefix("HealthcareService/") for r in recipients if r.startswith("HealthcareService/")), None
+    )
     thread = Thread(
         id=root["id"],
         topic=str((root.get("topic") or {}).get("text") or ""),
@@ -287,15 +290,21 @@ class _OnBehalf(Records):
     person's access itself. Its audit events name the person and are stored with theirs."""
 
     person: Actor | None = None
+    patient_id: str | None = None  # whose record the work is for (a Binary is in no compartment)
 
     @property
     def actor(self) -> Actor:
         return self.person or self.ctx.actor
 
+    def _audit(self, what: AuditRequest, outcome: Outcome) -> None:
+        if self.patient_id:
+            self.ctx.touched[self.patient_id] = None
+        super()._audit(what, outcome)
 
-def as_system(rec: Records) -> Records:
+
+def as_system(rec: Records, patient_id: str) -> Records:
     ctx = ix.Ctx(rec.conn, rec.ctx.settings, rec.ctx.base_url, Access.system(rec.actor.org_id))
-    return _OnBehalf(ctx, rec.address, rec.entries, person=rec.actor)
+    return _OnBehalf(ctx, rec.address, rec.entries, person=rec.actor, patient_id=patient_id)
 
 
 def _communication(thread: Thread | None, *, patient_id: str, sender: str, recipient: str, topic: str,
@@ -308,7 +317,9 @@ def _communication(thread: Thread | None, *, patient_id: str, sender: str, recip
     comm: dict[str, Any] = {
         "resourceType": "Communication",
         "status": "completed",
-        "category": [{"coding": [{"system": CATEGORY_SYSTEM, "code": CATEGORY_CODE, "display": "Secure message"}]}],
+        "category": [
+            {"coding": [{"system": CATEGORY_SYSTEM, "code": CATEGORY_CODE, "display": "Secure message"}]}
+        ],
         "subject": {"reference": f"Patient/{patient_id}"},
         "topic": {"text": topic},
         "sent": now_iso(),
@@ -325,13 +336,13 @@ def _communication(thread: Thread | None, *, patient_id: str, sender: str, recip
 async def _store_file(rec: Records, patient_id: str, file: File | None) -> dict[str, Any] | None:
     if file is None:
         return None
-    binary = await as_system(rec).create("Binary", file.binary(patient_id))
+    binary = await as_system(rec, patient_id).create("Binary", file.binary(patient_id))
     return file.attachment(binary["id"])
 
 
 async def _open_work(rec: Records, thread: Thread, sender: str) -> None:
     """The thread's inbox Task in its pool, unless one is open already."""
-    system = as_system(rec)
+    system = as_system(rec, thread.patient_id)
     if await inbox.tasks_for(system, thread.focus):
         return
     await inbox.open_task(system, "message", patient_id=thread.patient_id, focus=thread.focus, pool=thread.pool,
@@ -356,7 +367,9 @@ async def reply(rec: Records, thread: Thread, *, sender: str, text: str, file: F
     its Task again if it was done); from the care team it goes to the patient and completes the
     thread's open Task."""
     from_patient = patient_side(sender)
-    recipient = f"HealthcareService/{thread.pool}" if from_patient and thread.pool else f"Patient/{thread.patient_id}"
+    recipient = (
+        f"HealthcareService/{thread.pool}" if from_patient and thread.pool else f"Patient/{thread.patient_id}"
+    )
     attachment = await _store_file(rec, thread.patient_id, file)
     created = await rec.create("Communication", _communication(
         thread, patient_id=thread.patient_id, sender=sender, recipient=recipient, topic=thread.topic, text=text,
@@ -427,7 +440,7 @@ async def binary_of(rec: Records, thread: Thread, message_id: str) -> tuple[byte
     url = str(message.attachment.get("url", ""))
     if not url.startswith("Binary/"):
         return None
-    binary = await as_system(rec).read("Binary", url.removeprefix("Binary/"))
+    binary = await as_system(rec, thread.patient_id).read("Binary", url.removeprefix("Binary/"))
     # The message is writable by the patient on the API: its url could name somebody else's file.
     # Only a Binary kept for this patient's record is served, with the type its bytes prove.
     if binary is None or _ref(binary.get("securityContext")) != f"Patient/{thread.patient_id}":

@@ -157,7 +157,9 @@ async def _reply(request: Request, actor: Actor, thread_id: str, side: str) -> R
     if not actor.fhir_user:
         errors.add("form", _("Your account cannot send messages for this patient."))
     if errors or not actor.fhir_user:
-        return await _thread_page(request, actor, thread_id, side=side, errors=errors, values=values, status=400)
+        return await _thread_page(
+            request, actor, thread_id, side=side, errors=errors, values=values, status=400
+        )
     async with records.writing(request, actor) as rec:
         thread = await model.load_thread(rec, thread_id)
         if thread is None or (side == "portal" and thread.patient_id != actor.patient_id):
