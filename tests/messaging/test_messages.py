@@ -179,6 +179,13 @@ async def test_files_are_checked_by_content_and_size_and_what_was_typed_is_kept(
     assert r.status_code == 400
     for field in ("topic", "pool", "text"):
         assert f'id="{field}-error"' in r.text
+    # Too long: refused, not cut short.
+    r = await send(c, "patient", "/portal/messages", {"topic": "t" * 121, "pool": c.pool, "text": "w" * 5001},
+                   form_from="/portal/messages")  # fmt: skip
+    assert (
+        r.status_code == 400 and "120 characters or fewer" in r.text and "5000 characters or fewer" in r.text
+    )
+    assert "w" * 5001 in r.text
     # A pool that is not one of the organization's is refused too.
     r = await send(c, "patient", "/portal/messages", {"topic": "x", "pool": "nope", "text": "y"},
                    form_from="/portal/messages")  # fmt: skip
@@ -342,3 +349,32 @@ async def test_reads_and_writes_are_audited(clinic: Clinic) -> None:
         assert (patient, "create", res_type) in seen, (res_type, sorted(seen))
     # The nurse's download: the Communication read, then the Binary read, as the nurse.
     assert (nurse, "read", "Communication") in seen and (nurse, "read", "Binary") in seen, sorted(seen)
+
+
+async def test_the_patient_and_active_proxies_are_the_ones_told(clinic: Clinic) -> None:
+    c = clinic
+    from housecall.identity import service
+    from housecall.messaging import notifying
+
+    proxy, former = await c.env.account("proxy"), await c.env.account("proxy")
+    async with c.env.db.transaction() as conn:
+        await service.grant_proxy(
+            conn, proxy.id, c.patient, granted_by="system:test", settings=c.env.settings
+        )
+        grant = await service.grant_proxy(
+            conn, former.id, c.patient, granted_by="system:test", settings=c.env.settings
+        )
+        await service.revoke_proxy(conn, grant.id)
+        await service.grant_proxy(
+            conn, former.id, c.other_patient, granted_by="system:test", settings=c.env.settings
+        )
+    async with c.env.db.reader() as conn:
+        told = await notifying.accounts_for_patient(conn, c.env.org_id, c.patient)
+        assert sorted(told) == sorted([c.accounts["patient"].id, proxy.id])
+        assert await notifying.accounts_for_patient(conn, "another-org", c.patient) == []
+    async with c.env.db.transaction() as conn:
+        assert await service.disable_account(conn, c.env.org_id, proxy.id)
+    async with c.env.db.reader() as conn:
+        assert await notifying.accounts_for_patient(conn, c.env.org_id, c.patient) == [
+            c.accounts["patient"].id
+        ]

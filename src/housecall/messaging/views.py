@@ -36,8 +36,10 @@ def _not_found(request: Request, back: str) -> Response:
 
 
 def _text(form: FormData, name: str, limit: int) -> str:
+    """The field's text, trimmed; kept whole up to twice the limit so the page can show it back
+    with the error (a longer value is no typing a browser with ``maxlength`` lets through)."""
     value = form.get(name)
-    return value.strip()[:limit] if isinstance(value, str) else ""
+    return value.strip()[: 2 * limit] if isinstance(value, str) else ""
 
 
 async def _file(form: FormData, errors: FormErrors) -> attachments.File | None:
@@ -54,7 +56,9 @@ async def _file(form: FormData, errors: FormErrors) -> attachments.File | None:
 
 
 def _check_message(text: str, file: attachments.File | None, errors: FormErrors, *, need_text: bool) -> None:
-    if need_text and not text:
+    if len(text) > model.MAX_TEXT:
+        errors.add("text", _("The message must be %(n)s characters or fewer.") % {"n": model.MAX_TEXT})
+    elif need_text and not text:
         errors.add("text", _("Write your message."))
     elif not text and file is None and "attachment" not in errors:
         errors.add("text", _("Write a message or attach a file."))
@@ -98,6 +102,8 @@ async def portal_new_thread(request: Request) -> Response:
     errors = FormErrors()
     if not values["topic"]:
         errors.add("topic", _("Say what the message is about."))
+    elif len(values["topic"]) > model.MAX_TOPIC:
+        errors.add("topic", _("The subject must be %(n)s characters or fewer.") % {"n": model.MAX_TOPIC})
     async with records.reading(request, actor) as rec:
         pool = await model.pool_of(rec, values["pool"]) if values["pool"] else None
     if pool is None:
