@@ -80,7 +80,7 @@ class Message:
 
     def unread_for(self, reader: str) -> bool:
         """Whether ``reader`` (a reference) has a message from the other side still to read."""
-        return self.from_patient_side != patient_side(reader) and reader not in self.read_by
+        return bool(reader) and self.from_patient_side != patient_side(reader) and reader not in self.read_by
 
 
 @dataclass
