@@ -378,3 +378,24 @@ async def test_the_patient_and_active_proxies_are_the_ones_told(clinic: Clinic) 
         assert await notifying.accounts_for_patient(conn, c.env.org_id, c.patient) == [
             c.accounts["patient"].id
         ]
+
+
+async def test_a_message_from_another_record_does_not_join_the_thread(clinic: Clinic) -> None:
+    """partOf can name any thread on the API: only messages in the thread's patient's record count,
+    even for a clinician who cares for both patients."""
+    c = clinic
+    thread_id = await start(c, topic="Mine")
+    await c.create({"resourceType": "CareTeam", "status": "active", "subject": {"reference": f"Patient/{c.other_patient}"},
+                    "participant": [{"member": {"reference": f"Practitioner/{c.clinician}"}}]})  # fmt: skip
+    await c.create({
+        "resourceType": "Communication", "status": "completed", "subject": {"reference": f"Patient/{c.other_patient}"},
+        "category": [{"coding": [{"system": model.CATEGORY_SYSTEM, "code": model.CATEGORY_CODE}]}],
+        "partOf": [{"reference": f"Communication/{thread_id}"}], "sent": "2030-01-01T00:00:00Z",
+        "sender": {"reference": f"Patient/{c.other_patient}"}, "payload": [{"contentString": "Injected words"}],
+    })  # fmt: skip
+    page = await c.browsers["clinician"].get(f"/workspace/messages/{thread_id}")
+    assert (
+        page.status_code == 200
+        and "It itches since Monday." in page.text
+        and "Injected words" not in page.text
+    )

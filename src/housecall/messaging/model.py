@@ -226,7 +226,12 @@ async def load_thread(rec: Records, thread_id: str) -> Thread | None:
     ])  # fmt: skip
     refs = {_ref(c.get("sender")) for c in [root, *page.resources]} - {""}
     names = await _names(rec, refs, page.included)
-    return _thread(root, [c for c in page.resources if is_message(c)], names)
+    # Only messages in the same patient's record belong to the thread (a Communication written on
+    # the API could name any thread in partOf).
+    same = [
+        c for c in page.resources if is_message(c) and _ref(c.get("subject")) == _ref(root.get("subject"))
+    ]
+    return _thread(root, same, names)
 
 
 async def unread_count(rec: Records, patient_id: str, reader: str) -> int:
