@@ -18,6 +18,7 @@ from housecall.core.settings import Settings, get_settings
 from housecall.fhir import api as fhir_api
 from housecall.identity import sessions
 from housecall.identity import views as identity_views
+from housecall.messaging import views as messaging_views
 from housecall.notify import views as notify_views
 from housecall.portal import views as portal_views
 from housecall.scheduling import views as scheduling_views
@@ -67,6 +68,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     smart_admin.install(app)  # the organization admin's apps page
     portal_views.install(app)  # the patient portal
     scheduling_views.install(app)  # appointments: booking, schedules, reminders (decision 0014)
+    messaging_views.install(app)  # secure messaging (portal and workspace)
     workspace_views.install(app)  # the care team's workspace
     notify_views.install(app)  # notification choices, the staff outbox (docs/decisions/0011)
     security.install(app, settings.cors_origins)

@@ -13,7 +13,8 @@ from tests.identity.conftest import Env
 
 SAMPLE = {"{path:path}": "Patient", "{opening_id}": "0" * 32, "{account_id}": "0" * 32, "{action}": "disable",
           "{client_id}": "x" * 24, "{task_id}": "0" * 32,
-          "{appointment_id}": "0" * 32, "{slot_id}": "0" * 32}  # fmt: skip
+          "{appointment_id}": "0" * 32, "{slot_id}": "0" * 32,
+          "{thread_id}": "0" * 32, "{message_id}": "0" * 32}  # fmt: skip
 
 
 def concrete(path: str) -> str:

@@ -844,3 +844,27 @@ async def proxy_grants(conn: Conn, proxy_account_id: str, *, active_only: bool =
     grants = [_grant(r) for r in rows]
     now = clock.now_us()
     return [g for g in grants if g.active(now)] if active_only else grants
+
+
+async def accounts_for_patient(conn: Conn, org_id: str, patient_id: str) -> list[tuple[str, str]]:
+    """(account id, e-mail) of everyone who reads ``patient_id``'s record in the portal: the
+    patient's own enabled accounts, then the enabled proxies whose grant is active now. For telling
+    them something happened (notifications carry no health information)."""
+    rows = await conn.fetch(
+        "SELECT id, email FROM account WHERE org_id = $1 AND patient_id = $2 AND kind = 'patient' "
+        "AND NOT disabled ORDER BY id",
+        org_id,
+        patient_id,
+    )
+    proxies = await conn.fetch(
+        "SELECT a.id, a.email FROM proxy_grant g JOIN account a ON a.id = g.proxy_account_id "
+        "WHERE g.org_id = $1 AND g.patient_id = $2 AND g.revoked IS NULL AND g.since <= $3 "
+        "AND (g.until IS NULL OR g.until > $3) AND NOT a.disabled ORDER BY a.id",
+        org_id,
+        patient_id,
+        clock.now_us(),
+    )
+    seen: dict[str, str] = {}
+    for r in [*rows, *proxies]:
+        seen.setdefault(r[0], r[1])
+    return list(seen.items())

@@ -39,6 +39,7 @@ from housecall.core.settings import Settings
 from housecall.fhir import interactions as ix
 from housecall.fhir.errors import FhirError
 from housecall.identity.clock import clock
+from housecall.identity.service import accounts_for_patient
 from housecall.scheduling import model
 from housecall.scheduling.model import Opening, Visit
 from housecall.web.i18n import _
@@ -535,29 +536,6 @@ async def enqueue_reminders(conn: Conn, org_id: str, v: Visit, settings: Setting
         if job:
             out.append(job)
     return out
-
-
-async def accounts_for_patient(conn: Conn, org_id: str, patient_id: str) -> list[tuple[str, str]]:
-    """(account id, e-mail) of the patient's own enabled accounts and of their active proxies."""
-    rows = await conn.fetch(
-        "SELECT id, email FROM account WHERE org_id = $1 AND patient_id = $2 AND kind = 'patient' "
-        "AND NOT disabled ORDER BY id",
-        org_id,
-        patient_id,
-    )
-    now = clock.now_us()
-    proxies = await conn.fetch(
-        "SELECT a.id, a.email FROM proxy_grant g JOIN account a ON a.id = g.proxy_account_id "
-        "WHERE g.org_id = $1 AND g.patient_id = $2 AND g.revoked IS NULL AND g.since <= $3 "
-        "AND (g.until IS NULL OR g.until > $3) AND NOT a.disabled ORDER BY a.id",
-        org_id,
-        patient_id,
-        now,
-    )
-    seen: dict[str, str] = {}
-    for r in [*rows, *proxies]:
-        seen.setdefault(r[0], r[1])
-    return list(seen.items())
 
 
 @jobs.handler(REMIND)

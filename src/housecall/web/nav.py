@@ -29,6 +29,8 @@ ITEMS: list[Item] = [
     Item("/portal/appointments", "Appointments", PORTAL),
     Item("/workspace/schedule", "My schedule", STAFF, CARE),
     Item("/desk/schedule", "Schedules", (ActorKind.STAFF,), DESK),
+    Item("/portal/messages", "Messages", PORTAL),  # secure messaging
+    Item("/workspace?kind=message", "Patient messages", STAFF, CARE),  # secure messaging
 ]
 
 

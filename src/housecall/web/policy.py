@@ -82,6 +82,13 @@ ROUTES: dict[str, Policy] = {
     "/desk/slots/{slot_id}/{action}": Policy.FRONT_DESK,
     "/desk/book": Policy.FRONT_DESK,
     "/desk/appointments/{appointment_id}/cancel": Policy.FRONT_DESK,
+    # Secure messaging (messaging/views.py): the patient's conversations, the care team's replies.
+    "/portal/messages": Policy.PORTAL,
+    "/portal/messages/{thread_id}": Policy.PORTAL,
+    "/portal/messages/{thread_id}/attachments/{message_id}": Policy.PORTAL,
+    "/workspace/messages/{thread_id}": Policy.CLINICAL,
+    "/workspace/messages/{thread_id}/done": Policy.CLINICAL,
+    "/workspace/messages/{thread_id}/attachments/{message_id}": Policy.CLINICAL,
 }
 
 
