@@ -12,16 +12,19 @@ from fastapi.responses import RedirectResponse, Response
 from housecall.access import breakglass
 from housecall.access import views as access_views
 from housecall.audit import chain, logsafe, trail
+from housecall.billing import views as billing_views
 from housecall.core import jobs
 from housecall.core.db import open_database
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import api as fhir_api
 from housecall.identity import sessions
 from housecall.identity import views as identity_views
+from housecall.portal import record as portal_record
 from housecall.portal import views as portal_views
 from housecall.smart import admin as smart_admin
 from housecall.smart import views as smart_views
 from housecall.web import i18n, nav, security
+from housecall.workspace import chart as workspace_chart
 from housecall.workspace import views as workspace_views
 
 
@@ -64,6 +67,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     smart_views.install(app)  # SMART on FHIR authorization server (docs/decisions/0008)
     smart_admin.install(app)  # the organization admin's apps page
     portal_views.install(app)  # the patient portal
+    billing_views.install(app)  # bills: statements, card payments, receipts
+    portal_record.install(app)  # the health record summary and visit documents (PDF)
+    workspace_chart.install(app)  # the clinician's patient list and chart
     workspace_views.install(app)  # the care team's workspace
     security.install(app, settings.cors_origins)
     app.add_middleware(i18n.LanguageMiddleware)

@@ -25,6 +25,11 @@ class Item:
 ITEMS: list[Item] = [
     Item("/portal", "Home", PORTAL),
     Item("/workspace", "Inbox", STAFF, CARE),
+    # Bills and records (issue 4)
+    Item("/portal/record", "My record", PORTAL),
+    Item("/portal/documents", "Visit summaries", PORTAL),
+    Item("/portal/bills", "Bills", PORTAL),
+    Item("/workspace/patients", "Patients", STAFF, CARE),
 ]
 
 
