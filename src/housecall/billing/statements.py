@@ -109,17 +109,22 @@ class Statement:
         return money(amount, self.currency)
 
 
+# Price components that add to a line, and those that take away from it (what the plan paid, a
+# discount); "informational" ones change nothing.
+ADDING = ("base", "surcharge", "tax")
+SUBTRACTING = ("deduction", "discount")
+
+
 def _lines(invoice: dict[str, Any]) -> list[Line]:
     out = []
     for item in invoice.get("lineItem") or []:
-        amount = sum(
-            (amount_of(pc.get("amount")) * Decimal(str(pc.get("factor", 1)))
-             for pc in item.get("priceComponent") or [] if pc.get("type") in ("base", "surcharge")),
-            Decimal(0),
-        ) - sum(
-            (amount_of(pc.get("amount")) for pc in item.get("priceComponent") or [] if pc.get("type") == "discount"),
-            Decimal(0),
-        )  # fmt: skip
+        amount = Decimal(0)
+        for pc in item.get("priceComponent") or []:
+            value = amount_of(pc.get("amount")) * Decimal(str(pc.get("factor", 1)))
+            if pc.get("type") in ADDING:
+                amount += value
+            elif pc.get("type") in SUBTRACTING:
+                amount -= value
         text = concept_text(item.get("chargeItemCodeableConcept")) or (
             item.get("chargeItemReference") or {}
         ).get("display", "")
