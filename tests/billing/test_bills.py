@@ -37,7 +37,7 @@ async def make_invoice(clinic: Clinic, patient: str, number: str = "ST-1001") ->
 
 def form_fields(html: str) -> dict[str, str]:
     """The hidden fields of the pay form (version, key) and its CSRF token."""
-    out = {name: value for name, value in re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', html)}
+    out = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', html))
     match = CSRF.search(html)
     assert match
     out["csrf"] = match.group(1)
@@ -108,7 +108,9 @@ async def test_partial_payments_reduce_the_balance_until_it_is_paid(clinic: Clin
     inv = await make_invoice(clinic, clinic.patient)
     r = await pay(clinic, inv["id"], {"amount": "50", **GOOD_CARD})
     assert r.status_code == 303
-    assert "Balance due now $100.00" in text_of((await clinic.browsers["patient"].get(r.headers["location"])).text)
+    assert "Balance due now $100.00" in text_of(
+        (await clinic.browsers["patient"].get(r.headers["location"])).text
+    )
     assert (await clinic.read("Invoice", inv["id"]))["status"] == "issued"
     page = text_of((await clinic.browsers["patient"].get(f"/portal/bills/{inv['id']}")).text)
     assert "Paid $50.00" in page and "Balance due $100.00" in page
@@ -132,7 +134,9 @@ def value_of(html: str, field: str) -> str | None:
     return value.group(1) if value else None
 
 
-async def test_bad_amounts_and_cards_are_errors_beside_the_field_and_keep_what_was_typed(clinic: Clinic) -> None:
+async def test_bad_amounts_and_cards_are_errors_beside_the_field_and_keep_what_was_typed(
+    clinic: Clinic,
+) -> None:
     inv = await make_invoice(clinic, clinic.patient)
     cases = [
         ({"amount": "0", **GOOD_CARD}, "amount", "more than zero"),
@@ -140,7 +144,11 @@ async def test_bad_amounts_and_cards_are_errors_beside_the_field_and_keep_what_w
         ({"amount": "150.01", **GOOD_CARD}, "amount", "more than the balance due ($150.00)"),
         ({"amount": "ten", **GOOD_CARD}, "amount", "Enter the amount"),
         ({"amount": "20.005", **GOOD_CARD}, "amount", "dollars and cents"),
-        ({"amount": "20", **GOOD_CARD, "card_number": "4242 4242 4242 4241"}, "card_number", "card number is not right"),
+        (
+            {"amount": "20", **GOOD_CARD, "card_number": "4242 4242 4242 4241"},
+            "card_number",
+            "card number is not right",
+        ),
         ({"amount": "20", **GOOD_CARD, "expiry": "01/20"}, "expiry", "has expired"),
         ({"amount": "20", **GOOD_CARD, "expiry": "13/30"}, "expiry", "expiry date"),
         ({"amount": "20", **GOOD_CARD, "cvc": "12"}, "cvc", "security code"),
@@ -165,10 +173,14 @@ async def test_a_statement_changed_since_the_page_was_shown_is_not_charged(clini
     inv = await make_invoice(clinic, clinic.patient)
     browser = clinic.browsers["patient"]
     page = await browser.get(f"/portal/bills/{inv['id']}")
-    first = await browser.post(f"/portal/bills/{inv['id']}/pay", data={**form_fields(page.text), "amount": "10", **GOOD_CARD})
+    first = await browser.post(
+        f"/portal/bills/{inv['id']}/pay", data={**form_fields(page.text), "amount": "10", **GOOD_CARD}
+    )
     assert first.status_code == 303
     # The same form again (a double click, a second tab): the statement has moved on.
-    stale = await browser.post(f"/portal/bills/{inv['id']}/pay", data={**form_fields(page.text), "amount": "10", **GOOD_CARD})
+    stale = await browser.post(
+        f"/portal/bills/{inv['id']}/pay", data={**form_fields(page.text), "amount": "10", **GOOD_CARD}
+    )
     assert stale.status_code == 400 and "This statement changed" in text_of(stale.text)
     assert len(await notices(clinic, inv["id"])) == 1
 
@@ -197,7 +209,9 @@ async def test_another_patients_bill_and_receipt_answer_404(clinic: Clinic) -> N
     assert (await other_browser.get(mine_paid.headers["location"])).status_code == 404
     # Payments are not readable on the API by people at all (whose they are is the Invoice's).
     receipt_id = their_receipt.rsplit("/", 1)[1]
-    api = await browser.get(f"/fhir/PaymentReconciliation/{receipt_id}", headers={"Accept": "application/fhir+json"})
+    api = await browser.get(
+        f"/fhir/PaymentReconciliation/{receipt_id}", headers={"Accept": "application/fhir+json"}
+    )
     assert api.status_code in (403, 404)
     assert (await browser.get("/fhir/PaymentNotice")).status_code in (403, 404)
 

@@ -11,7 +11,9 @@ from tests.clinic import Clinic, text_of
 async def fill_chart(clinic: Clinic) -> None:
     p = {"reference": f"Patient/{clinic.patient}"}
     carter = {"reference": f"Practitioner/{clinic.clinician}"}
-    active = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}
+    active = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
+    }
     await clinic.create({"resourceType": "Condition", "subject": p, "clinicalStatus": active,
                          "code": {"text": "Essential hypertension"}})  # fmt: skip
     await clinic.create({"resourceType": "MedicationRequest", "status": "active", "intent": "order", "subject": p,
@@ -41,7 +43,9 @@ async def fill_chart(clinic: Clinic) -> None:
                          "participant": [{"actor": p, "status": "accepted"}]})  # fmt: skip
 
 
-async def test_the_patient_list_holds_only_the_clinicians_patients_and_searches_by_name(clinic: Clinic) -> None:
+async def test_the_patient_list_holds_only_the_clinicians_patients_and_searches_by_name(
+    clinic: Clinic,
+) -> None:
     await clinic.create({"resourceType": "Patient", "name": [{"given": ["Ana"], "family": "Outsider"}]})
     browser = clinic.browsers["clinician"]
     text = text_of((await browser.get("/workspace/patients")).text)
@@ -49,7 +53,9 @@ async def test_the_patient_list_holds_only_the_clinicians_patients_and_searches_
     assert "Ana Reyes" in text_of((await browser.get("/workspace/patients?q=rey")).text)
     found = text_of((await browser.get("/workspace/patients?q=ana")).text)
     assert "Ana Reyes" in found and "Ana Outsider" not in found
-    assert "None of your patients is called that." in text_of((await browser.get("/workspace/patients?q=zzz")).text)
+    assert "None of your patients is called that." in text_of(
+        (await browser.get("/workspace/patients?q=zzz")).text
+    )
 
 
 async def test_the_chart_shows_summary_visits_results_messages_documents_and_upcoming(clinic: Clinic) -> None:
@@ -60,16 +66,22 @@ async def test_the_chart_shows_summary_visits_results_messages_documents_and_upc
     assert "Ana Reyes" in text
     assert "Essential hypertension" in text and "Lisinopril 10 mg oral tablet" in text
     # Encounters newest first, with who saw the patient.
-    assert text.index("Telemedicine consultation 2026-10-20") < text.index("Telemedicine consultation 2026-09-14")
+    assert text.index("Telemedicine consultation 2026-10-20") < text.index(
+        "Telemedicine consultation 2026-09-14"
+    )
     assert "Maya Carter" in text
     assert "Hemoglobin A1c 6.1 % High" in text
     assert "Is the new dose right?" in text
     assert "After-visit summary 2026-10-20" in text
     assert "Blood pressure follow-up" in text and "Long past visit" not in text
     docs = await clinic.search("DocumentReference", [("patient", f"Patient/{clinic.patient}")])
-    page = await clinic.browsers["nurse"].get(f"/workspace/patients/{clinic.patient}/documents/{docs[0]['id']}")
+    page = await clinic.browsers["nurse"].get(
+        f"/workspace/patients/{clinic.patient}/documents/{docs[0]['id']}"
+    )
     assert page.status_code == 200 and "Blood pressure is better." in text_of(page.text)
-    pdf = await clinic.browsers["nurse"].get(f"/workspace/patients/{clinic.patient}/documents/{docs[0]['id']}.pdf")
+    pdf = await clinic.browsers["nurse"].get(
+        f"/workspace/patients/{clinic.patient}/documents/{docs[0]['id']}.pdf"
+    )
     assert pdf.content.startswith(b"%PDF") and b"After-visit summary 2026-10-20" in pdf.content
 
 

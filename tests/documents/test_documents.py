@@ -80,10 +80,16 @@ async def test_the_portal_documents_are_for_patients(clinic: Clinic, who: str) -
     assert (await clinic.browsers[who].get(f"/portal/documents/{doc['id']}.pdf")).status_code == 403
 
 
-async def test_the_record_summary_shows_problems_medications_allergies_and_immunizations(clinic: Clinic) -> None:
+async def test_the_record_summary_shows_problems_medications_allergies_and_immunizations(
+    clinic: Clinic,
+) -> None:
     p = {"reference": f"Patient/{clinic.patient}"}
-    active = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]}
-    resolved = {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "resolved"}]}
+    active = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
+    }
+    resolved = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "resolved"}]
+    }
     await clinic.create({"resourceType": "Condition", "subject": p, "clinicalStatus": active,
                          "code": {"text": "Essential hypertension"}, "onsetDateTime": "2021-03-01"})  # fmt: skip
     await clinic.create({"resourceType": "Condition", "subject": p, "clinicalStatus": resolved,

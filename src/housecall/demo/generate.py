@@ -2116,7 +2116,9 @@ def _build_statements(ctx: _Context) -> None:
             lines: list[Resource] = [
                 {
                     "sequence": 1,
-                    "chargeItemCodeableConcept": _cc(CPT, code, text, f"{text} ({v.start.date().isoformat()})"),
+                    "chargeItemCodeableConcept": _cc(
+                        CPT, code, text, f"{text} ({v.start.date().isoformat()})"
+                    ),
                     "priceComponent": [{"type": "base", "amount": _usd(price)}],
                 }
             ]
@@ -2166,7 +2168,10 @@ def _build_statements(ctx: _Context) -> None:
                     "disposition": "Card payment (Visa ending 4242) through the patient portal",
                     "paymentDate": paid_on.isoformat(),
                     "paymentAmount": _usd(owed),
-                    "paymentIdentifier": {"system": "urn:housecall:payments:local", "value": f"ch_demo{p.key}{v.n}"},
+                    "paymentIdentifier": {
+                        "system": "urn:housecall:payments:local",
+                        "value": f"ch_demo{p.key}{v.n}",
+                    },
                     "detail": [
                         {
                             "type": _cc(PAYMENT_TYPE, "payment", "Payment"),
