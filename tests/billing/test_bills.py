@@ -220,3 +220,37 @@ async def test_statements_are_for_the_portal_only(clinic: Clinic) -> None:
     inv = await make_invoice(clinic, clinic.patient)
     r = await clinic.browsers["clinician"].get(f"/portal/bills/{inv['id']}")
     assert r.status_code == 403
+
+
+async def test_a_charge_that_cannot_be_recorded_is_voided(clinic: Clinic) -> None:
+    """The statement changes while the card is being charged (the office corrects it): the payment
+    is not recorded, the charge is given back, and the patient is told."""
+    from housecall.billing.payments import LocalProvider
+
+    inv = await make_invoice(clinic, clinic.patient)
+    real = clinic.env.app.state.payments
+
+    class OfficeEditsMeanwhile(LocalProvider):
+        async def charge(self, *args: Any, **kw: Any) -> Any:
+            current = await clinic.read("Invoice", inv["id"])
+            current["note"] = [{"text": "Corrected by the billing office"}]
+            async with clinic.env.db.transaction() as conn:
+                from housecall.access.policy import Access
+                from housecall.fhir import interactions as ix
+
+                ctx = ix.Ctx(conn, clinic.env.settings, "https://testserver/fhir", Access.system(clinic.env.org_id))
+                await ix.update(ctx, "Invoice", inv["id"], current)
+            return await super().charge(*args, **kw)
+
+    provider = OfficeEditsMeanwhile()
+    clinic.env.app.state.payments = provider
+    try:
+        r = await pay(clinic, inv["id"], {"amount": "20", **GOOD_CARD})
+    finally:
+        clinic.env.app.state.payments = real
+    assert r.status_code == 409 and "so the card was not charged" in text_of(r.text)
+    [entry] = provider.ledger.values()
+    assert entry.voided and entry.charge.amount == 20
+    assert await notices(clinic, inv["id"]) == []
+    assert await clinic.search("PaymentReconciliation", []) == []
+    assert value_of(r.text, "card_number") == GOOD_CARD["card_number"]
