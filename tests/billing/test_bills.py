@@ -144,6 +144,8 @@ async def test_bad_amounts_and_cards_are_errors_beside_the_field_and_keep_what_w
         ({"amount": "150.01", **GOOD_CARD}, "amount", "more than the balance due ($150.00)"),
         ({"amount": "ten", **GOOD_CARD}, "amount", "Enter the amount"),
         ({"amount": "20.005", **GOOD_CARD}, "amount", "dollars and cents"),
+        ({"amount": "1e400", **GOOD_CARD}, "amount", "dollars and cents"),
+        ({"amount": "NaN", **GOOD_CARD}, "amount", "dollars and cents"),
         (
             {"amount": "20", **GOOD_CARD, "card_number": "4242 4242 4242 4241"},
             "card_number",
@@ -238,7 +240,9 @@ async def test_a_charge_that_cannot_be_recorded_is_voided(clinic: Clinic) -> Non
                 from housecall.access.policy import Access
                 from housecall.fhir import interactions as ix
 
-                ctx = ix.Ctx(conn, clinic.env.settings, "https://testserver/fhir", Access.system(clinic.env.org_id))
+                ctx = ix.Ctx(
+                    conn, clinic.env.settings, "https://testserver/fhir", Access.system(clinic.env.org_id)
+                )
                 await ix.update(ctx, "Invoice", inv["id"], current)
             return await super().charge(*args, **kw)
 
@@ -254,3 +258,27 @@ async def test_a_charge_that_cannot_be_recorded_is_voided(clinic: Clinic) -> Non
     assert await notices(clinic, inv["id"]) == []
     assert await clinic.search("PaymentReconciliation", []) == []
     assert value_of(r.text, "card_number") == GOOD_CARD["card_number"]
+
+
+async def test_the_same_form_sent_twice_is_one_payment(clinic: Clinic) -> None:
+    inv = await make_invoice(clinic, clinic.patient)
+    browser = clinic.browsers["patient"]
+    page = await browser.get(f"/portal/bills/{inv['id']}")
+    fields = {**form_fields(page.text), "amount": "25.00", **GOOD_CARD}
+    first = await browser.post(f"/portal/bills/{inv['id']}/pay", data=fields)
+    assert first.status_code == 303
+    # Sent again as if it had raced the first past the version check (same one-time key, same amount).
+    again = await browser.post(f"/portal/bills/{inv['id']}/pay", data={**fields, "version": "2"})
+    assert again.status_code == 303 and again.headers["location"] == first.headers["location"]
+    assert len(await notices(clinic, inv["id"])) == 1
+    charges = [
+        e for e in clinic.env.app.state.payments.ledger.values() if e.reference == f"Invoice/{inv['id']}"
+    ]
+    assert len(charges) == 1 and charges[0].voided is None
+    # Another amount from the same form is a payment of its own.
+    third = await browser.post(
+        f"/portal/bills/{inv['id']}/pay", data={**fields, "version": "2", "amount": "5"}
+    )
+    assert third.status_code == 303 and third.headers["location"] != first.headers["location"]
+    page = text_of((await browser.get(f"/portal/bills/{inv['id']}")).text)
+    assert "Paid $30.00" in page and "Balance due $120.00" in page

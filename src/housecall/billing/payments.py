@@ -179,24 +179,25 @@ def _now_iso() -> str:
     return _today().isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def parse_amount(text: str, balance: Decimal, errors: FormErrors) -> Decimal | None:
+MAX_AMOUNT = Decimal("1000000")  # no statement is this large; keeps Decimal arithmetic exact
+
+
+def parse_amount(text: str, balance: Decimal, errors: FormErrors, currency: str = "USD") -> Decimal | None:
     raw = text.strip().replace("$", "").replace(",", "")
     try:
         amount = Decimal(raw)
     except InvalidOperation:
         errors.add("amount", _("Enter the amount to pay, like 25.00."))
         return None
-    if not amount.is_finite() or amount != amount.quantize(st.CENTS) or amount.as_tuple().exponent < -2:  # type: ignore[operator]
+    if not amount.is_finite() or abs(amount) >= MAX_AMOUNT or amount != amount.quantize(st.CENTS):
         errors.add("amount", _("Enter the amount in dollars and cents, like 25.00."))
         return None
     if amount <= 0:
         errors.add("amount", _("The amount must be more than zero."))
         return None
     if amount > balance:
-        errors.add(
-            "amount",
-            _("The amount is more than the balance due (%(balance)s).") % {"balance": st.money(balance)},
-        )
+        message = _("The amount is more than the balance due (%(balance)s).")
+        errors.add("amount", message % {"balance": st.money(balance, currency)})
         return None
     return amount
 
@@ -241,6 +242,9 @@ async def record(rec: Records, invoice_id: str, version: int, charge: Charge, *,
     found = await rec.read_versioned("Invoice", invoice_id)
     if found is None:
         raise LookupError(invoice_id)
+    already = await find_receipt(rec, system, charge.id)
+    if already is not None:  # the same charge again (a resubmitted form): one payment, one receipt
+        return already
     invoice, current = found
     if current != version or invoice.get("status") != "issued":
         raise Changed(invoice_id)
@@ -260,6 +264,7 @@ async def record(rec: Records, invoice_id: str, version: int, charge: Charge, *,
                 {"url": st.LAST4_EXTENSION, "valueString": charge.last4},
                 {"url": st.BRAND_EXTENSION, "valueString": charge.brand},
             ],
+            "identifier": [{"system": system, "value": charge.id}],
             "status": "active",
             "created": now,
             "outcome": "complete",
@@ -308,6 +313,12 @@ async def record(rec: Records, invoice_id: str, version: int, charge: Charge, *,
             raise Changed(invoice_id) from None
         raise
     return str(receipt["id"])
+
+
+async def find_receipt(rec: Records, system: str, charge_id: str) -> str | None:
+    """The receipt already written for a provider's charge, if any."""
+    page = await st.service(rec).search("PaymentReconciliation", [("identifier", f"{system}|{charge_id}")])
+    return str(page.resources[0]["id"]) if page.resources else None
 
 
 @dataclass(frozen=True)

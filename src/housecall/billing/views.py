@@ -96,7 +96,7 @@ async def pay_bill(request: Request, invoice_id: str) -> Response:
         return await _bill(request, invoice_id, status=409, values=kept,
                            notice=_("Nothing is owed on this statement."))  # fmt: skip
     errors = FormErrors()
-    amount = pay.parse_amount(typed["amount"], stmt.balance, errors)
+    amount = pay.parse_amount(typed["amount"], stmt.balance, errors, stmt.currency)
     card = pay.parse_card(typed, errors)
     if not typed["version"].isdigit() or int(typed["version"]) != stmt.version:
         errors.add(
@@ -105,7 +105,9 @@ async def pay_bill(request: Request, invoice_id: str) -> Response:
     if errors or amount is None or card is None:
         return await _bill(request, invoice_id, status=400, errors=errors, values=kept)
     payments = provider(request)
-    key = typed["key"] or secrets.token_urlsafe(16)
+    # The form's one-time key, with what it pays: the same form sent twice is one charge (and one
+    # receipt), while the same form sent again with another amount is a new payment.
+    key = f"{typed['key'] or secrets.token_urlsafe(16)}:{invoice_id}:{amount}"
     try:
         charge = await payments.charge(
             card, amount, stmt.currency, reference=f"Invoice/{invoice_id}", key=key
@@ -117,6 +119,10 @@ async def pay_bill(request: Request, invoice_id: str) -> Response:
         async with records.writing(request, actor) as rec:
             receipt_id = await pay.record(rec, invoice_id, stmt.version, charge, system=payments.system)
     except (pay.Changed, pay.TooMuch, LookupError):
+        async with records.reading(request, actor) as rec:
+            recorded = await pay.find_receipt(rec, payments.system, charge.id)
+        if recorded is not None:  # a twin request recorded this very charge first
+            return RedirectResponse(f"/portal/bills/receipts/{recorded}", status_code=303)
         await payments.void(charge, "statement changed before the payment was recorded")
         errors.add("form", _("This statement changed while you were paying, so the card was not charged. "
                              "Check the balance and try again."))  # fmt: skip
