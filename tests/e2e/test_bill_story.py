@@ -4,8 +4,10 @@ rest are taken, the receipt downloads as a PDF, and the statement ends paid."""
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -139,8 +141,7 @@ async def test_a_patient_pays_a_bill_in_two_parts_on_a_phone(
     download = await info.value
     path = await download.path()
     assert path is not None
-    with open(path, "rb") as fh:
-        body = fh.read()
+    body = await asyncio.to_thread(Path(path).read_bytes)
     assert body.startswith(b"%PDF") and b"Payment receipt" in body and b"$50.00" in body
 
     # The statement is paid; the home page no longer asks for money.
