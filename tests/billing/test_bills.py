@@ -282,3 +282,35 @@ async def test_the_same_form_sent_twice_is_one_payment(clinic: Clinic) -> None:
     assert third.status_code == 303 and third.headers["location"] != first.headers["location"]
     page = text_of((await browser.get(f"/portal/bills/{inv['id']}")).text)
     assert "Paid $30.00" in page and "Balance due $120.00" in page
+
+
+async def test_a_proxy_pays_the_bill_of_the_patient_they_act_for(clinic: Clinic) -> None:
+    from housecall.identity import service
+
+    env = clinic.env
+    inv = await make_invoice(clinic, clinic.patient)
+    theirs = await make_invoice(clinic, clinic.other_patient, number="ST-2002")
+    proxy = await env.account("proxy")
+    async with env.db.transaction() as conn:
+        await service.grant_proxy(
+            conn,
+            proxy.id,
+            clinic.patient,
+            granted_by="system:test",
+            relationship="parent",
+            settings=env.settings,
+        )
+    browser = env.client()
+    await env.signin(browser, proxy.email, next="/portal")
+    clinic.browsers["proxy"] = browser
+    r = await clinic.form_post(
+        "proxy",
+        "/account/acting-for",
+        {"patient": clinic.patient, "next": "/portal"},
+        form_from="/portal/choose",
+    )
+    assert r.status_code == 303
+    assert "Balance due: $150.00" in text_of((await browser.get("/portal")).text)
+    r = await pay(clinic, inv["id"], {"amount": "150.00", **GOOD_CARD}, who="proxy")
+    assert r.status_code == 303 and (await clinic.read("Invoice", inv["id"]))["status"] == "balanced"
+    assert (await browser.get(f"/portal/bills/{theirs['id']}")).status_code == 404
