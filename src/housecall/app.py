@@ -12,6 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 from housecall.access import breakglass
 from housecall.access import views as access_views
 from housecall.audit import chain, logsafe, trail
+from housecall.billing import views as billing_views
 from housecall.core import jobs
 from housecall.core.db import open_database
 from housecall.core.settings import Settings, get_settings
@@ -20,11 +21,13 @@ from housecall.identity import sessions
 from housecall.identity import views as identity_views
 from housecall.messaging import views as messaging_views
 from housecall.notify import views as notify_views
+from housecall.portal import record as portal_record
 from housecall.portal import views as portal_views
 from housecall.scheduling import views as scheduling_views
 from housecall.smart import admin as smart_admin
 from housecall.smart import views as smart_views
 from housecall.web import i18n, nav, security
+from housecall.workspace import chart as workspace_chart
 from housecall.workspace import views as workspace_views
 
 
@@ -69,6 +72,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     portal_views.install(app)  # the patient portal
     scheduling_views.install(app)  # appointments: booking, schedules, reminders (decision 0014)
     messaging_views.install(app)  # secure messaging (portal and workspace)
+    billing_views.install(app)  # bills: statements, card payments, receipts
+    portal_record.install(app)  # the health record summary and visit documents (PDF)
+    workspace_chart.install(app)  # the clinician's patient list and chart
     workspace_views.install(app)  # the care team's workspace
     notify_views.install(app)  # notification choices, the staff outbox (docs/decisions/0011)
     security.install(app, settings.cors_origins)

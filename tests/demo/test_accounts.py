@@ -65,6 +65,15 @@ async def test_demo_patient_signs_in_and_reads_their_own_record(
         r = await browser.get("/fhir/Condition?_total=accurate")
         assert r.json()["total"] > 0
         assert {e["resource"]["subject"]["reference"] for e in r.json()["entry"]} == {f"Patient/{me}"}
+        # The portal's bills and records have the demo's statements, summaries and record.
+        bills = await browser.get("/portal/bills")
+        assert bills.status_code == 200 and "Balance due" in bills.text and "Statement ST-" in bills.text
+        docs = await browser.get("/portal/documents")
+        doc_id = re.search(r'href="/portal/documents/([^".]+)"', docs.text).group(1)  # type: ignore[union-attr]
+        pdf = await browser.get(f"/portal/documents/{doc_id}.pdf")
+        assert pdf.content.startswith(b"%PDF") and b"(Patient)" in pdf.content
+        record = await browser.get("/portal/record")
+        assert record.status_code == 200 and "No problems are recorded." not in record.text
         # Writes need a token, not a cookie.
         r = await browser.post("/fhir/Observation", json={"resourceType": "Observation"})
         assert r.status_code == 401

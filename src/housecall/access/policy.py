@@ -54,7 +54,9 @@ PRIVACY_TYPES = ADMINISTRATIVE_TYPES | {"AuditEvent", "Consent"}
 # Types outside any patient compartment that can still carry anyone's health information (a
 # Binary attachment, a stored document Bundle): only the system and backend services reach them;
 # people get attachments through the domain services, which check whose they are.
-RESTRICTED_TYPES = frozenset({"Binary", "Bundle"})
+# Payments (PaymentReconciliation, PaymentNotice) name no patient the compartment could place them
+# in, yet say who paid which bill: billing reaches them after checking the Invoice is the reader's.
+RESTRICTED_TYPES = frozenset({"Binary", "Bundle", "PaymentReconciliation", "PaymentNotice"})
 # Types people never write: AuditEvents in the store come from other systems (backend services
 # with system/ scopes). Housecall's own audit trail is not in the store at all (audit/).
 READ_ONLY_TYPES = frozenset({"AuditEvent"})

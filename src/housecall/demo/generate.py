@@ -1256,6 +1256,7 @@ class _Context:
     patients: dict[str, str] = field(default_factory=dict)
     relatives: dict[str, str] = field(default_factory=dict)
     conditions: dict[tuple[str, str], str] = field(default_factory=dict)
+    visits: list[tuple[Any, str]] = field(default_factory=list)  # (_Visit, Encounter reference)
 
 
 CLINICIAN_BY_KEY = {c.key: c for c in CLINICIANS}
@@ -2073,7 +2074,128 @@ def _build_history(ctx: _Context) -> None:
             encounter = _add_encounter(ctx, v, appointment)
             phrases = _add_visit_observations(ctx, v, encounter, obs_ids, rng)
             _add_after_visit_summary(ctx, v, encounter, phrases)
+            ctx.visits.append((v, encounter))
         _build_home_readings(ctx, p, obs_ids)
+
+
+# Statements: what a visit cost (CPT code, description, list price in USD) by service and mode.
+CPT = "http://www.ama-assn.org/go/cpt"
+VISIT_CHARGES = {
+    ("primary-care", True): ("99213", "Video visit, established patient", 145.00),
+    ("primary-care", False): ("99214", "Office visit, established patient", 210.00),
+    ("behavioral-health", True): ("90834", "Psychotherapy by video, 45 minutes", 160.00),
+    ("behavioral-health", False): ("90834", "Psychotherapy, 45 minutes", 160.00),
+    ("cardiology-econsult", True): ("99451", "Specialist e-consult", 95.00),
+    ("cardiology-econsult", False): ("99451", "Specialist e-consult", 95.00),
+    ("remote-monitoring", True): ("99457", "Remote monitoring review, first 20 minutes", 52.00),
+    ("remote-monitoring", False): ("99457", "Remote monitoring review, first 20 minutes", 52.00),
+}
+INSURANCE_SHARE = 0.8  # the plan pays this share of the list price; the patient owes the rest
+STATEMENT_SYSTEM = f"{HC}/statement"
+PAYMENT_TYPE = f"{THO}/payment-type"
+
+
+def _usd(value: float) -> Resource:
+    return {"value": round(value, 2), "currency": "USD"}
+
+
+def _build_statements(ctx: _Context) -> None:
+    """Statements (Invoices in USD) for the latest visits of about half the patients: the newest one
+    still owed, the one before it paid by card (with its PaymentReconciliation and PaymentNotice),
+    so the portal's bills page has something to pay and a receipt to show."""
+    b = ctx.b
+    latest: dict[str, list[tuple[Any, str]]] = {}
+    for v, encounter in ctx.visits:
+        latest.setdefault(v.p.key, []).append((v, encounter))
+    for n, p in enumerate(PATIENTS, start=1):
+        if b.rng(f"statement:{p.key}").random() >= 0.5 and n != 1:  # the first patient always has one
+            continue
+        visits = sorted(latest.get(p.key, []), key=lambda ve: ve[0].start)[-2:]
+        for age, (v, encounter) in enumerate(reversed(visits)):
+            code, text, price = VISIT_CHARGES[(v.c.service, not v.in_person)]
+            lines: list[Resource] = [
+                {
+                    "sequence": 1,
+                    "chargeItemCodeableConcept": _cc(
+                        CPT, code, text, f"{text} ({v.start.date().isoformat()})"
+                    ),
+                    "priceComponent": [{"type": "base", "amount": _usd(price)}],
+                }
+            ]
+            owed = price
+            if p.insured:
+                paid_by_plan = round(price * INSURANCE_SHARE, 2)
+                owed = round(price - paid_by_plan, 2)
+                lines.append(
+                    {
+                        "sequence": 2,
+                        "chargeItemCodeableConcept": {"text": "Paid by Demo Health Plan"},
+                        "priceComponent": [{"type": "deduction", "amount": _usd(paid_by_plan)}],
+                    }
+                )
+            issued = min(v.end.date() + dt.timedelta(days=14), b.today)
+            invoice_id = b.id("inv", p.key, v.n)
+            invoice: Resource = {
+                "resourceType": "Invoice",
+                "id": invoice_id,
+                "identifier": [{"system": STATEMENT_SYSTEM, "value": f"ST-{1000 + n:04d}-{v.n}"}],
+                "status": "balanced" if age else "issued",
+                "subject": {"reference": ctx.patients[p.key]},
+                "recipient": {"reference": ctx.patients[p.subscriber or p.key]},
+                "date": issued.isoformat(),
+                "issuer": {"reference": ctx.org},
+                "lineItem": lines,
+                "totalNet": _usd(owed),
+                "totalGross": _usd(owed),
+                "paymentTerms": "Due within 30 days of the statement date.",
+                "note": [{"text": f"For the visit of {v.start.date().isoformat()} ({encounter})."}],
+            }
+            b.add(invoice)
+            if not age:
+                continue
+            paid_on = min(issued + dt.timedelta(days=5), b.today)
+            receipt = b.add(
+                {
+                    "resourceType": "PaymentReconciliation",
+                    "id": b.id("pay", p.key, v.n),
+                    "extension": [
+                        {"url": "urn:housecall:billing:card-last4", "valueString": "4242"},
+                        {"url": "urn:housecall:billing:card-brand", "valueString": "Visa"},
+                    ],
+                    "status": "active",
+                    "created": _iso(local_dt(paid_on, 19, 12)),
+                    "outcome": "complete",
+                    "disposition": "Card payment (Visa ending 4242) through the patient portal",
+                    "paymentDate": paid_on.isoformat(),
+                    "paymentAmount": _usd(owed),
+                    "paymentIdentifier": {
+                        "system": "urn:housecall:payments:local",
+                        "value": f"ch_demo{p.key}{v.n}",
+                    },
+                    "detail": [
+                        {
+                            "type": _cc(PAYMENT_TYPE, "payment", "Payment"),
+                            "request": {"reference": f"Invoice/{invoice_id}"},
+                            "payee": {"reference": ctx.org},
+                            "date": paid_on.isoformat(),
+                            "amount": _usd(owed),
+                        }
+                    ],
+                }
+            )
+            b.add(
+                {
+                    "resourceType": "PaymentNotice",
+                    "id": b.id("paynotice", p.key, v.n),
+                    "status": "active",
+                    "request": {"reference": f"Invoice/{invoice_id}"},
+                    "created": _iso(local_dt(paid_on, 19, 12)),
+                    "payment": {"reference": receipt},
+                    "paymentDate": paid_on.isoformat(),
+                    "recipient": {"reference": ctx.org},
+                    "amount": _usd(owed),
+                }
+            )
 
 
 def _build_home_readings(ctx: _Context, p: PatientSpec, obs_ids: Iterator[str]) -> None:
@@ -2399,6 +2521,7 @@ def demo_bundle(seed: int = 2026, today: dt.date | None = None) -> dict:
     _build_immunizations(ctx)
     _build_history(ctx)
     _build_labs(ctx)
+    _build_statements(ctx)
     _build_upcoming(ctx)
     # Slots last: booking above decided which ones are busy.
     for c in CLINICIANS:

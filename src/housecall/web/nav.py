@@ -31,6 +31,11 @@ ITEMS: list[Item] = [
     Item("/desk/schedule", "Schedules", (ActorKind.STAFF,), DESK),
     Item("/portal/messages", "Messages", PORTAL),  # secure messaging
     Item("/workspace?kind=message", "Patient messages", STAFF, CARE),  # secure messaging
+    # Bills and records (issue 4)
+    Item("/portal/record", "My record", PORTAL),
+    Item("/portal/documents", "Visit summaries", PORTAL),
+    Item("/portal/bills", "Bills", PORTAL),
+    Item("/workspace/patients", "Patients", STAFF, CARE),
 ]
 
 

@@ -89,6 +89,21 @@ ROUTES: dict[str, Policy] = {
     "/workspace/messages/{thread_id}": Policy.CLINICAL,
     "/workspace/messages/{thread_id}/done": Policy.CLINICAL,
     "/workspace/messages/{thread_id}/attachments/{message_id}": Policy.CLINICAL,
+    # Bills and records (issue 4): statements and card payments, the record summary, visit
+    # documents as PDF, the clinician's patient list and chart.
+    "/portal/bills": Policy.PORTAL,
+    "/portal/bills/{invoice_id}": Policy.PORTAL,
+    "/portal/bills/{invoice_id}/pay": Policy.PORTAL,
+    "/portal/bills/receipts/{receipt_id}": Policy.PORTAL,
+    "/portal/bills/receipts/{receipt_id}.pdf": Policy.PORTAL,
+    "/portal/record": Policy.PORTAL,
+    "/portal/documents": Policy.PORTAL,
+    "/portal/documents/{doc_id}": Policy.PORTAL,
+    "/portal/documents/{doc_id}.pdf": Policy.PORTAL,
+    "/workspace/patients": Policy.CLINICAL,
+    "/workspace/patients/{patient_id}": Policy.CLINICAL,
+    "/workspace/patients/{patient_id}/documents/{doc_id}": Policy.CLINICAL,
+    "/workspace/patients/{patient_id}/documents/{doc_id}.pdf": Policy.CLINICAL,
 }
 
 
