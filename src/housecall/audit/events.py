@@ -379,9 +379,14 @@ def entries_for(
     what: Sequence[str] = (),
     action: Action | None = None,
     purpose: str | None = None,
+    org_id: str | None = None,
 ) -> list[AuditEntry]:
     """The events to store for one request: one per patient it touched (BALP's patient-centric
-    events, so "who looked at my record" is one index range), or one without a patient."""
+    events, so "who looked at my record" is one index range), or one without a patient.
+
+    They go to the trail of ``org_id`` when given - the patients' organization, when the actor read
+    another organization's record through its patient's Consent (decision 0010) - else to the
+    actor's; ``source.site`` names the organization the request was made in either way."""
     recorded = time.time_ns() // 1000
     agent = agent_key(actor)
     patients: list[str | None] = list(dict.fromkeys(patient_ids)) or [None]
@@ -393,7 +398,7 @@ def entries_for(
     )
     return [
         AuditEntry(
-            actor.org_id,
+            org_id or actor.org_id,
             recorded,
             pid,
             agent,
