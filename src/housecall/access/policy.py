@@ -4,24 +4,31 @@ Every interaction on the store (read, vread, search, history, create, update, pa
 ``_include``/``_revinclude``, operations, Bundle entries) asks an ``Access`` built for the acting
 ``Actor``. Rules, in order:
 
-1. Organization: the store itself only sees the actor's organization (``Store(conn, org_id)``);
-   consent-granted access to a patient of another organization is not supported yet.
+1. Organization: the store itself only sees the actor's organization (``Store(conn, org_id)``).
+   The one crossing is a patient's Consent (decision 0010): kept in the patient's own
+   organization, naming a clinician of another organization (their Practitioner) or another
+   organization (its Organization resource: every clinician and nurse there), it lets them
+   *read* the types it covers of that patient's record there, until it ends. Reads then also look
+   in those organizations (``Store(…, also=…)``, ``search_foreign``) and decide on each resource
+   found; writes never cross.
 2. Role (or, for apps and devices, the SMART scopes of the token): which resource types and which
    interactions (c r u d s) the actor may use at all.
 3. Patients: a resource in a patient compartment (R4 CompartmentDefinition, computed on write) is
    visible only when one of its patients is granted to the actor:
    - a patient: themself; a proxy: the patient they act for (from the session, never the request);
    - clinicians and nurses: the patients whose active CareTeam lists them as a participant, plus
-     active Consents naming them, plus an open break-glass;
+     active Consents naming them or their organization, plus an open break-glass;
    - front desk, organization admins and privacy officers: every patient, for the administrative
      types of their role only; backend apps with ``system/`` scopes and the system: every patient.
    A resource in no patient compartment (Practitioner, Location, Slot …) is directory data, readable
    by everyone in the organization and written by administrators.
 
 Denials of reads look exactly like missing resources (404); a search returns only what may be seen,
-with the condition inside the same SQL so that counts and pages stay right. A write may not touch a
+with the condition inside the same SQL so that counts and pages stay right (``r.org_id = mine AND
+…`` OR ``r.org_id = theirs AND compartment patient IN (granted there)``). A write may not touch a
 patient the actor is not granted, may not move a resource to another patient, and patients may not
-write protected elements (``meta.security``, links between records).
+write protected elements (``meta.security``, links between records). A write aimed at another
+organization's resource that a Consent lets the actor read answers 403 (read-only).
 """
 
 from __future__ import annotations
@@ -413,16 +420,26 @@ async def care_team_patients(conn: Conn, org_id: str, member_type: str, member_i
     return {r[0] for r in rows if r[0]}
 
 
-# The Consents whose provision.actor names the actor ($2/$3: Practitioner/…), or names the
-# organization the actor acts in (its Organization resource, ``organization.fhir_id``), in any
-# organization: the local ones and those of another organization's patients in one index lookup.
+# The Consents whose provision.actor names the actor ($1/$2: Practitioner/…), or names the
+# organization the actor acts in ($3; its Organization resource, ``organization.fhir_id``), in any
+# organization - the local ones and those of another organization's patients in one statement, one
+# index seek per name - each with its patient when that is a Patient of the organization holding
+# the Consent (looked up only for the Consents found; CROSS JOIN fixes SQLite's join order).
 _CONSENTS_NAMING = (
-    "SELECT c.org_id, c.content, a.target_type, a.target_id FROM sp_reference a "
-    "JOIN resource c ON c.res_type = 'Consent' AND c.res_id = a.res_id AND NOT c.deleted "
+    "SELECT c.org_id, c.content, a.target_type, a.target_id, "
+    "(SELECT p.res_id FROM compartment cc CROSS JOIN resource p WHERE cc.res_type = 'Consent' "
+    "AND cc.res_id = a.res_id AND p.res_type = 'Patient' AND p.res_id = cc.patient_id AND p.org_id = c.org_id "
+    "AND NOT p.deleted) "
+    "FROM sp_reference a JOIN resource c ON c.res_type = 'Consent' AND c.res_id = a.res_id AND NOT c.deleted "
     "WHERE a.res_type = 'Consent' AND a.param = 'actor' AND "
 )
-_NAMING_USER = "(a.target_id = $1 AND a.target_type = $2)"
-_NAMING_ORG = "(a.target_id = (SELECT o.fhir_id FROM organization o WHERE o.id = $3) AND a.target_type = 'Organization')"
+_TENANT = "(SELECT o.fhir_id FROM organization o WHERE o.id = $3)"
+_NAMING_USER = "a.target_id = $1 AND a.target_type = $2"
+_NAMING_EITHER = (
+    f"a.target_id IN ($1, {_TENANT}) AND ((a.target_id = $1 AND a.target_type = $2) "
+    f"OR (a.target_id = {_TENANT} AND a.target_type = 'Organization'))"
+)
+_NAMING_TENANT = f"a.target_id = {_TENANT} AND a.target_type = 'Organization'".replace("$3", "$1")
 
 
 async def consented_patients(
@@ -434,44 +451,28 @@ async def consented_patients(
     A Consent grants when: status active; provision.type permit; provision.actor names the actor's
     ``fhirUser`` or, for clinicians and nurses, the Organization resource of the organization they
     act in (decision 0010); provision.period, if any, covers now. Its provision.class codes
-    (resource types) narrow what it covers. A Consent counts only in the organization of the
-    patient it is about: another organization's is kept only when its patient is a Patient of that
-    organization (one more query, made only when such a Consent names the actor). Evaluated on
-    every request, so a revocation (status inactive, a past period end, a deletion) is effective on
-    the next one.
+    (resource types) narrow what it covers. It counts only in the organization that holds it, and
+    only when its patient is a Patient of that organization: nobody grants access to a record that
+    is not theirs, and no organization to another's patients. Evaluated on every request (one
+    query), so a revocation (status inactive, a past period end, a deletion) is effective on the
+    next one.
     """
     user = actor.fhir_user if actor.fhir_user and "/" in actor.fhir_user else None
     member_type, member_id = user.split("/", 1) if user is not None else ("", "")
     if user is not None and is_clinical(actor):
-        rows = await conn.fetch(
-            f"{_CONSENTS_NAMING}({_NAMING_USER} OR {_NAMING_ORG})", member_id, member_type, actor.org_id
-        )
+        rows = await conn.fetch(_CONSENTS_NAMING + _NAMING_EITHER, member_id, member_type, actor.org_id)
     elif user is not None:
         rows = await conn.fetch(_CONSENTS_NAMING + _NAMING_USER, member_id, member_type)
     elif is_clinical(actor):  # a nurse with no Practitioner resource: their organization only
-        rows = await conn.fetch(_CONSENTS_NAMING + _NAMING_ORG.replace("$3", "$1"), actor.org_id)
+        rows = await conn.fetch(_CONSENTS_NAMING + _NAMING_TENANT, actor.org_id)
     else:
         return []
     out: list[tuple[str, str, frozenset[str] | None]] = []
-    for org_id, content, target_type, target_id in rows:
+    for org_id, content, target_type, target_id, patient_id in rows:
         grant = consent_grant(orjson.loads(bytes(content)), f"{target_type}/{target_id}", now)
-        if grant is not None:
+        if grant is not None and grant[0] == patient_id:  # (None: not a Patient of that organization)
             out.append((org_id, *grant))
-    elsewhere = {(o, p) for o, p, _ in out if o != actor.org_id}
-    if elsewhere:
-        homes = await patient_homes(conn, sorted({p for _, p in elsewhere}))
-        out = [g for g in out if g[0] == actor.org_id or homes.get(g[1]) == g[0]]
     return out
-
-
-async def patient_homes(conn: Conn, patient_ids: list[str]) -> dict[str, str]:
-    """The organization each (live) Patient belongs to."""
-    marks = ", ".join(f"${n + 1}" for n in range(len(patient_ids)))
-    rows = await conn.fetch(
-        f"SELECT res_id, org_id FROM resource WHERE res_type = 'Patient' AND res_id IN ({marks}) AND NOT deleted",
-        *patient_ids,
-    )
-    return {r[0]: r[1] for r in rows}
 
 
 def consent_grant(
