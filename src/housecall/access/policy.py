@@ -4,24 +4,31 @@ Every interaction on the store (read, vread, search, history, create, update, pa
 ``_include``/``_revinclude``, operations, Bundle entries) asks an ``Access`` built for the acting
 ``Actor``. Rules, in order:
 
-1. Organization: the store itself only sees the actor's organization (``Store(conn, org_id)``);
-   consent-granted access to a patient of another organization is not supported yet.
+1. Organization: the store itself only sees the actor's organization (``Store(conn, org_id)``).
+   The one crossing is a patient's Consent (decision 0010): kept in the patient's own
+   organization, naming a clinician of another organization (their Practitioner) or another
+   organization (its Organization resource: every clinician and nurse there), it lets them
+   *read* the types it covers of that patient's record there, until it ends. Reads then also look
+   in those organizations (``Store(…, also=…)``, ``search_foreign``) and decide on each resource
+   found; writes never cross.
 2. Role (or, for apps and devices, the SMART scopes of the token): which resource types and which
    interactions (c r u d s) the actor may use at all.
 3. Patients: a resource in a patient compartment (R4 CompartmentDefinition, computed on write) is
    visible only when one of its patients is granted to the actor:
    - a patient: themself; a proxy: the patient they act for (from the session, never the request);
    - clinicians and nurses: the patients whose active CareTeam lists them as a participant, plus
-     active Consents naming them, plus an open break-glass;
+     active Consents naming them or their organization, plus an open break-glass;
    - front desk, organization admins and privacy officers: every patient, for the administrative
      types of their role only; backend apps with ``system/`` scopes and the system: every patient.
    A resource in no patient compartment (Practitioner, Location, Slot …) is directory data, readable
    by everyone in the organization and written by administrators.
 
 Denials of reads look exactly like missing resources (404); a search returns only what may be seen,
-with the condition inside the same SQL so that counts and pages stay right. A write may not touch a
+with the condition inside the same SQL so that counts and pages stay right (``r.org_id = mine AND
+…`` OR ``r.org_id = theirs AND compartment patient IN (granted there)``). A write may not touch a
 patient the actor is not granted, may not move a resource to another patient, and patients may not
-write protected elements (``meta.security``, links between records).
+write protected elements (``meta.security``, links between records). A write aimed at another
+organization's resource that a Consent lets the actor read answers 403 (read-only).
 """
 
 from __future__ import annotations
@@ -98,10 +105,18 @@ class Grants:
     patients: frozenset[str] = frozenset()
     # Consent-limited grants: patient -> the resource types the Consent covers (None: all types).
     limited: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    # Read grants in other organizations, from their patients' Consents: organization -> patient ->
+    # the resource types covered (None: all types). Never merged with the grants above: they
+    # apply to that organization's resources only.
+    foreign: dict[str, dict[str, frozenset[str] | None]] = field(default_factory=dict)
 
     def patients_for(self, res_type: str) -> frozenset[str]:
         extra = {p for p, types in self.limited.items() if types is None or res_type in types}
         return self.patients | extra if extra else self.patients
+
+    def foreign_patients_for(self, org_id: str, res_type: str) -> frozenset[str]:
+        granted = self.foreign.get(org_id) or {}
+        return frozenset(p for p, types in granted.items() if types is None or res_type in types)
 
 
 class Access:
@@ -120,6 +135,12 @@ class Access:
         """Housecall itself acting in ``org_id`` (CLI imports, the demo loader, services setting
         up accounts): everything in that organization, nothing outside it."""
         return cls(system_actor(org_id), Grants(every_patient=True))
+
+    @property
+    def foreign_orgs(self) -> tuple[str, ...]:
+        """The other organizations where a patient's Consent grants the actor part of a record:
+        a read may look there too (``Store(…, also=…)``), and decides on each resource found."""
+        return tuple(sorted(self.grants.foreign))
 
     # -- what kind of access ----------------------------------------------------------------------
 
@@ -191,6 +212,8 @@ class Access:
             raise forbidden(interaction, res_type)
 
     def can_read(self, stored: Stored, interaction: str = "read") -> bool:
+        if stored.org_id is not None and stored.org_id != self.actor.org_id:
+            return self._can_read_foreign(stored, INTERACTION_CODES[interaction])
         allowed, limited = self._levels(stored.res_type, INTERACTION_CODES[interaction])
         if not allowed:
             return False
@@ -201,6 +224,16 @@ class Access:
             return True
         # A deleted version has no content to say whose it was: only organization-wide readers see it.
         return stored.content is not None and bool(patients_of(stored) & visible)
+
+    def _can_read_foreign(self, stored: Stored, code: str) -> bool:
+        """Another organization's resource: only a read, only in the record of a patient whose
+        Consent there grants the actor this type, and only what the role or scopes allow anyway."""
+        assert stored.org_id is not None
+        if code not in "rs" or stored.res_type not in COMPARTMENT_TYPES or stored.content is None:
+            return False
+        if not self._levels(stored.res_type, code)[0]:
+            return False
+        return bool(patients_of(stored) & self.grants.foreign_patients_for(stored.org_id, stored.res_type))
 
     def admit(self, resources: Iterable[Stored], interaction: str = "read") -> list[Stored]:
         return [s for s in resources if self.can_read(s, interaction)]
@@ -227,6 +260,28 @@ class Access:
 
         return restrict
 
+    def search_foreign(self, res_type: str) -> Callable[[Any], str | None]:
+        """The SQL condition on ``r`` for what other organizations' Consents grant the actor of
+        ``res_type`` (OR-ed with the organization's own condition), or None when they grant none."""
+
+        def also(builder: Any) -> str | None:
+            if not self.grants.foreign or res_type not in COMPARTMENT_TYPES:
+                return None
+            if not self._levels(res_type, "s")[0]:
+                return None
+            parts = []
+            for org_id in self.foreign_orgs:
+                patients = self.grants.foreign_patients_for(org_id, res_type)
+                if patients:
+                    parts.append(
+                        f"(r.org_id = {builder.sql.p(org_id)} AND EXISTS (SELECT 1 FROM compartment c "
+                        "WHERE c.res_type = r.res_type AND c.res_id = r.res_id "
+                        f"AND c.patient_id IN ({builder.sql.many(sorted(patients))})))"
+                    )
+            return " OR ".join(parts) or None
+
+        return also
+
     def check_search_patients(self, res_type: str, referenced: Iterable[str]) -> None:
         """A search naming a patient the actor may not see (``subject=Patient/B``) answers as a
         read of that patient would: 404, whether or not the patient exists."""
@@ -234,7 +289,10 @@ class Access:
         if visible is None:
             return
         for patient_id in referenced:
-            if patient_id not in visible:
+            if patient_id not in visible and not any(
+                patient_id in self.grants.foreign_patients_for(org_id, res_type)
+                for org_id in self.grants.foreign
+            ):
                 raise hidden("Patient", patient_id)
 
     # -- writes -------------------------------------------------------------------------------------
@@ -319,17 +377,31 @@ async def _load_grants(conn: Conn, actor: Actor, now: int) -> Grants:
     every = bool(actor.roles & {Role.FRONT_DESK, Role.ORG_ADMIN, Role.PRIVACY_OFFICER})
     patients: set[str] = set()
     limited: dict[str, frozenset[str] | None] = {}
+    foreign: dict[str, dict[str, frozenset[str] | None]] = {}
     if actor.fhir_user and "/" in actor.fhir_user:
         member_type, member_id = actor.fhir_user.split("/", 1)
         patients |= await care_team_patients(conn, actor.org_id, member_type, member_id)
-        for patient_id, types in await consented_patients(conn, actor.org_id, actor.fhir_user, now):
-            if patient_id in patients:
-                continue
-            before = limited.get(patient_id, frozenset())
-            limited[patient_id] = None if types is None or before is None else before | types
+    if (actor.fhir_user and "/" in actor.fhir_user) or is_clinical(actor):
+        for org_id, patient_id, types in await consented_patients(conn, actor, now):
+            if org_id == actor.org_id:
+                if patient_id not in patients:
+                    _merge(limited, patient_id, types)
+            else:
+                _merge(foreign.setdefault(org_id, {}), patient_id, types)
     if actor.account_id:
         patients |= await break_glass_patients(conn, actor.account_id, now)
-    return Grants(every_patient=every, patients=frozenset(patients), limited=limited)
+    return Grants(every_patient=every, patients=frozenset(patients), limited=limited, foreign=foreign)
+
+
+def _merge(grants: dict[str, frozenset[str] | None], patient_id: str, types: frozenset[str] | None) -> None:
+    """Add a Consent's types to a patient's grant (None, all types, absorbs any list)."""
+    before = grants.get(patient_id, frozenset())
+    grants[patient_id] = None if types is None or before is None else before | types
+
+
+def is_clinical(actor: Actor) -> bool:
+    """Clinicians, nurses and interpreters: whom a Consent naming their organization grants."""
+    return actor.kind is ActorKind.PRACTITIONER or bool(actor.roles & CLINICAL_ROLES)
 
 
 async def care_team_patients(conn: Conn, org_id: str, member_type: str, member_id: str) -> set[str]:
@@ -350,37 +422,66 @@ async def care_team_patients(conn: Conn, org_id: str, member_type: str, member_i
     return {r[0] for r in rows if r[0]}
 
 
-async def consented_patients(
-    conn: Conn, org_id: str, fhir_user: str, now: int
-) -> list[tuple[str, frozenset[str] | None]]:
-    """(patient, resource types or None for all) of each active Consent permitting ``fhir_user``.
+# The Consents whose provision.actor names the actor ($1/$2: Practitioner/…), or names the
+# organization the actor acts in ($3; its Organization resource, ``organization.fhir_id``), in any
+# organization - the local ones and those of another organization's patients in one statement, one
+# index seek per name - each with its patient when that is a Patient of the organization holding
+# the Consent (looked up only for the Consents found; CROSS JOIN fixes SQLite's join order).
+_CONSENTS_NAMING = (
+    "SELECT c.org_id, c.content, a.target_type, a.target_id, "
+    "(SELECT p.res_id FROM compartment cc CROSS JOIN resource p WHERE cc.res_type = 'Consent' "
+    "AND cc.res_id = a.res_id AND p.res_type = 'Patient' AND p.res_id = cc.patient_id AND p.org_id = c.org_id "
+    "AND NOT p.deleted) "
+    "FROM sp_reference a JOIN resource c ON c.res_type = 'Consent' AND c.res_id = a.res_id AND NOT c.deleted "
+    "WHERE a.res_type = 'Consent' AND a.param = 'actor' AND "
+)
+_TENANT = "(SELECT o.fhir_id FROM organization o WHERE o.id = $3)"
+_NAMING_USER = "a.target_id = $1 AND a.target_type = $2"
+_NAMING_EITHER = (
+    f"a.target_id IN ($1, {_TENANT}) AND ((a.target_id = $1 AND a.target_type = $2) "
+    f"OR (a.target_id = {_TENANT} AND a.target_type = 'Organization'))"
+)
+_NAMING_TENANT = f"a.target_id = {_TENANT} AND a.target_type = 'Organization'".replace("$3", "$1")
 
-    A Consent grants when: status active; provision.type permit; provision.actor names the user (or
-    their Organization is not considered yet); provision.period, if any, covers now. Its
-    provision.class codes (resource types) narrow what it covers. Evaluated on every request, so a
-    revocation (status inactive, or a past period end) is effective on the next one.
+
+async def consented_patients(
+    conn: Conn, actor: Actor, now: int
+) -> list[tuple[str, str, frozenset[str] | None]]:
+    """(organization, patient, resource types or None for all) of each active Consent granting
+    the actor part of a patient's record.
+
+    A Consent grants when: status active; provision.type permit; provision.actor names the actor's
+    ``fhirUser`` or, for clinicians and nurses, the Organization resource of the organization they
+    act in (decision 0010); provision.period, if any, covers now. Its provision.class codes
+    (resource types) narrow what it covers. It counts only in the organization that holds it, and
+    only when its patient is a Patient of that organization: nobody grants access to a record that
+    is not theirs, and no organization to another's patients. Evaluated on every request (one
+    query), so a revocation (status inactive, a past period end, a deletion) is effective on the
+    next one.
     """
-    member_type, member_id = fhir_user.split("/", 1)
-    rows = await conn.fetch(
-        "SELECT c.content FROM sp_reference a JOIN resource c ON c.res_type = 'Consent' AND c.res_id = a.res_id "
-        "AND c.org_id = $1 AND NOT c.deleted "
-        "WHERE a.res_type = 'Consent' AND a.param = 'actor' AND a.target_type = $2 AND a.target_id = $3",
-        org_id,
-        member_type,
-        member_id,
-    )
-    out: list[tuple[str, frozenset[str] | None]] = []
-    for (content,) in rows:
-        grant = consent_grant(orjson.loads(bytes(content)), fhir_user, now)
-        if grant is not None:
-            out.append(grant)
+    user = actor.fhir_user if actor.fhir_user and "/" in actor.fhir_user else None
+    member_type, member_id = user.split("/", 1) if user is not None else ("", "")
+    if user is not None and is_clinical(actor):
+        rows = await conn.fetch(_CONSENTS_NAMING + _NAMING_EITHER, member_id, member_type, actor.org_id)
+    elif user is not None:
+        rows = await conn.fetch(_CONSENTS_NAMING + _NAMING_USER, member_id, member_type)
+    elif is_clinical(actor):  # a nurse with no Practitioner resource: their organization only
+        rows = await conn.fetch(_CONSENTS_NAMING + _NAMING_TENANT, actor.org_id)
+    else:
+        return []
+    out: list[tuple[str, str, frozenset[str] | None]] = []
+    for org_id, content, target_type, target_id, patient_id in rows:
+        grant = consent_grant(orjson.loads(bytes(content)), f"{target_type}/{target_id}", now)
+        if grant is not None and grant[0] == patient_id:  # (None: not a Patient of that organization)
+            out.append((org_id, *grant))
     return out
 
 
 def consent_grant(
-    consent: dict[str, Any], fhir_user: str, now: int
+    consent: dict[str, Any], actor_ref: str, now: int
 ) -> tuple[str, frozenset[str] | None] | None:
-    """The (patient, types) a Consent grants ``fhir_user`` at ``now`` (µs), or None."""
+    """The (patient, types) a Consent grants whoever ``actor_ref`` (``Practitioner/…``,
+    ``Organization/…``) stands for at ``now`` (µs), or None."""
     if consent.get("status") != "active":
         return None
     patient_ref = (consent.get("patient") or {}).get("reference") or ""
@@ -390,7 +491,7 @@ def consent_grant(
     if provision.get("type", "permit") != "permit":
         return None
     actors = [(a.get("reference") or {}).get("reference") for a in provision.get("actor") or []]
-    if fhir_user not in actors:
+    if actor_ref not in actors:
         return None
     period = provision.get("period") or {}
     if not _in_period(period, now):

@@ -14,7 +14,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from housecall.access import breakglass
 from housecall.access.actor import Actor
-from housecall.audit.trail import who_viewed
+from housecall.audit.trail import Access, who_viewed
 from housecall.core.db import Database
 from housecall.core.mail import Outbox
 from housecall.core.settings import Settings
@@ -129,11 +129,12 @@ async def record_access(request: Request) -> Response:
     async with _db(request).reader() as conn:
         seen = await who_viewed(conn, actor.org_id, actor.patient_id, limit=200,
                                 exclude_agent=f"Patient/{actor.patient_id}")  # fmt: skip
-        names = await _practitioner_names(conn, actor.org_id, {a.agent for a in seen if a.agent})
+        names, elsewhere = await _agent_names(conn, actor.org_id, seen)
     rows = [
         {
             "when": datetime.fromtimestamp(a.recorded / 1e6, UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            "who": names.get(a.agent or "") or _describe(a.agent, a.agent_display),
+            "who": (names.get((a.site or actor.org_id, a.agent or "")) or _describe(a.agent, a.agent_display))
+            + (f" ({elsewhere[a.site]})" if a.site in elsewhere else ""),
             "what": ACTIONS.get(a.action, a.action),
             "allowed": a.outcome == "0",
         }
@@ -150,14 +151,30 @@ def _describe(agent: str | None, display: list[str]) -> str:
     return "Housecall staff" if agent and agent.startswith("account/") else "Housecall"
 
 
-async def _practitioner_names(conn: Any, org_id: str, agents: set[str]) -> dict[str, str]:
-    ids = [a.split("/", 1)[1] for a in agents if a.startswith("Practitioner/")]
-    out: dict[str, str] = {}
-    for stored in await Store(conn, org_id).fetch_many("Practitioner", ids):
-        name = (stored.resource().get("name") or [{}])[0]
-        text = " ".join([*name.get("prefix", []), *name.get("given", []), name.get("family", "")]).strip()
-        out[f"Practitioner/{stored.res_id}"] = text or "A clinician"
-    return out
+async def _agent_names(
+    conn: Any, org_id: str, seen: list[Access]
+) -> tuple[dict[tuple[str, str], str], dict[str, str]]:
+    """The names of the Practitioner agents of ``seen`` ((organization, agent) -> name), and of the
+    other organizations they acted from (id -> name).
+
+    A clinician of another organization (one the patient's Consent let in: the event's site) is
+    named from that organization's directory, with the organization's name: the patient is told
+    who looked, and nothing else of that organization is read."""
+    wanted: dict[str, set[str]] = {}
+    elsewhere: dict[str, str] = {}
+    for a in seen:
+        site = a.site or org_id
+        if site != org_id and site not in elsewhere:
+            elsewhere[site] = await conn.fetchval("SELECT name FROM organization WHERE id = $1", site) or site
+        if a.agent and a.agent.startswith("Practitioner/"):
+            wanted.setdefault(site, set()).add(a.agent.split("/", 1)[1])
+    names: dict[tuple[str, str], str] = {}
+    for site, ids in wanted.items():
+        for stored in await Store(conn, site).fetch_many("Practitioner", sorted(ids)):
+            name = (stored.resource().get("name") or [{}])[0]
+            text = " ".join([*name.get("prefix", []), *name.get("given", []), name.get("family", "")]).strip()
+            names[(site, f"Practitioner/{stored.res_id}")] = text or "A clinician"
+    return names, elsewhere
 
 
 def install(app: FastAPI) -> None:

@@ -379,9 +379,14 @@ def entries_for(
     what: Sequence[str] = (),
     action: Action | None = None,
     purpose: str | None = None,
+    org_id: str | None = None,
 ) -> list[AuditEntry]:
     """The events to store for one request: one per patient it touched (BALP's patient-centric
-    events, so "who looked at my record" is one index range), or one without a patient."""
+    events, so "who looked at my record" is one index range), or one without a patient.
+
+    They go to the trail of ``org_id`` when given - the patients' organization, when the actor read
+    another organization's record through its patient's Consent (decision 0010) - else to the
+    actor's; ``source.site`` names the organization the request was made in either way."""
     recorded = time.time_ns() // 1000
     agent = agent_key(actor)
     patients: list[str | None] = list(dict.fromkeys(patient_ids)) or [None]
@@ -393,7 +398,7 @@ def entries_for(
     )
     return [
         AuditEntry(
-            actor.org_id,
+            org_id or actor.org_id,
             recorded,
             pid,
             agent,
@@ -413,3 +418,25 @@ def entries_for(
         )
         for pid in patients
     ]
+
+
+def entries_for_touched(
+    actor: Actor,
+    request: AuditRequest,
+    outcome: Outcome,
+    touched: dict[str, str | None],
+    refs: Sequence[tuple[str | None, str]],
+) -> list[AuditEntry]:
+    """The events for a request that touched ``touched`` (patient -> the organization whose record
+    it is, None for the actor's own) and acted on ``refs`` ((organization, reference)): each
+    patient's event goes to the trail of the organization whose record it is (another
+    organization's, for a record read through its patient's Consent), naming that one's resources;
+    a refused or failed request names none."""
+    by_org: dict[str | None, list[str]] = {}
+    for patient_id, org in touched.items():
+        by_org.setdefault(org, []).append(patient_id)
+    entries: list[AuditEntry] = []
+    for org, patient_ids in list(by_org.items()) or [(None, [])]:
+        what = [ref for ref_org, ref in refs if ref_org == org] if outcome is Outcome.SUCCESS else []
+        entries += entries_for(actor, request, outcome, patient_ids=patient_ids, what=what, org_id=org)
+    return entries

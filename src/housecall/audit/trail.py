@@ -164,6 +164,9 @@ class Access:
     interaction: str  # read, search-type, update, …
     what: list[str]  # resources acted on, when the event names them
     outcome: str  # "0" allowed, "4" denied or not found, "8" failed
+    # The organization the request was made in (``source.site``): another one than the record's
+    # when a clinician there read it through the patient's Consent (decision 0010).
+    site: str | None = None
 
     @classmethod
     def from_row(cls, seq: int, recorded: int, agent: str | None, event: bytes) -> Access:
@@ -182,7 +185,7 @@ class Access:
         ]
         subtype = ev.get("subtype") or [{}]
         return cls(seq, recorded, agent, display, ev.get("action", ""), subtype[0].get("code", ""),
-                   what, ev.get("outcome", ""))  # fmt: skip
+                   what, ev.get("outcome", ""), (ev.get("source") or {}).get("site"))  # fmt: skip
 
 
 async def who_viewed(

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from housecall.access.actor import Actor, ActorKind
 from housecall.access.policy import Access
-from housecall.audit.events import AuditRequest, Outcome, entries_for
+from housecall.audit.events import AuditRequest, Outcome, entries_for_touched
 from housecall.audit.trail import sink_for
 from housecall.core.db import Conn, Database, DatabaseUnavailable
 from housecall.core.settings import Settings
@@ -207,7 +207,9 @@ async def _history(request: Request, res_type: str | None, res_id: str | None, p
         ix.check_type(res_type)
     async with _reader(request) as conn:
         ctx = _ctx(request, conn)
-        store = ctx.store
+        # An instance's history may be another organization's resource granted by Consent; a type's
+        # or the system's is the actor's organization's alone.
+        store = ctx.reader if res_id is not None else ctx.store
         if res_id is not None:
             assert res_type is not None
             current = await store.read(res_type, res_id)
@@ -513,8 +515,9 @@ async def authenticate(request: Request, conn: Conn) -> Actor:
 class _Trail:
     """What one request touched, for its audit events (filled by the interactions' ``Ctx``)."""
 
-    touched: dict[str, None] = field(default_factory=dict)
-    refs: list[str] = field(default_factory=list)
+    # patient -> the organization whose record it is, when not the actor's
+    touched: dict[str, str | None] = field(default_factory=dict)
+    refs: list[tuple[str | None, str]] = field(default_factory=list)
 
 
 _INTERACTION = {
@@ -553,9 +556,7 @@ async def _audit(
         if status < 500
         else Outcome.SERIOUS_FAILURE
     )
-    entries = entries_for(
-        actor, what, outcome, patient_ids=trail.touched, what=trail.refs if status < 400 else ()
-    )
+    entries = entries_for_touched(actor, what, outcome, trail.touched, trail.refs)
     await sink_for(request.app.state).record(entries)
 
 

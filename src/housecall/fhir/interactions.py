@@ -33,40 +33,56 @@ class Ctx:
     """One request's view of the store: its connection, and the access of the actor making it.
 
     Every interaction below asks ``access`` before it reads or writes; ``touched`` collects the
-    patients whose records the request read or wrote, and ``refs`` the resources, for the audit
-    trail."""
+    patients whose records the request read or wrote (each with the organization the record is in,
+    None for the actor's own), and ``refs`` the resources (with their organization), for the audit
+    trail: an access to another organization's patient is recorded in that organization's trail."""
 
     conn: Conn
     settings: Settings
     base_url: str  # absolute base of the FHIR endpoint as the client addressed it, e.g. http://h/fhir
     access: Access
     strict: bool = False
-    touched: dict[str, None] = field(default_factory=dict)
-    refs: list[str] = field(default_factory=list)
+    touched: dict[str, str | None] = field(default_factory=dict)
+    refs: list[tuple[str | None, str]] = field(default_factory=list)
 
     @property
     def store(self) -> Store:
+        """The actor's organization: every write, and reads of the organization as a whole."""
         return Store(self.conn, self.access.actor.org_id)
+
+    @property
+    def reader(self) -> Store:
+        """Reads of single resources and their history: the actor's organization, and the
+        organizations where a patient's Consent grants the actor part of a record (decision 0010)."""
+        return Store(self.conn, self.access.actor.org_id, also=self.access.foreign_orgs)
 
     @property
     def actor(self) -> Actor:
         return self.access.actor
+
+    def _org_of(self, stored: Stored) -> str | None:
+        org = stored.org_id
+        return org if org is not None and org != self.access.actor.org_id else None
+
+    def _note(self, patients: Iterable[str], org: str | None) -> None:
+        for p in patients:
+            # Ids are unique across organizations: a patient seen elsewhere is that organization's.
+            self.touched[p] = org or self.touched.get(p)
 
     def visible(self, stored: Stored, interaction: str = "read") -> bool:
         """Whether the actor may see ``stored``; a refusal is noted against the patients whose record
         it is, so the denied attempt shows in their audit trail."""
         if self.access.can_read(stored, interaction):
             return True
-        for p in patients_of(stored):
-            self.touched[p] = None
+        self._note(patients_of(stored), self._org_of(stored))
         return False
 
     def saw(self, stored: Stored, patients: Iterable[str] | None = None) -> None:
         """Note for the audit trail that this request acted on ``stored``."""
-        for p in patients if patients is not None else patients_of(stored):
-            self.touched[p] = None
+        org = self._org_of(stored)
+        self._note(patients if patients is not None else patients_of(stored), org)
         if len(self.refs) < 50:
-            self.refs.append(f"{stored.res_type}/{stored.res_id}/_history/{stored.version}")
+            self.refs.append((org, f"{stored.res_type}/{stored.res_id}/_history/{stored.version}"))
 
 
 @dataclass
@@ -161,7 +177,7 @@ def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 async def read(ctx: Ctx, res_type: str, res_id: str) -> Outcome:
     check_type(res_type)
-    stored = await ctx.store.read(res_type, res_id)
+    stored = await ctx.reader.read(res_type, res_id)
     if stored is not None and not ctx.visible(stored):
         raise not_found(res_type, res_id)
     stored = _current_or_gone(stored, res_type, res_id)
@@ -173,7 +189,7 @@ async def vread(ctx: Ctx, res_type: str, res_id: str, version: str) -> Outcome:
     check_type(res_type)
     if not version.isdigit():
         raise not_found(res_type, f"{res_id}/_history/{version}")
-    stored = await ctx.store.read_version(res_type, res_id, int(version))
+    stored = await ctx.reader.read_version(res_type, res_id, int(version))
     if stored is None or not ctx.visible(stored, "vread"):
         raise not_found(res_type, f"{res_id}/_history/{version}")
     ctx.saw(stored)
@@ -183,6 +199,21 @@ async def vread(ctx: Ctx, res_type: str, res_id: str, version: str) -> Outcome:
 
 
 # -- create / update / delete / patch -----------------------------------------------------------
+
+
+async def refuse_foreign_write(ctx: Ctx, interaction: str, res_type: str, res_id: str) -> None:
+    """A write aimed at a resource the actor reads through another organization's Consent: 403,
+    since a Consent grants reads only (a resource the actor cannot see stays an unknown id). Asked
+    only when the id is not the actor's organization's and a Consent elsewhere names the actor."""
+    if not ctx.access.foreign_orgs:
+        return
+    stored = await ctx.reader.read(res_type, res_id)
+    if stored is not None and stored.org_id != ctx.actor.org_id and ctx.access.can_read(stored):
+        raise FhirError(
+            403, "forbidden",
+            f"{res_type}/{res_id} is kept by another organization; a patient's Consent lets you read it, "
+            f"not {interaction} it",
+        )  # fmt: skip
 
 
 async def find_by_criteria(ctx: Ctx, res_type: str, criteria: str, *, limit: int = 2) -> list[Stored]:
@@ -242,6 +273,8 @@ async def update(
     current = await ctx.store.lock_current(res_type, res_id)
     if current is not None and not ctx.visible(current):
         raise not_found(res_type, res_id)
+    if current is None:
+        await refuse_foreign_write(ctx, "update", res_type, res_id)
     if if_match is not None and (
         current is None or current.deleted or parse_version_header(if_match) != current.version
     ):
@@ -296,6 +329,8 @@ async def delete(ctx: Ctx, res_type: str, res_id: str, *, if_match: str | None =
     current = await ctx.store.lock_current(res_type, res_id)
     if current is not None and not ctx.visible(current):
         current = None  # not visible to this actor: answered exactly as an unknown id
+    elif current is None:
+        await refuse_foreign_write(ctx, "delete", res_type, res_id)
     if if_match is not None and (current is None or parse_version_header(if_match) != current.version):
         raise FhirError(412, "conflict", f"If-Match {if_match} does not match the current version")
     if current is None or current.deleted:
@@ -341,6 +376,8 @@ async def patch(
     current = await ctx.store.lock_current(res_type, res_id)
     if current is not None and not ctx.visible(current):
         raise not_found(res_type, res_id)
+    if current is None:
+        await refuse_foreign_write(ctx, "patch", res_type, res_id)
     current = _current_or_gone(current, res_type, res_id)
     if if_match is not None and parse_version_header(if_match) != current.version:
         raise FhirError(412, "conflict", f"If-Match {if_match} does not match the current version")
@@ -391,6 +428,7 @@ async def search(ctx: Ctx, req: SearchRequest) -> SearchResult:
     result = await run_search(
         ctx.conn, req, org_id=ctx.actor.org_id, base_url=ctx.base_url,
         restrict=access.search_restriction(req.res_type), admit=access.admit,
+        also=access.search_foreign(req.res_type), also_orgs=access.foreign_orgs,
     )  # fmt: skip
     for stored in result.matches:
         ctx.saw(stored)

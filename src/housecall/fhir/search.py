@@ -6,7 +6,9 @@ Nothing looks inside the stored JSON. Paging is by offset on a deterministic ord
 
 Every search is confined to one organization (``r.org_id``). The ``restrict`` hook lets the access
 layer add its own condition on ``r`` to the same SQL so that counts and pages stay right, and the
-``admit`` hook filters what ``_include``/``_revinclude`` would add.
+``admit`` hook filters what ``_include``/``_revinclude`` would add. The ``also`` hook is the one
+way past the organization: a condition naming other organizations' resources that a patient's
+Consent grants the actor, OR-ed with the organization's own (decision 0010).
 """
 
 from __future__ import annotations
@@ -432,9 +434,17 @@ class SearchBuilder:
             return f"{flt.code}|{value}"
         return None
 
-    def where(self, req: SearchRequest, org_id: str, restrict: str | None = None) -> str:
+    def where(
+        self, req: SearchRequest, org_id: str, restrict: str | None = None, also: str | None = None
+    ) -> str:
+        """The WHERE of a search: its filters, in ``org_id`` under ``restrict``, or matching
+        ``also`` (another organization's resources granted by Consent; it names their org_id)."""
         sql = self.sql
-        clauses = [f"r.res_type = {sql.p(req.res_type)}", f"r.org_id = {sql.p(org_id)}", "NOT r.deleted"]
+        scope = f"r.org_id = {sql.p(org_id)}"
+        if also:
+            scope = f"(({scope} AND {restrict}) OR {also})" if restrict else f"({scope} OR {also})"
+            restrict = None
+        clauses = [f"r.res_type = {sql.p(req.res_type)}", scope, "NOT r.deleted"]
         positive: list[str] = []
         pin_index, pat = next(
             ((n, p) for n, f in enumerate(req.filters) if (p := self._pinned_patient(req.res_type, f))),
@@ -507,11 +517,17 @@ async def run_search(
     base_url: str = "",
     restrict: Callable[[SearchBuilder], str | None] | None = None,
     admit: Callable[[list[Stored]], list[Stored]] | None = None,
+    also: Callable[[SearchBuilder], str | None] | None = None,
+    also_orgs: tuple[str, ...] = (),
 ) -> SearchResult:
     """Run a parsed search in one organization. ``restrict(builder)`` adds an access condition on
-    ``r``; ``admit(resources)`` keeps the included resources the caller may see."""
+    ``r``; ``admit(resources)`` keeps the included resources the caller may see; ``also(builder)``
+    a condition on other organizations' resources (those of ``also_orgs``, which includes may
+    read too, each then marked with its ``Stored.org_id`` for ``admit`` to decide on)."""
     builder = SearchBuilder(base_url)
-    where = builder.where(req, org_id, restrict(builder) if restrict else None)
+    restriction = restrict(builder) if restrict else None
+    beyond = also(builder) if also else None
+    where = builder.where(req, org_id, restriction, beyond)
     total: int | None = None
     want_total = req.summary == "count" or req.count == 0 or req.total in ("accurate", "estimate")
     if want_total:
@@ -522,7 +538,8 @@ async def run_search(
     limit = builder.sql.p(req.count + 1)
     offset = builder.sql.p(req.offset)
     rows = await conn.fetch(
-        f"SELECT r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content FROM resource r "
+        f"SELECT r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content"
+        f"{', r.org_id' if beyond else ''} FROM resource r "
         f"WHERE {where} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
         *builder.sql.args,
     )
@@ -530,7 +547,7 @@ async def run_search(
     has_more = len(rows) > req.count
     if total is None and not has_more:
         total = req.offset + len(matches)
-    store = Store(conn, org_id)
+    store = Store(conn, org_id, also=also_orgs)
     included = (
         await _includes(store, conn, req, matches) if (req.include or req.revinclude) and matches else []
     )

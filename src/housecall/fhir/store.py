@@ -57,6 +57,9 @@ class Stored:
     last_updated: int
     deleted: bool
     content: bytes | None
+    # The organization the version belongs to, when it was read by a store that also reads other
+    # organizations (a patient's Consent granted them); None: the reading store's own organization.
+    org_id: str | None = None
 
     @property
     def etag(self) -> str:
@@ -149,38 +152,56 @@ class Store:
     """Reads and writes one organization's resources on one connection, inside the caller's
     transaction. Every statement names the organization: another organization's resource is
     invisible here, as if it did not exist (ids are unique across organizations, so an id taken
-    elsewhere cannot be created again: 409)."""
+    elsewhere cannot be created again: 409).
 
-    def __init__(self, conn: Conn, org_id: str) -> None:
+    ``also`` names further organizations whose resources the read methods (``read``,
+    ``read_version``, ``fetch_many``, ``history``) return as well, each marked with its
+    ``org_id``: the organizations where a patient's Consent granted the actor some of their record
+    (decision 0010). The caller decides on each of them; writes and locks stay in ``org_id``.
+    """
+
+    def __init__(self, conn: Conn, org_id: str, *, also: Sequence[str] = ()) -> None:
         self.conn = conn
         self.dialect = conn.dialect
         self.org_id = org_id
+        self.also = tuple(o for o in dict.fromkeys(also) if o != org_id)
+
+    def _orgs(self, first: int) -> tuple[str, list[str], str]:
+        """(condition on org_id with placeholders from ``$first``, its values, extra column)."""
+        if not self.also:
+            return f"org_id = ${first}", [self.org_id], ""
+        orgs = [self.org_id, *self.also]
+        marks = ", ".join(f"${first + n}" for n in range(len(orgs)))
+        return f"org_id IN ({marks})", orgs, ", org_id"
 
     # -- reads -------------------------------------------------------------------------------------
 
     async def read(self, res_type: str, res_id: str) -> Stored | None:
+        orgs, values, extra = self._orgs(3)
         row = await self.conn.fetchrow(
-            f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND res_id = $2 AND org_id = $3",
+            f"SELECT {RESOURCE_COLUMNS}{extra} FROM resource WHERE res_type = $1 AND res_id = $2 AND {orgs}",
             res_type,
             res_id,
-            self.org_id,
+            *values,
         )
         return stored_row(row) if row is not None else None
 
     async def read_version(self, res_type: str, res_id: str, version: int) -> Stored | None:
-        where = "WHERE res_type = $1 AND res_id = $2 AND version = $3 AND org_id = $4"
+        orgs, values, extra = self._orgs(4)
+        where = f"WHERE res_type = $1 AND res_id = $2 AND version = $3 AND {orgs}"
         row = await self.conn.fetchrow(
-            f"SELECT {RESOURCE_COLUMNS} FROM resource {where} "
-            f"UNION ALL SELECT {RESOURCE_COLUMNS} FROM resource_history {where}",
+            f"SELECT {RESOURCE_COLUMNS}{extra} FROM resource {where} "
+            f"UNION ALL SELECT {RESOURCE_COLUMNS}{extra} FROM resource_history {where}",
             res_type,
             res_id,
             version,
-            self.org_id,
+            *values,
         )
         return stored_row(row) if row is not None else None
 
     async def lock_current(self, res_type: str, res_id: str) -> Stored | None:
         """The current version, locked until the transaction ends (SQLite's writer lock already is).
+        Only the store's own organization: nothing of another one is ever written.
 
         On PostgreSQL an id that does not exist yet has no row to lock, so the id itself is locked
         (a transaction-scoped advisory lock) and read again: of several requests creating the same
@@ -207,13 +228,15 @@ class Store:
         if not ids:
             return []
         found: dict[str, Stored] = {}
+        orgs, values, extra = self._orgs(2)
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
-            marks = ", ".join(f"${i + 3}" for i in range(len(chunk)))
+            first = 2 + len(values)
+            marks = ", ".join(f"${first + i}" for i in range(len(chunk)))
             rows = await self.conn.fetch(
-                f"SELECT {RESOURCE_COLUMNS} FROM resource WHERE res_type = $1 AND org_id = $2 "
+                f"SELECT {RESOURCE_COLUMNS}{extra} FROM resource WHERE res_type = $1 AND {orgs} "
                 f"AND res_id IN ({marks})" + ("" if deleted else " AND NOT deleted"),
                 res_type,
-                self.org_id,
+                *values,
                 *chunk,
             )
             for row in rows:
@@ -223,11 +246,12 @@ class Store:
     async def history(
         self, res_type: str | None, res_id: str | None, since: int | None, count: int, offset: int
     ) -> list[Stored]:
-        """Versions newest first; instance, type or whole-system history."""
-        clause, args = _history_filter(self.org_id, res_type, res_id, since)
+        """Versions newest first; instance, type or whole-system history (the other organizations
+        of ``also`` only for an instance: a type or the system is one organization's)."""
+        clause, args, extra = self._history_filter(res_type, res_id, since)
         rows = await self.conn.fetch(
-            f"SELECT {RESOURCE_COLUMNS} FROM resource {clause} "
-            f"UNION ALL SELECT {RESOURCE_COLUMNS} FROM resource_history {clause} "
+            f"SELECT {RESOURCE_COLUMNS}{extra} FROM resource {clause} "
+            f"UNION ALL SELECT {RESOURCE_COLUMNS}{extra} FROM resource_history {clause} "
             f"ORDER BY last_updated DESC, version DESC LIMIT ${len(args) + 1} OFFSET ${len(args) + 2}",
             *args,
             count,
@@ -236,13 +260,29 @@ class Store:
         return [stored_row(r) for r in rows]
 
     async def count_history(self, res_type: str | None, res_id: str | None, since: int | None) -> int:
-        clause, args = _history_filter(self.org_id, res_type, res_id, since)
+        clause, args, _ = self._history_filter(res_type, res_id, since)
         return int(
             await self.conn.fetchval(
                 f"SELECT (SELECT count(*) FROM resource {clause}) + (SELECT count(*) FROM resource_history {clause})",
                 *args,
             )
         )
+
+    def _history_filter(
+        self, res_type: str | None, res_id: str | None, since: int | None
+    ) -> tuple[str, list[Any], str]:
+        orgs, values, extra = self._orgs(1) if res_id is not None else ("org_id = $1", [self.org_id], "")
+        args: list[Any] = list(values)
+        where = [orgs]
+        for condition, value in (
+            ("res_type = ", res_type),
+            ("res_id = ", res_id),
+            ("last_updated >= ", since),
+        ):
+            if value is not None:
+                args.append(value)
+                where.append(f"{condition}${len(args)}")
+        return "WHERE " + " AND ".join(where), args, extra
 
     # -- writes ------------------------------------------------------------------------------------
 
@@ -419,23 +459,11 @@ _MOVE_TO_HISTORY = (
 )
 
 
-def _history_filter(
-    org_id: str, res_type: str | None, res_id: str | None, since: int | None
-) -> tuple[str, list[Any]]:
-    where: list[str] = ["org_id = $1"]
-    args: list[Any] = [org_id]
-    for condition, value in (("res_type = ", res_type), ("res_id = ", res_id), ("last_updated >= ", since)):
-        if value is not None:
-            args.append(value)
-            where.append(f"{condition}${len(args)}")
-    return "WHERE " + " AND ".join(where), args
-
-
 def stored_row(row: Sequence[Any]) -> Stored:
     content = row[5]
     if content is not None and not isinstance(content, bytes):
         content = bytes(content)
-    return Stored(row[0], row[1], row[2], row[3], bool(row[4]), content)
+    return Stored(row[0], row[1], row[2], row[3], bool(row[4]), content, row[6] if len(row) > 6 else None)
 
 
 def _flatten(writes: Iterable[Write], kind: str) -> list[tuple[Any, ...]]:

@@ -22,7 +22,7 @@ from starlette.requests import Request
 
 from housecall.access.actor import Actor
 from housecall.access.policy import Access
-from housecall.audit.events import AuditEntry, AuditRequest, Outcome, entries_for
+from housecall.audit.events import AuditEntry, AuditRequest, Outcome, entries_for_touched
 from housecall.audit.trail import sink_for
 from housecall.core.db import Conn, Database
 from housecall.fhir import interactions as ix
@@ -67,13 +67,7 @@ class Records:
 
     def _audit(self, what: AuditRequest, outcome: Outcome) -> None:
         ctx = self.ctx
-        self.entries += entries_for(
-            self.actor,
-            what,
-            outcome,
-            patient_ids=list(ctx.touched),
-            what=ctx.refs if outcome is Outcome.SUCCESS else (),
-        )
+        self.entries += entries_for_touched(self.actor, what, outcome, ctx.touched, ctx.refs)
         ctx.touched.clear()
         ctx.refs.clear()
 

@@ -20,8 +20,10 @@ async def run(ctx: ix.Ctx, patient_id: str, query: list[tuple[str, str]]) -> byt
     params = dict(query)
     patient = await ix.read(ctx, "Patient", patient_id)
     assert patient.stored is not None
+    # The record is the patient's organization's: another one's when a Consent there granted it.
+    home = patient.stored.org_id or ctx.actor.org_id
     where = ["c.patient_id = $1", "r.org_id = $2", "NOT r.deleted", "r.res_type <> 'Patient'"]
-    args: list[Any] = [patient_id, ctx.actor.org_id]
+    args: list[Any] = [patient_id, home]
     if params.get("_type"):
         types = [t.strip() for t in params["_type"].split(",") if t.strip()]
         for t in types:
@@ -48,6 +50,9 @@ async def run(ctx: ix.Ctx, patient_id: str, query: list[tuple[str, str]]) -> byt
         *args,
     )
     found = [stored_row(r) for r in rows]
+    if home != ctx.actor.org_id:
+        for s in found:
+            s.org_id = home
     has_more = len(found) > count
     # The patient is visible to the actor; what of their record is (by role, scopes, consent) is
     # decided per resource. Paging counts the compartment, so a page may hold fewer than _count.
