@@ -19,6 +19,8 @@ from housecall.fhir import api as fhir_api
 from housecall.identity import sessions
 from housecall.identity import views as identity_views
 from housecall.portal import views as portal_views
+from housecall.refills import views as refills_views
+from housecall.results import views as results_views
 from housecall.smart import admin as smart_admin
 from housecall.smart import views as smart_views
 from housecall.web import i18n, nav, security
@@ -64,6 +66,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     smart_views.install(app)  # SMART on FHIR authorization server (docs/decisions/0008)
     smart_admin.install(app)  # the organization admin's apps page
     portal_views.install(app)  # the patient portal
+    refills_views.install(app)  # prescription refills (docs/decisions/0013)
+    results_views.install(app)  # test results, released to the patient (docs/decisions/0013)
     workspace_views.install(app)  # the care team's workspace
     security.install(app, settings.cors_origins)
     app.add_middleware(i18n.LanguageMiddleware)

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
     # Token, revoke and introspect requests per minute, counted per client and per IP address.
     smart_token_requests_per_minute: int = 120
 
+    # --- Test results in the portal (docs/decisions/0013) ---
+    # Hours after a DiagnosticReport's `issued` time at which the portal shows it to the patient
+    # even if no clinician has reviewed and released it yet (0: at once).
+    result_release_hours: int = 72
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
