@@ -12,7 +12,8 @@ from housecall.web.policy import ROUTES, Policy, app_routes
 from tests.identity.conftest import Env
 
 SAMPLE = {"{path:path}": "Patient", "{opening_id}": "0" * 32, "{account_id}": "0" * 32, "{action}": "disable",
-          "{client_id}": "x" * 24, "{task_id}": "0" * 32}  # fmt: skip
+          "{client_id}": "x" * 24, "{task_id}": "0" * 32,
+          "{report_id}": "0" * 32, "{code}": "4548-4"}  # fmt: skip
 
 
 def concrete(path: str) -> str:

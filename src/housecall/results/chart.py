@@ -87,6 +87,7 @@ def chart(trend: Trend, date_text: Callable[[str], str], chart_id: str = "trend"
     }  # fmt: skip
     if trend.low is not None or trend.high is not None:
         desc += " " + _("The usual range, shaded, is %(range)s.") % {"range": latest.range_text}
+    usual, axis_x, axis_y = _("Usual range"), _("Date of the test"), trend.unit or _("Value")
     out: list[str] = []
     add = out.append
     add(
@@ -101,7 +102,7 @@ def chart(trend: Trend, date_text: Callable[[str], str], chart_id: str = "trend"
         band_bottom = y(max(trend.low, y_min)) if trend.low is not None else TOP + plot_h
         add(
             f'<rect class="range-band" x="{LEFT}" y="{band_top:.1f}" width="{plot_w}" '
-            f'height="{max(0.0, band_bottom - band_top):.1f}"><title>{escape(_("Usual range"))}: '
+            f'height="{max(0.0, band_bottom - band_top):.1f}"><title>{escape(usual)}: '
             f"{escape(latest.range_text)}</title></rect>"
         )
     # Axes, grid and tick labels.
@@ -121,11 +122,11 @@ def chart(trend: Trend, date_text: Callable[[str], str], chart_id: str = "trend"
         )
     add(
         f'<text class="axis-title" x="{LEFT + plot_w / 2:.1f}" y="{HEIGHT - 8}" text-anchor="middle">'
-        f"{escape(_('Date of the test'))}</text>"
+        f"{escape(axis_x)}</text>"
     )
     add(
         f'<text class="axis-title" x="14" y="{TOP + plot_h / 2:.1f}" text-anchor="middle" '
-        f'transform="rotate(-90 14 {TOP + plot_h / 2:.1f})">{escape(trend.unit or _("Value"))}</text>'
+        f'transform="rotate(-90 14 {TOP + plot_h / 2:.1f})">{escape(axis_y)}</text>'
     )
     add("</g>")
     # The line through the results, then the results.
