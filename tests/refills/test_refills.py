@@ -27,7 +27,9 @@ def told(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
     return calls
 
 
-async def setup(c: Clinic, patient: str | None = None, name: str = "Lisinopril 10 mg oral tablet") -> dict[str, Any]:
+async def setup(
+    c: Clinic, patient: str | None = None, name: str = "Lisinopril 10 mg oral tablet"
+) -> dict[str, Any]:
     await c.create({"resourceType": "Organization", "active": True, "name": "Lakeside Pharmacy",
                     "type": [{"coding": [{"system": service.PHARMACY_SYSTEM, "code": service.PHARMACY_CODE}]}]})  # fmt: skip
     return await c.create({
@@ -48,7 +50,12 @@ async def pharmacy_id(c: Clinic) -> str:
 
 
 async def ask(c: Clinic, rx: dict[str, Any], **fields: str) -> Any:
-    data = {"medication": f"MedicationRequest/{rx['id']}", "pharmacy": await pharmacy_id(c), "note": "", **fields}
+    data = {
+        "medication": f"MedicationRequest/{rx['id']}",
+        "pharmacy": await pharmacy_id(c),
+        "note": "",
+        **fields,
+    }
     return await c.form_post("patient", "/portal/medications/refill", data, form_from="/portal/medications")
 
 
@@ -58,7 +65,9 @@ async def refill_task(c: Clinic, rx: dict[str, Any]) -> dict[str, Any]:
     return tasks[0]
 
 
-async def test_request_becomes_a_task_and_approval_writes_a_prescription(clinic: Clinic, told: list[Any]) -> None:
+async def test_request_becomes_a_task_and_approval_writes_a_prescription(
+    clinic: Clinic, told: list[Any]
+) -> None:
     c = clinic
     rx = await setup(c)
     page = await c.browsers["patient"].get("/portal/medications")
@@ -74,7 +83,9 @@ async def test_request_becomes_a_task_and_approval_writes_a_prescription(clinic:
     assert task["note"][0]["text"] == "Running out on Friday"
     mine = text_of((await c.browsers["patient"].get("/portal/medications")).text)
     assert "Status: waiting for your care team" in mine and "Pharmacy: Lakeside Pharmacy" in mine
-    assert "1 refill request is waiting for an answer" in text_of((await c.browsers["patient"].get("/portal")).text)
+    assert "1 refill request is waiting for an answer" in text_of(
+        (await c.browsers["patient"].get("/portal")).text
+    )
 
     # It waits in the clinician's inbox, linked to the page that decides it.
     queue = await c.browsers["clinician"].get("/workspace", params={"kind": "refill"})

@@ -97,7 +97,9 @@ async def test_unreleased_results_stay_hidden_until_the_clinician_releases_them(
     assert told == [(c.accounts["patient"].id, tell.RESULT_RELEASED, f"/portal/results/{report['id']}")]
 
     listing = text_of((await patient.get("/portal/results")).text)
-    assert "Average blood sugar, last 3 months (A1c)" in listing and "1 value outside the usual range" in listing
+    assert (
+        "Average blood sugar, last 3 months (A1c)" in listing and "1 value outside the usual range" in listing
+    )
     detail = await patient.get(f"/portal/results/{report['id']}")
     text = text_of(detail.text)
     assert "7.4 %" in text and "4 to 5.6 %" in text and "High" in text
@@ -130,9 +132,9 @@ async def test_trend_chart_has_the_points_the_range_and_a_table(clinic: Clinic) 
         await lab(c, value, days_ago=days)
     page = await c.browsers["patient"].get(f"/portal/results/trend/{A1C}")
     assert page.status_code == 200
-    svg = page.text[page.text.index("<svg"): page.text.index("</svg>")]
+    svg = page.text[page.text.index("<svg") : page.text.index("</svg>")]
     assert 'role="img"' in svg and 'aria-labelledby="trend-title trend-desc"' in svg
-    assert "<title id=\"trend-title\">Average blood sugar, last 3 months (A1c) over time</title>" in svg
+    assert '<title id="trend-title">Average blood sugar, last 3 months (A1c) over time</title>' in svg
     assert "3 results from" in svg and "Latest: 6.8 %" in svg
     assert svg.count('class="range-band"') == 1 and "4 to 5.6 %" in svg
     assert svg.count('<g class="point flagged">') == 3  # all three above 5.6: squares, labelled
@@ -143,7 +145,7 @@ async def test_trend_chart_has_the_points_the_range_and_a_table(clinic: Clinic) 
     # The y positions follow the values: 7.4 is highest on the page (smallest y).
     ys = [float(y) for y in re.findall(r'<rect x="[\d.]+" y="([\d.]+)" width="12"', svg)]
     assert ys[1] < ys[2] < ys[0]
-    table = text_of(page.text[page.text.index("</svg>"):])
+    table = text_of(page.text[page.text.index("</svg>") :])
     assert "7.4 %" in table and "4 to 5.6 %" in table
 
 
@@ -165,4 +167,7 @@ async def test_another_patients_report_and_trend_are_not_found(clinic: Clinic) -
 
 async def test_kinds_registered_in_the_inbox() -> None:
     assert "refill" in inbox.ITEM_PAGES and "result-review" in inbox.ITEM_PAGES
-    assert inbox.ITEM_PAGES["result-review"]({"focus": {"reference": "DiagnosticReport/x"}}) == "/workspace/results/x"
+    assert (
+        inbox.ITEM_PAGES["result-review"]({"focus": {"reference": "DiagnosticReport/x"}})
+        == "/workspace/results/x"
+    )

@@ -153,7 +153,12 @@ async def pharmacies(rec: Records) -> list[tuple[str, str]]:
     """(id, name) of the active pharmacies in the organization's directory, by name."""
     page = await rec.search(
         "Organization",
-        [("type", f"{PHARMACY_SYSTEM}|{PHARMACY_CODE}"), ("active", "true"), ("_sort", "name"), ("_count", "100")],
+        [
+            ("type", f"{PHARMACY_SYSTEM}|{PHARMACY_CODE}"),
+            ("active", "true"),
+            ("_sort", "name"),
+            ("_count", "100"),
+        ],
     )
     return [(o["id"], str(o.get("name", o["id"]))) for o in page.resources]
 
@@ -248,7 +253,9 @@ async def request_refill(
     note = note.strip()
     if len(note) > MAX_NOTE:
         raise Invalid("note", "long")
-    item: dict[str, Any] = {"type": {"coding": [{"system": REFILL_SYSTEM, "code": "pharmacy"}], "text": "Pharmacy"}}
+    item: dict[str, Any] = {
+        "type": {"coding": [{"system": REFILL_SYSTEM, "code": "pharmacy"}], "text": "Pharmacy"}
+    }
     if pharmacy == "other":
         other = " ".join(other.split())
         if not other:
@@ -316,7 +323,13 @@ def _prescription(
         "authoredOn": inbox._now_iso(),
         "requester": {"reference": me},
     }
-    for key in ("category", "medicationCodeableConcept", "medicationReference", "reasonCode", "reasonReference"):
+    for key in (
+        "category",
+        "medicationCodeableConcept",
+        "medicationReference",
+        "reasonCode",
+        "reasonReference",
+    ):
         if key in medicine:
             new[key] = medicine[key]
     dosage = medicine.get("dosageInstruction") or medicine.get("dosage")
@@ -377,7 +390,9 @@ async def approve(
     if medicine["resourceType"] == "MedicationRequest" and medicine.get("status") == "active":
         medicine["status"] = "completed"
         await rec.update(medicine, version=int(medicine["meta"]["versionId"]))
-    await tell.tell_patient(rec.conn, rec.actor.org_id, refill.patient_id, tell.REFILL_DECIDED, "/portal/medications")
+    await tell.tell_patient(
+        rec.conn, rec.actor.org_id, refill.patient_id, tell.REFILL_DECIDED, "/portal/medications"
+    )
     return new
 
 
@@ -397,4 +412,6 @@ async def deny(rec: Records, task_id: str, version: int, me: str, *, reason: str
         "businessStatus": {"coding": [{"system": REFILL_SYSTEM, "code": "denied"}], "text": "Denied"},
         "statusReason": {"text": reason},
     })  # fmt: skip
-    await tell.tell_patient(rec.conn, rec.actor.org_id, refill.patient_id, tell.REFILL_DECIDED, "/portal/medications")
+    await tell.tell_patient(
+        rec.conn, rec.actor.org_id, refill.patient_id, tell.REFILL_DECIDED, "/portal/medications"
+    )

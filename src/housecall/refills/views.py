@@ -178,7 +178,9 @@ async def _decision(request: Request, task_id: str, action: str) -> Response:
                 await service.approve(rec, task_id, int(version), actor.fhir_user,
                                       refills=values.get("refills", ""), note=values.get("pharmacy_note", ""))  # fmt: skip
             else:
-                await service.deny(rec, task_id, int(version), actor.fhir_user, reason=values.get("reason", ""))
+                await service.deny(
+                    rec, task_id, int(version), actor.fhir_user, reason=values.get("reason", "")
+                )
     except service.Invalid as exc:
         errors = FormErrors()
         errors.add(exc.field, _message(exc.field, exc.message))

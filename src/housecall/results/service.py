@@ -153,7 +153,9 @@ def flag_words(flag: str) -> str:
 
 def range_text(low: float | None, high: float | None, unit: str) -> str:
     if low is not None and high is not None:
-        return (_("%(low)s to %(high)s %(unit)s") % {"low": _num(low), "high": _num(high), "unit": unit}).strip()
+        return (
+            _("%(low)s to %(high)s %(unit)s") % {"low": _num(low), "high": _num(high), "unit": unit}
+        ).strip()
     if high is not None:
         return (_("%(high)s %(unit)s or less") % {"high": _num(high), "unit": unit}).strip()
     if low is not None:
@@ -299,7 +301,9 @@ async def _with_values(rec: Records, report: dict[str, Any], settings: Settings)
     return report_of(report, included, settings)
 
 
-async def any_report(rec: Records, report_id: str, settings: Settings) -> tuple[Report, dict[str, Any]] | None:
+async def any_report(
+    rec: Records, report_id: str, settings: Settings
+) -> tuple[Report, dict[str, Any]] | None:
     """A report as the care team sees it (released or not), with the resource."""
     report = await rec.read("DiagnosticReport", report_id)
     if report is None:
