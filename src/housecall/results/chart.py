@@ -23,8 +23,10 @@ from markupsafe import Markup, escape
 from housecall.results.service import Trend, Value
 from housecall.web.i18n import _
 
-WIDTH, HEIGHT = 640, 300
-LEFT, RIGHT, TOP, BOTTOM = 64, 24, 24, 56
+# A narrow drawing, so that its text stays readable when a phone scales it to the screen's width.
+WIDTH, HEIGHT = 480, 320
+LEFT, RIGHT, TOP, BOTTOM = 56, 12, 28, 60
+INSET = 28  # no point sits on an axis or the edge: room for its labels
 
 
 def _moment(value: Value) -> float:
@@ -72,7 +74,7 @@ def chart(trend: Trend, date_text: Callable[[str], str], chart_id: str = "trend"
     def x(t: float) -> float:
         if t_max == t_min:
             return LEFT + plot_w / 2
-        return LEFT + (t - t_min) / (t_max - t_min) * plot_w
+        return LEFT + INSET + (t - t_min) / (t_max - t_min) * (plot_w - 2 * INSET)
 
     def y(v: float) -> float:
         return TOP + (y_max - v) / (y_max - y_min) * plot_h
@@ -113,17 +115,15 @@ def chart(trend: Trend, date_text: Callable[[str], str], chart_id: str = "trend"
         add(f'<text x="{LEFT - 8}" y="{ty + 4:.1f}" text-anchor="end">{escape(_fmt(tick))}</text>')
     add(f'<line class="axis-line" x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{TOP + plot_h}"/>')
     add(f'<line class="axis-line" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{TOP + plot_h}" y2="{TOP + plot_h}"/>')
-    labelled = sorted({0, len(points) - 1, (len(points) - 1) // 2})
-    for i in labelled:
-        anchor = (
-            "start"
-            if i == 0 and len(points) > 1
-            else "end"
-            if i == len(points) - 1 and len(points) > 1
-            else "middle"
-        )
+    # Dates under the first and last results, and under others where there is room for them.
+    kept: list[float] = []
+    for i in [0, len(points) - 1, *range(1, len(points) - 1)]:
+        lx = min(max(x(times[i]), LEFT + 46), LEFT + plot_w - 46)
+        if any(abs(lx - k) < 112 for k in kept):
+            continue
+        kept.append(lx)
         add(
-            f'<text x="{x(times[i]):.1f}" y="{TOP + plot_h + 20}" text-anchor="{anchor}">'
+            f'<text x="{lx:.1f}" y="{TOP + plot_h + 22}" text-anchor="middle">'
             f"{escape(date_text(points[i].when))}</text>"
         )
     add(
@@ -151,11 +151,12 @@ def chart(trend: Trend, date_text: Callable[[str], str], chart_id: str = "trend"
             add(f'<rect x="{px - 6:.1f}" y="{py - 6:.1f}" width="12" height="12"/>')
             mark = _("High") if "high" in p.flag else _("Low") if "low" in p.flag else "!"
             add(
-                f'<text class="flag-label" x="{px + 9:.1f}" y="{py - 8:.1f}" aria-hidden="true">{escape(mark)}</text>'
+                f'<text class="flag-label" x="{px:.1f}" y="{py - 12:.1f}" text-anchor="middle" '
+                f'aria-hidden="true">{escape(mark)}</text>'
             )
         else:
             add(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="6"/>')
-        add(f'<text class="value-label" x="{px:.1f}" y="{py + 20:.1f}" text-anchor="middle" aria-hidden="true">'
+        add(f'<text class="value-label" x="{px:.1f}" y="{py + 24:.1f}" text-anchor="middle" aria-hidden="true">'
             f"{escape(_fmt(p.number or 0))}</text>")  # fmt: skip
         add("</g>")
     add("</g></svg>")
