@@ -171,3 +171,32 @@ async def test_kinds_registered_in_the_inbox() -> None:
         inbox.ITEM_PAGES["result-review"]({"focus": {"reference": "DiagnosticReport/x"}})
         == "/workspace/results/x"
     )
+
+
+async def test_the_patient_is_told_when_the_delay_releases_an_unreviewed_result(
+    clinic: Clinic, told: list[Any]
+) -> None:
+    from housecall.core import jobs
+
+    c = clinic
+    report = await lab(c, 5.0, days_ago=1)
+    reviewed = await lab(c, 5.2, days_ago=1)
+    await review_task(c, report)
+    await review_task(c, reviewed)
+    path = f"/workspace/results/{reviewed['id']}"
+    assert (
+        await c.form_post("clinician", f"{path}/release", {"version": "1"}, form_from=path)
+    ).status_code == 303
+    told.clear()
+    await jobs.work_once(c.env.db)
+    assert told == []  # not due yet
+    clock.advance(60 * 3600)
+    while await jobs.work_once(c.env.db):
+        pass
+    # Told about the one nobody reviewed, once; the reviewed one was told about at its release.
+    assert told == [(c.accounts["patient"].id, tell.RESULT_RELEASED, f"/portal/results/{report['id']}")]
+    async with c.env.db.reader() as conn:
+        states = await conn.fetch(
+            "SELECT state FROM job WHERE name = $1 AND args LIKE $2", service.RELEASE_JOB, f"%{c.env.org_id}%"
+        )
+    assert [r[0] for r in states] == ["done", "done"]

@@ -21,7 +21,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from housecall.core.settings import Settings
+from housecall.access.policy import Access
+from housecall.audit import trail
+from housecall.core import jobs
+from housecall.core.settings import Settings, get_settings
+from housecall.fhir import interactions as ix
 from housecall.identity.clock import clock
 from housecall.portal import tell
 from housecall.results import names
@@ -33,6 +37,7 @@ RELEASE_SYSTEM = "urn:housecall:release"
 RELEASE_TAG = {"system": RELEASE_SYSTEM, "code": "released", "display": "Released to the patient"}
 RELEASE_EXT = "urn:housecall:release"
 INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+RELEASE_JOB = "results.released_by_delay"
 NEW_DAYS = 14  # a result released this recently counts as new on the home page
 
 
@@ -352,12 +357,38 @@ async def new_count(rec: Records, patient_id: str, settings: Settings) -> int:
 
 
 async def open_review(rec: Records, report: dict[str, Any], pool: str | None) -> dict[str, Any]:
-    """Put a newly arrived report in the care team's inbox for review (kind ``result-review``)."""
+    """Put a newly arrived report in the care team's inbox for review (kind ``result-review``), and
+    schedule telling the patient when the delay releases it, should nobody release it sooner.
+    Whatever receives reports (a lab interface) calls this in the transaction that stores them."""
     patient_id = str((report.get("subject") or {}).get("reference", "")).removeprefix("Patient/")
-    return await inbox.open_task(
+    task = await inbox.open_task(
         rec, "result-review", patient_id=patient_id, focus=f"DiagnosticReport/{report['id']}", pool=pool,
         description=f"Result: {names.technical_name(report.get('code')) or report['id']}",
     )  # fmt: skip
+    due = automatic_release(report, rec.ctx.settings)
+    if due is not None:
+        org = rec.actor.org_id
+        await jobs.enqueue(rec.conn, RELEASE_JOB, {"org": org, "report": report["id"]},
+                           run_at=int(due.timestamp() * 1_000_000), key=f"{RELEASE_JOB}:{org}:{report['id']}")  # fmt: skip
+    return task
+
+
+@jobs.handler(RELEASE_JOB)
+async def released_by_delay(job: jobs.JobContext, args: dict[str, Any]) -> None:
+    """The delay has released a report nobody reviewed: tell the patient (once; a report a
+    clinician released earlier was told about then). The review item stays in the inbox."""
+    settings = get_settings()
+    async with job.db.transaction() as conn:
+        ctx = ix.Ctx(
+            conn, settings, settings.public_url.rstrip("/") + "/fhir", Access.system(str(args["org"]))
+        )
+        rec = Records(ctx)
+        report = await rec.read("DiagnosticReport", str(args["report"]))
+        if report is not None and not tagged(report) and is_released(report, settings):
+            patient_id = str((report.get("subject") or {}).get("reference", "")).removeprefix("Patient/")
+            await tell.tell_patient(conn, str(args["org"]), patient_id, tell.RESULT_RELEASED,
+                                    f"/portal/results/{report['id']}")  # fmt: skip
+        await trail.append(conn, rec.entries)
 
 
 class AlreadyReleased(Exception):
