@@ -188,3 +188,17 @@ async def test_spanish_medicines_page(clinic: Clinic) -> None:
     await c.form_post("patient", "/language", {"lang": "es", "next": "/portal"}, form_from="/portal")
     page = await c.browsers["patient"].get("/portal/medications")
     assert re.search(r"Solicitar (una )?renovación", page.text)
+
+
+async def test_only_a_prescriber_approves(clinic: Clinic) -> None:
+    c = clinic
+    rx = await setup(c)
+    assert (await ask(c, rx)).status_code == 303
+    task = await refill_task(c, rx)
+    path = f"/workspace/refills/{task['id']}"
+    page = text_of((await c.browsers["nurse"].get(path)).text)
+    assert "Only a prescriber can approve a refill." in page and "Deny the refill" in page
+    r = await c.form_post("nurse", f"{path}/approve", {"version": "1", "refills": "1"}, form_from=path)
+    assert r.status_code == 403
+    assert (await c.read("Task", task["id"]))["status"] == "requested"
+    assert await c.search("MedicationRequest", [("patient", f"Patient/{c.patient}"), ("status", "active")])

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from housecall.access.actor import Actor
+from housecall.access.actor import Actor, ActorKind, Role
 from housecall.portal import home
 from housecall.portal.home import Attention
 from housecall.portal.views import portal_actor
@@ -140,7 +140,14 @@ async def _refill_page_response(
     values = {"refills": str(repeats if isinstance(repeats, int) else 0), **(values or {})}
     return render(request, "refills/decide.html", status=status, refill=refill, medicine=medicine,
                   how=service.instructions(medicine) if medicine else "", patient_name=person_name(patient),
-                  prescriber=person_name(prescriber), errors=errors or FormErrors(), values=values)  # fmt: skip
+                  prescriber=person_name(prescriber), errors=errors or FormErrors(), values=values,
+                  can_prescribe=can_prescribe(actor))  # fmt: skip
+
+
+def can_prescribe(actor: Actor) -> bool:
+    """Only a prescriber approves a refill (it writes a prescription); any of the care team may
+    deny one with a reason."""
+    return actor.kind is ActorKind.PRACTITIONER or Role.CLINICIAN in actor.roles
 
 
 def _not_found(request: Request) -> Response:
@@ -172,6 +179,9 @@ async def _decision(request: Request, task_id: str, action: str) -> Response:
     version = values.get("version", "")
     if not version.isdigit() or not actor.fhir_user:
         return _conflict(request, task_id)
+    if action == "approve" and not can_prescribe(actor):
+        return render(request, "identity/error.html", status=403, title=_("Not available"),
+                      message=_("Only a prescriber can approve a refill."), back=f"/workspace/refills/{task_id}")  # fmt: skip
     try:
         async with records.writing(request, actor) as rec:
             if action == "approve":
