@@ -1305,7 +1305,15 @@ def _build_organizations(ctx: _Context) -> None:
 PHARMACIES = (
     ("lakeside", "Lakeside Pharmacy", "12 Church Street", "Burlington", "VT", "05401", "802-555-0141"),
     ("harbor", "Harbor Drug", "88 Fore Street", "Portland", "ME", "04101", "207-555-0142"),
-    ("green-mountain", "Green Mountain Apothecary", "3 Main Street", "Montpelier", "VT", "05602", "802-555-0143"),
+    (
+        "green-mountain",
+        "Green Mountain Apothecary",
+        "3 Main Street",
+        "Montpelier",
+        "VT",
+        "05602",
+        "802-555-0143",
+    ),
 )
 
 
