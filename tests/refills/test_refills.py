@@ -202,3 +202,42 @@ async def test_only_a_prescriber_approves(clinic: Clinic) -> None:
     assert r.status_code == 403
     assert (await c.read("Task", task["id"]))["status"] == "requested"
     assert await c.search("MedicationRequest", [("patient", f"Patient/{c.patient}"), ("status", "active")])
+
+
+async def test_a_proxy_asks_for_a_reported_medicine_and_both_are_told(
+    clinic: Clinic, told: list[Any]
+) -> None:
+    from housecall.identity import service as identity
+
+    c, env = clinic, clinic.env
+    await setup(c)
+    statement = await c.create({
+        "resourceType": "MedicationStatement", "status": "active",
+        "medicationCodeableConcept": {"text": "Vitamin D 1000 IU"},
+        "subject": {"reference": f"Patient/{c.patient}"}, "dosage": [{"text": "1 capsule a day"}],
+    })  # fmt: skip
+    proxy = await env.account("proxy")
+    async with env.db.transaction() as conn:
+        await identity.grant_proxy(conn, proxy.id, c.patient, granted_by="system:test", relationship="parent",
+                                   settings=env.settings)  # fmt: skip
+    browser = env.client()
+    await env.signin(browser, proxy.email, next="/portal")
+    c.browsers["proxy"] = browser
+    await c.form_post("proxy", "/account/acting-for", {"patient": c.patient, "next": "/portal"},
+                      form_from="/portal/choose")  # fmt: skip
+    page = text_of((await browser.get("/portal/medications")).text)
+    assert "Vitamin D 1000 IU" in page and "You told us you take this medicine." in page
+    r = await c.form_post("proxy", "/portal/medications/refill",
+                          {"medication": f"MedicationStatement/{statement['id']}", "pharmacy": await pharmacy_id(c)},
+                          form_from="/portal/medications")  # fmt: skip
+    assert r.status_code == 303
+    tasks = await c.search("Task", [("focus", f"MedicationStatement/{statement['id']}")])
+    assert len(tasks) == 1 and tasks[0]["requester"]["reference"].startswith("RelatedPerson/")
+    assert inbox.pool_of(tasks[0]) == c.pool  # no prescriber: the care team's pool
+    path = f"/workspace/refills/{tasks[0]['id']}"
+    r = await c.form_post("clinician", f"{path}/approve", {"version": "1", "refills": "0"}, form_from=path)
+    assert r.status_code == 303
+    new = await c.search("MedicationRequest", [("patient", f"Patient/{c.patient}"), ("requester", f"Practitioner/{c.clinician}"),
+                                               ("status", "active"), ("_sort", "-_lastUpdated")])  # fmt: skip
+    assert any(m["medicationCodeableConcept"] == {"text": "Vitamin D 1000 IU"} for m in new)
+    assert sorted(a for a, _k, _p in told) == sorted([c.accounts["patient"].id, proxy.id])

@@ -200,3 +200,14 @@ async def test_the_patient_is_told_when_the_delay_releases_an_unreviewed_result(
             "SELECT state FROM job WHERE name = $1 AND args LIKE $2", service.RELEASE_JOB, f"%{c.env.org_id}%"
         )
     assert [r[0] for r in states] == ["done", "done"]
+
+
+async def test_results_pages_in_spanish(clinic: Clinic) -> None:
+    c = clinic
+    report = await lab(c, 7.0, days_ago=10)
+    await c.form_post("patient", "/language", {"lang": "es", "next": "/portal"}, form_from="/portal")
+    page = text_of((await c.browsers["patient"].get(f"/portal/results/{report['id']}")).text)
+    assert "Azúcar en sangre promedio, últimos 3 meses (A1c)" in page and "Alto" in page
+    assert "de 4 a 5.6 %" in page
+    trend = (await c.browsers["patient"].get(f"/portal/results/trend/{A1C}")).text
+    assert "a lo largo del tiempo</title>" in trend and "Fecha del análisis" in trend
