@@ -389,7 +389,12 @@ async def approve(
     })  # fmt: skip
     if medicine["resourceType"] == "MedicationRequest" and medicine.get("status") == "active":
         medicine["status"] = "completed"
-        await rec.update(medicine, version=int(medicine["meta"]["versionId"]))
+        try:
+            await rec.update(medicine, version=int(medicine["meta"]["versionId"]))
+        except FhirError as exc:
+            if exc.status == 412:  # changed since it was read: decide again on what it is now
+                raise inbox.Conflict(task_id) from None
+            raise
     await tell.tell_patient(
         rec.conn, rec.actor.org_id, refill.patient_id, tell.REFILL_DECIDED, "/portal/medications"
     )

@@ -26,6 +26,7 @@ from housecall.audit import trail
 from housecall.core import jobs
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import interactions as ix
+from housecall.fhir.errors import FhirError
 from housecall.identity.clock import clock
 from housecall.portal import tell
 from housecall.results import names
@@ -406,7 +407,12 @@ async def release(rec: Records, report_id: str, version: int, me: str, note: str
         raise inbox.Conflict(report_id)
     if tagged(report):
         raise AlreadyReleased(report_id)
-    updated = await rec.update(mark_released(report, me, note.strip()), version=version)
+    try:
+        updated = await rec.update(mark_released(report, me, note.strip()), version=version)
+    except FhirError as exc:
+        if exc.status == 412:
+            raise inbox.Conflict(report_id) from None
+        raise
     await inbox.complete_work_on(rec, f"DiagnosticReport/{report_id}", me)
     patient_id = str((report.get("subject") or {}).get("reference", "")).removeprefix("Patient/")
     await tell.tell_patient(rec.conn, rec.actor.org_id, patient_id, tell.RESULT_RELEASED,
