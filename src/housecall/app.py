@@ -23,6 +23,8 @@ from housecall.messaging import views as messaging_views
 from housecall.notify import views as notify_views
 from housecall.portal import record as portal_record
 from housecall.portal import views as portal_views
+from housecall.refills import views as refills_views
+from housecall.results import views as results_views
 from housecall.scheduling import views as scheduling_views
 from housecall.smart import admin as smart_admin
 from housecall.smart import views as smart_views
@@ -75,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     billing_views.install(app)  # bills: statements, card payments, receipts
     portal_record.install(app)  # the health record summary and visit documents (PDF)
     workspace_chart.install(app)  # the clinician's patient list and chart
+    refills_views.install(app)  # prescription refills (docs/decisions/0013)
+    results_views.install(app)  # test results, released to the patient (docs/decisions/0013)
     workspace_views.install(app)  # the care team's workspace
     notify_views.install(app)  # notification choices, the staff outbox (docs/decisions/0011)
     security.install(app, settings.cors_origins)

@@ -81,6 +81,10 @@ class Settings(BaseSettings):
     cancel_cutoff_hours: int = 24
     # How far ahead patients see free slots.
     booking_horizon_days: int = 28
+    # --- Test results in the portal (docs/decisions/0013) ---
+    # Hours after a DiagnosticReport's `issued` time at which the portal shows it to the patient
+    # even if no clinician has reviewed and released it yet (0: at once).
+    result_release_hours: int = 72
 
 
 @lru_cache(maxsize=1)

@@ -56,6 +56,8 @@ ICD10 = "http://hl7.org/fhir/sid/icd-10-cm"
 UCUM = "http://unitsofmeasure.org"
 NPI_SYSTEM = "http://hl7.org/fhir/sid/us-npi"
 NUCC = "http://nucc.org/provider-taxonomy"
+WORK = "urn:housecall:work"  # the care team's kinds of work (workspace/inbox.py)
+POOL = "urn:housecall:pool"  # the pool a work item waits in: a HealthcareService id
 BCP47 = "urn:ietf:bcp:47"
 USPS = "https://www.usps.com/"
 THO = "http://terminology.hl7.org/CodeSystem"
@@ -1300,6 +1302,38 @@ def _build_organizations(ctx: _Context) -> None:
     )
 
 
+# Community pharmacies patients choose from when they ask for a refill (NUCC taxonomy type).
+PHARMACIES = (
+    ("lakeside", "Lakeside Pharmacy", "12 Church Street", "Burlington", "VT", "05401", "802-555-0141"),
+    ("harbor", "Harbor Drug", "88 Fore Street", "Portland", "ME", "04101", "207-555-0142"),
+    (
+        "green-mountain",
+        "Green Mountain Apothecary",
+        "3 Main Street",
+        "Montpelier",
+        "VT",
+        "05602",
+        "802-555-0143",
+    ),
+)
+
+
+def _build_pharmacies(ctx: _Context) -> None:
+    b = ctx.b
+    for key, name, line, city, state, postal, phone in PHARMACIES:
+        b.add(
+            {
+                "resourceType": "Organization",
+                "id": b.id("pharmacy", key),
+                "active": True,
+                "type": [_cc(NUCC, "3336C0003X", "Community/Retail Pharmacy")],
+                "name": name,
+                "telecom": [{"system": "phone", "value": phone, "use": "work"}],
+                "address": [_address(line, city, state, postal, use="work")],
+            }
+        )
+
+
 def _build_locations(ctx: _Context) -> None:
     b = ctx.b
     loc_type = f"{THO}/location-physical-type"
@@ -2247,12 +2281,18 @@ def _build_labs(ctx: _Context) -> None:
             continue
         rng = b.rng(f"labs:{p.key}")
         patient = ctx.patients[p.key]
-        for draw, days_ago in enumerate((200, 25), start=1):
+        # Three draws over about a year, so the portal's trend charts have a line to draw; the
+        # draw number is part of the ids, so the older draw added later is number 3.
+        # The first patient with labs also has yesterday's draw of their first panel, not yet
+        # reviewed: it waits in the primary-care pool's inbox and is not shown in the portal yet.
+        fresh = not any(e["resource"]["resourceType"] == "Task" for e in b.entries)
+        draws = ((3, 380), (1, 200), (2, 25), *(((4, 1),) if fresh else ()))
+        for draw, days_ago in draws:
             drawn = local_dt(
                 _weekday_on_or_before(b.today - dt.timedelta(days=days_ago)), 7, 30 + rng.randint(0, 25)
             )
             issued = drawn + dt.timedelta(hours=9)
-            for panel in panels:
+            for panel in panels if draw != 4 else panels[:1]:
                 (code, display), members = PANELS[panel]
                 results = []
                 for member in members:
@@ -2282,6 +2322,24 @@ def _build_labs(ctx: _Context) -> None:
                         "result": [{"reference": r} for r in results],
                     }
                 )
+                if draw == 4:
+                    b.add(
+                        {
+                            "resourceType": "Task",
+                            "id": b.id("task", "review", p.key),
+                            "status": "requested",
+                            "intent": "order",
+                            "priority": "routine",
+                            "code": {"coding": [_coding(WORK, "result-review", "Result to review")]},
+                            "description": f"Result: {display}",
+                            "for": {"reference": patient},
+                            "focus": {"reference": f"DiagnosticReport/{b.id('dr', p.key, draw, panel)}"},
+                            "authoredOn": _iso(issued),
+                            "performerType": [
+                                {"coding": [_coding(POOL, ctx.services["primary-care"].split("/", 1)[1])]}
+                            ],
+                        }
+                    )
 
 
 def _build_medications(ctx: _Context) -> None:
@@ -2507,6 +2565,7 @@ def demo_bundle(seed: int = 2026, today: dt.date | None = None) -> dict:
     b = _Builder(seed, today)
     ctx = _Context(b)
     _build_organizations(ctx)
+    _build_pharmacies(ctx)
     _build_locations(ctx)
     _build_services(ctx)
     _build_clinicians(ctx)

@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from housecall import notify
 from housecall.access.actor import Actor
 from housecall.access.policy import Access
 from housecall.audit.events import AuditRequest, Outcome
 from housecall.fhir import interactions as ix
 from housecall.fhir.errors import FhirError
 from housecall.identity.clock import clock
-from housecall.messaging import notifying
 from housecall.messaging.attachments import File, decode, safe_name, sniff
 from housecall.web.i18n import _, ngettext
 from housecall.web.records import Records
@@ -384,7 +384,8 @@ async def reply(rec: Records, thread: Thread, *, sender: str, text: str, file: F
         await _open_work(rec, thread, sender)
     else:
         await inbox.complete_work_on(rec, thread.focus, sender)
-        await notifying.tell_patient(rec.conn, rec.actor.org_id, thread.patient_id, portal_link(thread.id))
+        await notify.tell_patient(rec.conn, rec.actor.org_id, thread.patient_id, notify.Kind.NEW_MESSAGE,
+                                  portal_link(thread.id))  # fmt: skip
     return created
 
 

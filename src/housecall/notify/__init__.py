@@ -4,7 +4,7 @@ Features call ``send(conn, org_id, account_id, Kind.NEW_MESSAGE, "/messages/<id>
 unit of work (``from housecall.notify import Kind, send``); see ``service.py``.
 """
 
-from housecall.notify.service import send
+from housecall.notify.service import send, tell_patient
 from housecall.notify.texts import Kind
 
-__all__ = ["Kind", "send"]
+__all__ = ["Kind", "send", "tell_patient"]

@@ -29,6 +29,7 @@ from housecall.core import jobs
 from housecall.core.db import Conn, Database
 from housecall.core.settings import Settings
 from housecall.identity.clock import clock
+from housecall.identity.service import accounts_for_patient
 from housecall.notify import texts
 from housecall.notify.channels import CHANNELS, EMAIL, PUSH, SMS, Channel, Message, channels_for, mask
 from housecall.notify.texts import Kind, Language
@@ -305,6 +306,17 @@ async def _deliver_outside(job: jobs.JobContext, channel: Channel, d: Delivery) 
         )
     log.info("notification delivery %s sent by %s", d.id, d.channel)
     return True
+
+
+async def tell_patient(
+    conn: Conn, org_id: str, patient_id: str, kind: Kind | str, link: str, *, key: str | None = None
+) -> list[str]:
+    """``send`` to everyone who reads ``patient_id``'s portal: the patient's own accounts and the
+    proxies whose grant is active now. ``key`` (if any) is made per account. Returns the accounts."""
+    accounts = [a for a, _email in await accounts_for_patient(conn, org_id, patient_id)]
+    for account_id in accounts:
+        await send(conn, org_id, account_id, kind, link, key=f"{key}:{account_id}" if key else None)
+    return accounts
 
 
 @jobs.handler(DELIVER)

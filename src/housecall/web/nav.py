@@ -24,6 +24,8 @@ class Item:
 
 ITEMS: list[Item] = [
     Item("/portal", "Home", PORTAL),
+    Item("/portal/medications", "Medicines", PORTAL),
+    Item("/portal/results", "Test results", PORTAL),
     Item("/workspace", "Inbox", STAFF, CARE),
     # Scheduling (decision 0014)
     Item("/portal/appointments", "Appointments", PORTAL),

@@ -104,6 +104,17 @@ ROUTES: dict[str, Policy] = {
     "/workspace/patients/{patient_id}": Policy.CLINICAL,
     "/workspace/patients/{patient_id}/documents/{doc_id}": Policy.CLINICAL,
     "/workspace/patients/{patient_id}/documents/{doc_id}.pdf": Policy.CLINICAL,
+    # Prescription refills and test results (docs/decisions/0013)
+    "/portal/medications": Policy.PORTAL,
+    "/portal/medications/refill": Policy.PORTAL,
+    "/portal/results": Policy.PORTAL,
+    "/portal/results/trend/{code}": Policy.PORTAL,
+    "/portal/results/{report_id}": Policy.PORTAL,
+    "/workspace/refills/{task_id}": Policy.CLINICAL,
+    "/workspace/refills/{task_id}/approve": Policy.CLINICAL,
+    "/workspace/refills/{task_id}/deny": Policy.CLINICAL,
+    "/workspace/results/{report_id}": Policy.CLINICAL,
+    "/workspace/results/{report_id}/release": Policy.CLINICAL,
 }
 
 
