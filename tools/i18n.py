@@ -1,7 +1,7 @@
 """Keep the Spanish catalog in step with the code.
 
-``python tools/i18n.py AREA`` extracts every string marked for translation (``_()``/``ngettext`` in
-Python, ``_()``/``{% trans %}`` in templates) and adds those that no catalog file has yet to
+``python tools/i18n.py AREA`` extracts every string marked for translation (``_()``/``Msg()``/``ngettext``
+in Python, ``_()``/``{% trans %}`` in templates) and adds those that no catalog file has yet to
 ``src/housecall/web/locale/es/AREA.po`` with an empty translation, for a translator to fill.
 ``--check`` only reports the strings without Spanish (the test suite runs the same check).
 The catalog is split by area (core, messaging, …) so that features do not edit the same file.
@@ -20,8 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "housecall"
 LOCALE = PACKAGE / "web" / "locale" / "es"
 METHODS = [("**/templates/**.html", "jinja2"), ("**.py", "python")]
-OPTIONS = {"**/templates/**.html": {"extensions": "jinja2.ext.i18n", "trim_blocks": "True", "lstrip_blocks": "True"}}
-KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2)}
+OPTIONS = {
+    "**/templates/**.html": {"extensions": "jinja2.ext.i18n", "trim_blocks": "True", "lstrip_blocks": "True"}
+}
+KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "Msg": (1,)}
 
 
 def extracted() -> Catalog:

@@ -26,12 +26,12 @@ from housecall.identity.clock import clock
 from housecall.identity.service import Account, IdentityError
 from housecall.identity.sessions import ENROL, FULL, MFA, SessionState, SignInRequired, safe_next
 from housecall.web import csrf
-from housecall.web.i18n import _
+from housecall.web.i18n import Msg, _
 from housecall.web.pages import FormErrors, install_static, render
 
 router = APIRouter(dependencies=[Depends(csrf.csrf_guard)], include_in_schema=False)
 
-WRONG_CREDENTIALS = "The e-mail address or password is not right."
+WRONG_CREDENTIALS = Msg("The e-mail address or password is not right.")
 RESET_REQUESTS_PER_HOUR = 5
 
 
@@ -54,7 +54,7 @@ def _text(form: Any, name: str, limit: int = 1024) -> str:
 
 def _too_many(request: Request, template: str, retry_after: int, **context: Any) -> Response:
     minutes = max(1, (retry_after + 59) // 60)
-    errors = FormErrors(form=_("Too many attempts. Try again in {n} minutes.").format(n=minutes))
+    errors = FormErrors(form=_("Too many attempts. Try again in %(n)s minutes.") % {"n": minutes})
     return render(
         request, template, status=429, headers={"Retry-After": str(retry_after)}, errors=errors, **context
     )
@@ -597,6 +597,7 @@ async def _admin_page(request: Request, state: SessionState, *, status: int = 20
         accounts=accounts,
         org_name=org.name if org else state.account.org_id,
         roles=INVITABLE_ROLES,
+        role_names=service.ROLE_NAMES,
         **extra,
     )
 

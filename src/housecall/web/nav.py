@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from housecall.access.actor import ActorKind, Role
-from housecall.web.i18n import _
+from housecall.web.i18n import Msg, _
 
 PORTAL = (ActorKind.PATIENT, ActorKind.PROXY)
 STAFF = (ActorKind.PRACTITIONER, ActorKind.STAFF)
@@ -17,14 +17,14 @@ DESK = frozenset({Role.FRONT_DESK, Role.ORG_ADMIN})
 @dataclass(frozen=True)
 class Item:
     path: str
-    label: str  # English source text; translated when shown
+    label: str  # English source text, marked Msg("…"); translated when shown
     kinds: tuple[ActorKind, ...]
     roles: frozenset[Role] | None = None  # None: every role of those kinds
 
 
 ITEMS: list[Item] = [
-    Item("/portal", "Home", PORTAL),
-    Item("/workspace", "Inbox", STAFF, CARE),
+    Item("/portal", Msg("Home"), PORTAL),
+    Item("/workspace", Msg("Inbox"), STAFF, CARE),
 ]
 
 
