@@ -138,3 +138,21 @@ async def test_the_inbox_and_the_consent_words_in_spanish(clinic: Clinic) -> Non
         scopes.describe("patient/Observation.rs")
         == "Read and search observation records in this patient's record"
     )
+
+
+async def test_sign_in_sets_the_accounts_saved_language_when_one_is_kept(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spanish, other = await env.account("patient"), await env.account("patient")
+
+    async def lookup(conn: object, account_id: str) -> str | None:
+        return "es" if account_id == spanish.id else None
+
+    monkeypatch.setattr(i18n, "SAVED_LANGUAGE", [lookup])
+    browser = env.client()
+    r = await env.signin(browser, spanish.email)
+    assert r.status_code == 303
+    assert r.headers["set-cookie"].count(f"{i18n.COOKIE}=es") == 1
+    assert '<html lang="es">' in (await browser.get("/account")).text
+    r = await env.signin(env.client(), other.email)
+    assert r.status_code == 303 and i18n.COOKIE not in r.headers.get("set-cookie", "")

@@ -25,7 +25,7 @@ from housecall.identity import passwords, service, sessions, throttle
 from housecall.identity.clock import clock
 from housecall.identity.service import Account, IdentityError
 from housecall.identity.sessions import ENROL, FULL, MFA, SessionState, SignInRequired, safe_next
-from housecall.web import csrf
+from housecall.web import csrf, i18n
 from housecall.web.i18n import Msg, _
 from housecall.web.pages import FormErrors, install_static, render
 
@@ -122,10 +122,14 @@ async def signin(request: Request) -> Response:
     old = await sessions.load_session(request)
     async with _db(request).transaction() as conn:
         raw = await sessions.start_session(conn, account, stage, replaces=old.id_hash if old else None)
+        lang = await i18n.saved_language(conn, account.id)
     target = {MFA: "/signin/mfa", ENROL: "/mfa/enrol", FULL: next_path}[stage]
     if stage != FULL:
         target += "?next=" + quote(next_path, safe="/")
-    return _with_cookie(_redirect(target), raw)
+    response = _with_cookie(_redirect(target), raw)
+    if lang is not None:  # the account's saved language follows the person to this device
+        i18n.remember(response, lang)
+    return response
 
 
 async def _pending(request: Request, stage: str) -> SessionState:

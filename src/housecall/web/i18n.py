@@ -14,6 +14,7 @@ every page's footer, and the account's preference at sign-in) and the browser's
 from __future__ import annotations
 
 import gettext as _gettext
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -115,6 +116,28 @@ def translate(lang: str, message: str) -> str:
         text = catalog.gettext(message.msgid)
         return text % message.params if message.params else text
     return catalog.gettext(message)
+
+
+# Where an account's saved language is kept: functions (connection, account id) -> "en", "es" or
+# None, asked at sign-in so the person's pages follow their choice on any device. The feature that
+# stores the preference (notification settings) registers its lookup here; none is required.
+SAVED_LANGUAGE: list[Callable[[Any, str], Awaitable[str | None]]] = []
+COOKIE_MAX_AGE = 365 * 86400
+
+
+async def saved_language(conn: Any, account_id: str) -> str | None:
+    """The account's saved language, if a registered lookup knows one."""
+    for lookup in SAVED_LANGUAGE:
+        lang = await lookup(conn, account_id)
+        if lang in LANGUAGES:
+            return lang
+    return None
+
+
+def remember(response: Any, lang: str) -> None:
+    """Set the language cookie on ``response`` (the footer's switch, and sign-in)."""
+    if lang in LANGUAGES:
+        response.set_cookie(COOKIE, lang, max_age=COOKIE_MAX_AGE, secure=True, httponly=True, samesite="lax")
 
 
 def choose(cookie: str | None, accept_language: str | None) -> str:

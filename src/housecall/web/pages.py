@@ -93,8 +93,6 @@ async def choose_language(request: Request) -> Response:
     lang = form.get("lang")
     back = form.get("next")
     response = RedirectResponse(safe_next(back if isinstance(back, str) else None, "/"), status_code=303)
-    if isinstance(lang, str) and lang in i18n.LANGUAGES:
-        response.set_cookie(
-            i18n.COOKIE, lang, max_age=365 * 86400, secure=True, httponly=True, samesite="lax"
-        )
+    if isinstance(lang, str):
+        i18n.remember(response, lang)
     return response
