@@ -34,7 +34,7 @@ from housecall.smart import clients, tokens
 from housecall.web import i18n
 from housecall.workspace import inbox
 from tests.clinic import Clinic
-from tests.e2e.pages import PAGES
+from tests.e2e.pages import FORMS, PAGES
 from tests.support import REPO, LiveServer
 
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
@@ -84,9 +84,11 @@ def screenshot_dir() -> Path:
 
 @dataclass
 class World:
-    """The signed-in people (raw session ids by role) and the values the page paths name."""
+    """Who signs in for each role (account, session stage, patient acted for) and the values the
+    page paths name. Sessions are started when a role's pages are walked, so that the recent
+    sign-in emergency access asks for is recent then."""
 
-    cookies: dict[str, str] = field(default_factory=dict)
+    people: dict[str, tuple[Account, str, str | None]] = field(default_factory=dict)
     values: dict[str, str] = field(default_factory=dict)
 
 
@@ -99,9 +101,8 @@ class Findings:
     screenshots: int = 0
 
 
-async def _session(
-    clinic: Clinic, account: Account, stage: str = sessions.FULL, acting_for: str | None = None
-) -> str:
+async def start_session(clinic: Clinic, account: Account, stage: str, acting_for: str | None) -> str:
+    """A session as sign-in makes it (the raw id for the cookie)."""
     async with clinic.env.db.transaction() as conn:
         raw = await sessions.start_session(conn, account, stage)
         if acting_for:
@@ -167,13 +168,13 @@ async def build_world(clinic: Clinic, base: str) -> World:
         "code_challenge_method": "S256",
     })  # fmt: skip
 
-    world.cookies["patient"] = await _session(clinic, patient)
-    world.cookies["proxy"] = await _session(clinic, proxy, acting_for=clinic.patient)
-    world.cookies["clinician"] = await _session(clinic, clinician)
-    world.cookies["nurse"] = await _session(clinic, clinic.accounts["nurse"])
-    world.cookies["desk"] = await _session(clinic, clinic.accounts["desk"])
-    world.cookies["admin"] = await _session(clinic, admin)
-    world.cookies["second-step"] = await _session(clinic, clinician, sessions.MFA)
+    world.people["patient"] = (patient, sessions.FULL, None)
+    world.people["proxy"] = (proxy, sessions.FULL, clinic.patient)
+    world.people["clinician"] = (clinician, sessions.FULL, None)
+    world.people["nurse"] = (clinic.accounts["nurse"], sessions.FULL, None)
+    world.people["desk"] = (clinic.accounts["desk"], sessions.FULL, None)
+    world.people["admin"] = (admin, sessions.FULL, None)
+    world.people["second-step"] = (clinician, sessions.MFA, None)
     return world
 
 
@@ -219,6 +220,18 @@ async def first_load_weight(page: Page, url: str) -> tuple[Response | None, int]
     return answer, total
 
 
+async def arrived(page: Page, answer: Response | None, path: str, status: int, lang: str) -> str | None:
+    """What is wrong with where ``page`` landed: another status, a redirect, the wrong language."""
+    if answer is None or answer.status != status:
+        return f"HTTP {answer.status if answer else '-'} instead of {status}"
+    landed = urlsplit(page.url).path
+    if landed != urlsplit(path).path:
+        return f"landed on {landed}"
+    if await page.get_attribute("html", "lang") != lang:
+        return f"<html lang> is not {lang}"
+    return None
+
+
 async def check_page(page: Page, axe_source: str, where: str, findings: Findings) -> None:
     await page.evaluate(axe_source)
     result = await page.evaluate(RUN_AXE)
@@ -256,9 +269,15 @@ async def test_every_page_is_accessible_light_and_photographed_in_english_and_sp
     out = screenshot_dir()
     out.mkdir(parents=True, exist_ok=True)
     findings = Findings()
+
+    async def look(page: Page, where: str, name: str) -> None:
+        await check_page(page, axe_source, where, findings)
+        await page.screenshot(path=str(out / name), full_page=True)
+        findings.screenshots += 1
+
     try:
-        for role, templates in PAGES.items():
-            raw = None if role == "anonymous" else world.cookies[role]
+        for role, entries in PAGES.items():
+            raw = None if role == "anonymous" else await start_session(clinic, *world.people[role])
             for viewport in VIEWPORTS:
                 for lang in LANGUAGES:
                     context = await new_context(chromium, server.base, viewport, lang, raw)
@@ -266,25 +285,28 @@ async def test_every_page_is_accessible_light_and_photographed_in_english_and_sp
                     csp_errors: list[str] = []
                     page.on("console", lambda m, errs=csp_errors: errs.append(m.text)
                             if "Content Security Policy" in m.text else None)  # fmt: skip
-                    for template in templates:
+                    for entry in entries:
+                        template, status = entry if isinstance(entry, tuple) else (entry, 200)
                         path = page_path(template, world)
-                        where = f"{slug(path)} ({role}, {lang}, {viewport})"
+                        where = f"{path.split('?')[0]} ({role}, {lang}, {viewport})"
+                        name = (
+                            f"{slug(path)}{'' if status == 200 else f'-{status}'}--{role}--{lang}--{viewport}"
+                        )
                         answer, weight = await first_load_weight(page, server.base + path)
-                        if answer is None or answer.status != 200:
-                            findings.problems.append(f"{where}: HTTP {answer.status if answer else '-'}")
+                        problem = await arrived(page, answer, path, status, lang)
+                        if problem:
+                            findings.problems.append(f"{where}: {problem}")
                             continue
-                        landed = urlsplit(page.url)
-                        if landed.path != urlsplit(path).path:
-                            findings.problems.append(f"{where}: landed on {landed.path} instead")
-                            continue
-                        if await page.get_attribute("html", "lang") != lang:
-                            findings.problems.append(f"{where}: <html lang> is not {lang}")
                         key = f"{path.split('?')[0]} ({role})"
                         findings.weights[key] = max(findings.weights.get(key, 0), weight)
-                        await check_page(page, axe_source, where, findings)
-                        name = f"{slug(path)}--{role}--{lang}--{viewport}.png"
-                        await page.screenshot(path=str(out / name), full_page=True)
-                        findings.screenshots += 1
+                        await look(page, where, name + ".png")
+                        if template in FORMS.get(role, ()):
+                            # The same form sent empty: the error summary and the marked fields.
+                            async with page.expect_navigation():
+                                await page.locator("main form[novalidate] [type=submit]").first.click()
+                            if not await page.locator(".error-summary").count():
+                                findings.problems.append(f"{where}: no error summary for an empty form")
+                            await look(page, where + " with errors", name + "--errors.png")
                     findings.problems += [f"{role} ({lang}, {viewport}): {e}" for e in csp_errors]
                     await context.close()
     finally:
@@ -298,8 +320,9 @@ async def test_every_page_is_accessible_light_and_photographed_in_english_and_sp
     for line in findings.violations:
         print("axe:", line)
     too_heavy = [f"{k}: {v / 1024:.1f} KB" for k, v in heaviest if v >= WEIGHT_LIMIT]
-    assert findings.screenshots == sum(len(t) for t in PAGES.values()) * len(VIEWPORTS) * len(LANGUAGES)
+    expected = sum(len(t) for t in PAGES.values()) + sum(len(f) for f in FORMS.values())
     assert not findings.problems, "\n".join(findings.problems)
+    assert findings.screenshots == expected * len(VIEWPORTS) * len(LANGUAGES)
     assert not findings.violations, "\n".join(findings.violations)
     assert not too_heavy, too_heavy
     assert heaviest and heaviest[0][1] > 1000  # the weighing saw the pages

@@ -1,6 +1,7 @@
 """English and Spanish: the language of each request, and the translated strings.
 
-Python code marks strings with ``_()`` (``Msg()`` for text translated later, when shown); templates with ``{{ _("…") }}`` and ``{% trans %}``.
+Python code marks strings with ``_()`` (``Msg()`` for text made where no language is known, translated
+when shown); templates with ``{{ _("…") }}`` and ``{% trans %}``.
 English is the source language. The Spanish catalog is every ``locale/es/*.po`` file (gettext PO,
 one file per area so that features do not edit the same file), read with Babel when the module
 loads; ``tools/i18n.py`` adds new strings and ``tests/web/test_i18n.py`` fails while a string on
