@@ -1,7 +1,7 @@
 """Keep the Spanish catalog in step with the code.
 
-``python tools/i18n.py AREA`` extracts every string marked for translation (``_()``/``ngettext`` in
-Python, ``_()``/``{% trans %}`` in templates) and adds those that no catalog file has yet to
+``python tools/i18n.py AREA`` extracts every string marked for translation (``_()``/``Msg()``/``ngettext``
+in Python, ``_()``/``{% trans %}`` in templates) and adds those that no catalog file has yet to
 ``src/housecall/web/locale/es/AREA.po`` with an empty translation, for a translator to fill.
 ``--check`` only reports the strings without Spanish (the test suite runs the same check).
 The catalog is split by area (core, messaging, …) so that features do not edit the same file.
@@ -23,7 +23,7 @@ METHODS = [("**/templates/**.html", "jinja2"), ("**.py", "python")]
 OPTIONS = {
     "**/templates/**.html": {"extensions": "jinja2.ext.i18n", "trim_blocks": "True", "lstrip_blocks": "True"}
 }
-KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2)}
+KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2), "Msg": (1,)}
 
 
 def extracted() -> Catalog:
@@ -55,6 +55,18 @@ def translated() -> dict[str, bool]:
     return out
 
 
+def duplicates() -> list[str]:
+    """Strings in more than one catalog file (each belongs to the area that added it first, so a
+    word is translated one way everywhere)."""
+    where: dict[str, int] = {}
+    for path in sorted(LOCALE.glob("*.po")):
+        for message in read(path):
+            if message.id:
+                key = message.id if isinstance(message.id, str) else message.id[0]
+                where[key] = where.get(key, 0) + 1
+    return sorted(k for k, n in where.items() if n > 1)
+
+
 def missing() -> list[str]:
     have = translated()
     out = []
@@ -68,10 +80,12 @@ def missing() -> list[str]:
 
 def main(argv: list[str]) -> int:
     if "--check" in argv:
-        gaps = missing()
+        gaps, twice = missing(), duplicates()
         for text in gaps:
             print(f"no Spanish for: {text!r}")
-        return 1 if gaps else 0
+        for text in twice:
+            print(f"in more than one catalog file: {text!r}")
+        return 1 if gaps or twice else 0
     if len(argv) != 1:
         print(__doc__)
         return 2

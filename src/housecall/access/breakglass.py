@@ -23,6 +23,7 @@ from housecall.core.db import Conn, Database
 from housecall.core.mail import Mail, Outbox
 from housecall.fhir.store import Store
 from housecall.identity.clock import clock
+from housecall.web.i18n import Msg
 
 log = logging.getLogger(__name__)
 
@@ -67,15 +68,15 @@ async def open_record(
     """Open ``patient_id``'s record for ``actor`` (who has just re-authenticated: the caller's job).
     Records the start in the audit trail and queues the e-mails; the caller commits, then sends."""
     if not may_break_glass(actor):
-        raise BreakGlassError("Only clinicians and nurses can open a record in an emergency.", "form")
+        raise BreakGlassError(Msg("Only clinicians and nurses can open a record in an emergency."), "form")
     reason = " ".join(reason.split())
     if len(reason) < MIN_REASON:
-        raise BreakGlassError("Say why you need the record now (at least a sentence).", "reason")
+        raise BreakGlassError(Msg("Say why you need the record now (at least a sentence)."), "reason")
     if not 1 <= minutes <= MAX_MINUTES:
-        raise BreakGlassError(f"Choose from 1 to {MAX_MINUTES} minutes.", "minutes")
+        raise BreakGlassError(Msg("Choose from 1 to %(n)s minutes.", n=MAX_MINUTES), "minutes")
     patient = await Store(conn, actor.org_id).read("Patient", patient_id)
     if patient is None or patient.deleted:
-        raise BreakGlassError("There is no patient with that id in this organization.", "patient")
+        raise BreakGlassError(Msg("There is no patient with that id in this organization."), "patient")
     assert actor.account_id is not None
     opening = Opening(secrets.token_hex(16), actor.org_id, actor.account_id, patient_id, reason[:2000], now,
                       now + minutes * 60_000_000, None)  # fmt: skip

@@ -6,7 +6,6 @@ or nurse who has proved their password again within ``REAUTH_SECONDS``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -21,7 +20,8 @@ from housecall.core.settings import Settings
 from housecall.fhir.store import Store
 from housecall.identity import sessions
 from housecall.identity.clock import clock
-from housecall.web import csrf
+from housecall.web import csrf, i18n
+from housecall.web.i18n import Msg, _
 from housecall.web.pages import FormErrors, render
 
 REAUTH_SECONDS = 300
@@ -45,8 +45,8 @@ async def _signed_in(request: Request) -> Actor:
 
 
 def _not_for_you(request: Request) -> Response:
-    return render(request, "identity/error.html", status=403, title="Not available",
-                  message="Only clinicians and nurses can open a record in an emergency.", back="/account")  # fmt: skip
+    return render(request, "identity/error.html", status=403, title=_("Not available"),
+                  message=_("Only clinicians and nurses can open a record in an emergency."), back="/account")  # fmt: skip
 
 
 @router.get("/break-glass")
@@ -84,7 +84,7 @@ async def break_glass_open(request: Request) -> Response:
             )
     except breakglass.BreakGlassError as exc:
         errors = FormErrors()
-        errors.add(exc.field, str(exc))
+        errors.add(exc.field, _(exc.args[0]))
         context: dict[str, Any] = {"recent": [], "now": clock.now_us(),
                                    "max_minutes": breakglass.MAX_MINUTES}  # fmt: skip
         return render(request, "access/break_glass.html", status=400, errors=errors, values=values, **context)
@@ -99,8 +99,8 @@ async def break_glass_status(request: Request, opening_id: str) -> Response:
     async with _db(request).reader() as conn:
         opening = await breakglass.get_opening(conn, opening_id[:64])
     if opening is None or opening.account_id != state.account.id:
-        return render(request, "identity/error.html", status=404, title="Not found",
-                      message="There is no such emergency access.", back="/break-glass")  # fmt: skip
+        return render(request, "identity/error.html", status=404, title=_("Not found"),
+                      message=_("There is no such emergency access."), back="/break-glass")  # fmt: skip
     return render(request, "access/break_glass_status.html", opening=opening, now=clock.now_us())
 
 
@@ -111,12 +111,18 @@ async def break_glass_end(request: Request, opening_id: str) -> Response:
     async with _db(request).transaction() as conn:
         closed = await breakglass.close_record(conn, actor, opening_id[:64], clock.now_us())
     if closed is None:  # not theirs, unknown, or ended already: nothing to end
-        return render(request, "identity/error.html", status=404, title="Not found",
-                      message="There is no open emergency access to end.", back="/break-glass")  # fmt: skip
+        return render(request, "identity/error.html", status=404, title=_("Not found"),
+                      message=_("There is no open emergency access to end."), back="/break-glass")  # fmt: skip
     return RedirectResponse(f"/break-glass/{opening_id}", status_code=303)
 
 
-ACTIONS = {"C": "added to", "R": "read", "U": "changed", "D": "deleted from", "E": "searched"}
+ACTIONS = {
+    "C": Msg("added to"),
+    "R": Msg("opened"),
+    "U": Msg("changed"),
+    "D": Msg("deleted from"),
+    "E": Msg("searched"),
+}
 
 
 @router.get("/account/record-access")
@@ -124,18 +130,18 @@ async def record_access(request: Request) -> Response:
     # Signed-in patients (and proxies, for the patient they act for): who else looked at the record.
     actor = await _signed_in(request)
     if actor.patient_id is None:
-        return render(request, "identity/error.html", status=404, title="Not found",
-                      message="This page shows a patient's record.", back="/account")  # fmt: skip
+        return render(request, "identity/error.html", status=404, title=_("Not found"),
+                      message=_("This page shows a patient's record."), back="/account")  # fmt: skip
     async with _db(request).reader() as conn:
         seen = await who_viewed(conn, actor.org_id, actor.patient_id, limit=200,
                                 exclude_agent=f"Patient/{actor.patient_id}")  # fmt: skip
         names, elsewhere = await _agent_names(conn, actor.org_id, seen)
     rows = [
         {
-            "when": datetime.fromtimestamp(a.recorded / 1e6, UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "when": i18n.datetime_text(a.recorded, "UTC") + " UTC",
             "who": (names.get((a.site or actor.org_id, a.agent or "")) or _describe(a.agent, a.agent_display))
             + (f" ({elsewhere[a.site]})" if a.site in elsewhere else ""),
-            "what": ACTIONS.get(a.action, a.action),
+            "what": _(ACTIONS.get(a.action, a.action)),
             "allowed": a.outcome == "0",
         }
         for a in seen
@@ -145,10 +151,10 @@ async def record_access(request: Request) -> Response:
 
 def _describe(agent: str | None, display: list[str]) -> str:
     if any(d.startswith("app:") for d in display):
-        return "A connected app or service"
+        return _("A connected app or service")
     if agent and agent.startswith("RelatedPerson/"):
-        return "Someone you gave access to"
-    return "Housecall staff" if agent and agent.startswith("account/") else "Housecall"
+        return _("Someone you gave access to")
+    return _("Housecall staff") if agent and agent.startswith("account/") else "Housecall"
 
 
 async def _agent_names(
@@ -173,7 +179,7 @@ async def _agent_names(
         for stored in await Store(conn, site).fetch_many("Practitioner", sorted(ids)):
             name = (stored.resource().get("name") or [{}])[0]
             text = " ".join([*name.get("prefix", []), *name.get("given", []), name.get("family", "")]).strip()
-            names[(site, f"Practitioner/{stored.res_id}")] = text or "A clinician"
+            names[(site, f"Practitioner/{stored.res_id}")] = text or _("A clinician")
     return names, elsewhere
 
 

@@ -18,6 +18,7 @@ from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from housecall.core.settings import Settings
+from housecall.web.i18n import Msg
 
 MIN_LENGTH = 12
 MAX_LENGTH = 128
@@ -38,16 +39,16 @@ def password_problem(password: str, email: str | None = None) -> str | None:
     """Why this password is refused, in words for the person choosing it; None when it is fine."""
     length = len(unicodedata.normalize("NFC", password))
     if length < MIN_LENGTH:
-        return f"Use at least {MIN_LENGTH} characters."
+        return Msg("Use at least %(n)s characters.", n=MIN_LENGTH)
     if length > MAX_LENGTH:
-        return f"Use at most {MAX_LENGTH} characters."
+        return Msg("Use at most %(n)s characters.", n=MAX_LENGTH)
     if "\x00" in password:
-        return "The password contains a character that cannot be used."
+        return Msg("The password contains a character that cannot be used.")
     folded = normalize(password)
     if folded in breached_passwords() or folded.strip() in breached_passwords():
-        return "This password is on a list of passwords exposed in data breaches. Choose another."
+        return Msg("This password is on a list of passwords exposed in data breaches. Choose another.")
     if email and folded == normalize(email):
-        return "Do not use your e-mail address as your password."
+        return Msg("Do not use your e-mail address as your password.")
     return None
 
 

@@ -30,6 +30,7 @@ from housecall.core.settings import Settings, get_settings
 from housecall.fhir import interactions as ix
 from housecall.identity import passwords
 from housecall.identity.clock import clock
+from housecall.web.i18n import Msg, _
 
 # How long an e-mailed link lives (SECURITY.md row 13; OWASP ASVS 2.5.x).
 TOKEN_LIFETIME_US = {
@@ -48,6 +49,20 @@ ROLE_KINDS: dict[str, ActorKind] = {
     "proxy": ActorKind.PROXY,
     **{role.value: ActorKind.STAFF for role in Role if role is not Role.CLINICIAN},
     Role.CLINICIAN.value: ActorKind.PRACTITIONER,
+}
+# Role codes in words, for pages (translated when shown).
+ROLE_NAMES: dict[str, str] = {
+    "patient": Msg("Patient"),
+    "proxy": Msg("Family member or caregiver"),
+    "staff": Msg("Staff"),
+    "practitioner": Msg("Clinician"),
+    Role.CLINICIAN.value: Msg("Clinician"),
+    Role.FRONT_DESK.value: Msg("Front desk"),
+    Role.NURSE.value: Msg("Nurse"),
+    Role.RPM_NURSE.value: Msg("Remote monitoring nurse"),
+    Role.INTERPRETER.value: Msg("Interpreter"),
+    Role.ORG_ADMIN.value: Msg("Organization administrator"),
+    Role.PRIVACY_OFFICER.value: Msg("Privacy officer"),
 }
 
 
@@ -103,6 +118,12 @@ class Account:
             return ", ".join(sorted(r.value for r in self.roles))
         return self.kind.value
 
+    @property
+    def role_names(self) -> str:
+        """The roles in words, in the reader's language (pages; ``role_label`` is the codes)."""
+        codes = sorted(r.value for r in self.roles) if self.roles else [self.kind.value]
+        return ", ".join(_(ROLE_NAMES.get(c, c)) for c in codes)
+
 
 ACCOUNT_COLUMNS = (
     "id, org_id, email, email_verified, kind, roles, display_name, patient_id, practitioner_id, "
@@ -152,11 +173,11 @@ async def create_organization(
     """A tenant, with its FHIR Organization resource. Ids are short slugs chosen by the operator."""
     settings = settings or get_settings()
     if not ORG_ID.match(org_id):
-        raise IdentityError("An organization id is 2-63 lower-case letters, digits or '-'.", "id")
+        raise IdentityError(Msg("An organization id is 2-63 lower-case letters, digits or '-'."), "id")
     if not name.strip():
-        raise IdentityError("An organization needs a name.", "name")
+        raise IdentityError(Msg("An organization needs a name."), "name")
     if await conn.fetchval("SELECT 1 FROM organization WHERE id = $1", org_id):
-        raise IdentityError(f"The organization '{org_id}' exists already.", "id")
+        raise IdentityError(Msg("The organization '%(org)s' exists already.", org=org_id), "id")
     resource = {
         "resourceType": "Organization",
         "active": True,
@@ -199,9 +220,9 @@ async def add_location(
     settings = settings or get_settings()
     org = await get_organization(conn, org_id)
     if org is None:
-        raise IdentityError(f"No organization '{org_id}'.", "org")
+        raise IdentityError(Msg("No organization '%(org)s'.", org=org_id), "org")
     if not re.fullmatch(r"[A-Z]{2}", state):
-        raise IdentityError("A state is its two-letter USPS code, e.g. 'CA'.", "state")
+        raise IdentityError(Msg("A state is its two-letter USPS code, e.g. 'CA'."), "state")
     address: dict[str, Any] = {"state": state, "country": "US"}
     if city:
         address["city"] = city
@@ -232,9 +253,9 @@ async def add_practitioner_role(
     settings = settings or get_settings()
     org = await get_organization(conn, org_id)
     if org is None:
-        raise IdentityError(f"No organization '{org_id}'.", "org")
+        raise IdentityError(Msg("No organization '%(org)s'.", org=org_id), "org")
     if not await _resource_exists(conn, org_id, "Practitioner", practitioner_id):
-        raise IdentityError(f"No Practitioner '{practitioner_id}'.", "practitioner")
+        raise IdentityError(Msg("No Practitioner '%(id)s'.", id=practitioner_id), "practitioner")
     resource: dict[str, Any] = {
         "resourceType": "PractitionerRole",
         "active": True,
@@ -300,10 +321,13 @@ async def create_account(
     settings = settings or get_settings()
     email = normalize_email(email)
     if not EMAIL.match(email) or len(email) > 254:
-        raise IdentityError("Enter an e-mail address like name@example.org.", "email")
+        raise IdentityError(Msg("Enter an e-mail address like name@example.org."), "email")
     kind = ROLE_KINDS.get(role)
     if kind is None:
-        raise IdentityError(f"Unknown role '{role}' (one of: {', '.join(ROLE_KINDS)}).", "role")
+        raise IdentityError(
+            Msg("Unknown role '%(role)s' (one of: %(roles)s).", role=role, roles=", ".join(ROLE_KINDS)),
+            "role",
+        )
     roles: set[Role] = set()
     if kind in (ActorKind.STAFF, ActorKind.PRACTITIONER):
         roles.add(Role(role))
@@ -312,26 +336,29 @@ async def create_account(
             ActorKind.STAFF,
             ActorKind.PRACTITIONER,
         ):
-            raise IdentityError(f"The role '{extra}' cannot be added to a {role} account.", "role")
+            raise IdentityError(
+                Msg("The role '%(extra)s' cannot be added to a %(role)s account.", extra=extra, role=role),
+                "role",
+            )
         roles.add(Role(extra))
     if await get_organization(conn, org_id) is None:
-        raise IdentityError(f"No organization '{org_id}'.", "org")
+        raise IdentityError(Msg("No organization '%(org)s'.", org=org_id), "org")
     if kind is ActorKind.PATIENT:
         if not patient_id or not await _resource_exists(conn, org_id, "Patient", patient_id):
-            raise IdentityError("A patient account needs an existing Patient id.", "patient")
+            raise IdentityError(Msg("A patient account needs an existing Patient id."), "patient")
     elif patient_id:
-        raise IdentityError("Only patient accounts are linked to a Patient.", "patient")
+        raise IdentityError(Msg("Only patient accounts are linked to a Patient."), "patient")
     if kind is ActorKind.PRACTITIONER and not practitioner_id:
-        raise IdentityError("A clinician account needs an existing Practitioner id.", "practitioner")
+        raise IdentityError(Msg("A clinician account needs an existing Practitioner id."), "practitioner")
     if practitioner_id:
         if kind not in (ActorKind.PRACTITIONER, ActorKind.STAFF):
             raise IdentityError(
-                "Only clinician and staff accounts are linked to a Practitioner.", "practitioner"
+                Msg("Only clinician and staff accounts are linked to a Practitioner."), "practitioner"
             )
         if not await _resource_exists(conn, org_id, "Practitioner", practitioner_id):
-            raise IdentityError(f"No Practitioner '{practitioner_id}'.", "practitioner")
+            raise IdentityError(Msg("No Practitioner '%(id)s'.", id=practitioner_id), "practitioner")
     if await conn.fetchval("SELECT 1 FROM account WHERE email = $1", email):
-        raise IdentityError("An account with this e-mail address exists already.", "email")
+        raise IdentityError(Msg("An account with this e-mail address exists already."), "email")
     password_hash = None
     if password is not None:
         problem = passwords.password_problem(password, email)
@@ -339,7 +366,7 @@ async def create_account(
             raise IdentityError(problem, "password")
         password_hash = await passwords.hash_password(settings, password)
     elif outbox is None:
-        raise IdentityError("An account without a password needs an outbox for its set-up e-mail.")
+        raise IdentityError(Msg("An account without a password needs an outbox for its set-up e-mail."))
     verified = (password is not None) if email_verified is None else email_verified
     now = clock.now_us()
     account_id = secrets.token_hex(8)
@@ -451,7 +478,7 @@ async def set_password(
     settings = settings or get_settings()
     account = await get_account(conn, account_id)
     if account is None:
-        raise IdentityError("No such account.")
+        raise IdentityError(Msg("No such account."))
     problem = passwords.password_problem(password, account.email)
     if problem:
         raise IdentityError(problem, "password")
@@ -686,8 +713,8 @@ async def new_recovery_codes(conn: Conn, account_id: str) -> list[str]:
     """Replace the account's recovery codes with 10 new ones (50 random bits each)."""
     alphabet = "abcdefghjkmnpqrstuvwxyz23456789"
     codes = []
-    for _ in range(RECOVERY_CODES):
-        raw = "".join(secrets.choice(alphabet) for _ in range(10))
+    for _code in range(RECOVERY_CODES):
+        raw = "".join(secrets.choice(alphabet) for _char in range(10))
         codes.append(f"{raw[:5]}-{raw[5:]}")
     await conn.execute("DELETE FROM recovery_code WHERE account_id = $1", account_id)
     for code in codes:
@@ -742,6 +769,18 @@ RELATIONSHIPS = {
     "spouse": ("SPS", "spouse"),
     "child": ("CHILD", "child"),
 }
+RELATIONSHIP_NAMES: dict[str, str] = {
+    "parent": Msg("parent"),
+    "guardian": Msg("guardian"),
+    "caregiver": Msg("caregiver"),
+    "spouse": Msg("spouse"),
+    "child": Msg("child"),
+}
+
+
+def relationship_name(code: str) -> str:
+    """A proxy's relationship to the patient in words, in the reader's language."""
+    return _(RELATIONSHIP_NAMES.get(code, code))
 
 
 @dataclass(frozen=True)
@@ -787,11 +826,13 @@ async def grant_proxy(
     settings = settings or get_settings()
     proxy = await get_account(conn, proxy_account_id)
     if proxy is None or proxy.kind is not ActorKind.PROXY:
-        raise IdentityError("Only a proxy account can act for a patient.", "proxy")
+        raise IdentityError(Msg("Only a proxy account can act for a patient."), "proxy")
     if not await _resource_exists(conn, proxy.org_id, "Patient", patient_id):
-        raise IdentityError(f"No Patient '{patient_id}'.", "patient")
+        raise IdentityError(Msg("No Patient '%(id)s'.", id=patient_id), "patient")
     if relationship not in RELATIONSHIPS:
-        raise IdentityError(f"Relationship is one of {', '.join(RELATIONSHIPS)}.", "relationship")
+        raise IdentityError(
+            Msg("Relationship is one of %(names)s.", names=", ".join(RELATIONSHIPS)), "relationship"
+        )
     code, text = RELATIONSHIPS[relationship]
     related = {
         "resourceType": "RelatedPerson",

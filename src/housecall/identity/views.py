@@ -26,13 +26,13 @@ from housecall.identity.clock import clock
 from housecall.identity.service import Account, IdentityError
 from housecall.identity.sessions import ENROL, FULL, MFA, SessionState, SignInRequired, safe_next
 from housecall.notify.views import OUTBOX_ROLES
-from housecall.web import csrf
-from housecall.web.i18n import _
+from housecall.web import csrf, i18n
+from housecall.web.i18n import Msg, _
 from housecall.web.pages import FormErrors, install_static, render
 
 router = APIRouter(dependencies=[Depends(csrf.csrf_guard)], include_in_schema=False)
 
-WRONG_CREDENTIALS = "The e-mail address or password is not right."
+WRONG_CREDENTIALS = Msg("The e-mail address or password is not right.")
 RESET_REQUESTS_PER_HOUR = 5
 
 
@@ -55,7 +55,7 @@ def _text(form: Any, name: str, limit: int = 1024) -> str:
 
 def _too_many(request: Request, template: str, retry_after: int, **context: Any) -> Response:
     minutes = max(1, (retry_after + 59) // 60)
-    errors = FormErrors(form=_("Too many attempts. Try again in {n} minutes.").format(n=minutes))
+    errors = FormErrors(form=_("Too many attempts. Try again in %(n)s minutes.") % {"n": minutes})
     return render(
         request, template, status=429, headers={"Retry-After": str(retry_after)}, errors=errors, **context
     )
@@ -123,10 +123,14 @@ async def signin(request: Request) -> Response:
     old = await sessions.load_session(request)
     async with _db(request).transaction() as conn:
         raw = await sessions.start_session(conn, account, stage, replaces=old.id_hash if old else None)
+        lang = await i18n.saved_language(conn, account.id)
     target = {MFA: "/signin/mfa", ENROL: "/mfa/enrol", FULL: next_path}[stage]
     if stage != FULL:
         target += "?next=" + quote(next_path, safe="/")
-    return _with_cookie(_redirect(target), raw)
+    response = _with_cookie(_redirect(target), raw)
+    if lang is not None:  # the account's saved language follows the person to this device
+        i18n.remember(response, lang)
+    return response
 
 
 async def _pending(request: Request, stage: str) -> SessionState:
@@ -599,6 +603,7 @@ async def _admin_page(request: Request, state: SessionState, *, status: int = 20
         accounts=accounts,
         org_name=org.name if org else state.account.org_id,
         roles=INVITABLE_ROLES,
+        role_names=service.ROLE_NAMES,
         **extra,
     )
 

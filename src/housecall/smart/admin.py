@@ -12,6 +12,7 @@ from housecall.core.db import Database
 from housecall.identity import sessions
 from housecall.smart import clients
 from housecall.web import csrf
+from housecall.web.i18n import _
 from housecall.web.pages import render
 
 router = APIRouter(dependencies=[Depends(csrf.csrf_guard)], include_in_schema=False)
@@ -27,8 +28,8 @@ async def _admin_org(request: Request) -> str | None:
 
 
 def _not_found(request: Request) -> Response:
-    return render(request, "identity/error.html", status=404, title="Not found",
-                  message="There is no such page.", back="/account")  # fmt: skip
+    return render(request, "identity/error.html", status=404, title=_("Not found"),
+                  message=_("There is no such page."), back="/account")  # fmt: skip
 
 
 @router.get("/admin/apps")

@@ -23,6 +23,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+from housecall.web.i18n import Msg, _
+
 LEVELS = ("patient", "user", "system")
 INTERACTIONS = "cruds"  # create, read, update, delete, search - in the order the spec writes them
 V1_PERMISSIONS = {"read": "rs", "write": "cud", "*": "cruds"}
@@ -35,7 +37,13 @@ _CLINICAL = re.compile(
 )
 
 # Words for the consent page: what each permission lets an app do.
-PERMISSION_WORDS = {"c": "add", "r": "read", "u": "change", "d": "delete", "s": "search"}
+PERMISSION_WORDS = {
+    "c": Msg("add"),
+    "r": Msg("read"),
+    "u": Msg("change"),
+    "d": Msg("delete"),
+    "s": Msg("search"),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,26 +134,39 @@ def levels(scopes: Iterable[str]) -> set[str]:
 
 
 def describe(scope: str) -> str:
-    """The scope in plain words, for the consent page."""
+    """The scope in plain words, for the consent page, in the reader's language."""
     fixed = {
-        "openid": "Know who you are (your name and account)",
-        "fhirUser": "Know who you are (your name and account)",
-        "profile": "Know who you are (your name and account)",
-        "launch/patient": "Know which patient's record you chose",
-        "launch": "Know which patient's record you chose",
-        "offline_access": "Keep access when you are not using it, until you revoke it",
-        "online_access": "Keep access while you are signed in",
+        "openid": Msg("Know who you are (your name and account)"),
+        "fhirUser": Msg("Know who you are (your name and account)"),
+        "profile": Msg("Know who you are (your name and account)"),
+        "launch/patient": Msg("Know which patient's record you chose"),
+        "launch": Msg("Know which patient's record you chose"),
+        "offline_access": Msg("Keep access when you are not using it, until you revoke it"),
+        "online_access": Msg("Keep access while you are signed in"),
     }
     if scope in fixed:
-        return fixed[scope]
+        return _(fixed[scope])
     parsed = parse_scope(scope)
     if parsed is None:
         return scope
-    verbs = [PERMISSION_WORDS[p] for p in INTERACTIONS if p in parsed.permissions]
-    what = "all health records" if parsed.res_type == "*" else _spaced(parsed.res_type) + " records"
-    whose = {"patient": "in this patient's record", "user": "you can see", "system": "of the organization"}
-    text = f"{_join(verbs).capitalize()} {what} {whose[parsed.level]}"
-    return text + (f" (only {parsed.query})" if parsed.query else "")
+    verbs = [_(PERMISSION_WORDS[p]) for p in INTERACTIONS if p in parsed.permissions]
+    what = (
+        _("all health records")
+        if parsed.res_type == "*"
+        else _("%(type)s records") % {"type": _spaced(parsed.res_type)}
+    )
+    whose = {
+        "patient": Msg("in this patient's record"),
+        "user": Msg("you can see"),
+        "system": Msg("of the organization"),
+    }
+    text = _("%(verbs)s %(what)s %(whose)s") % {
+        "verbs": _join(verbs),
+        "what": what,
+        "whose": _(whose[parsed.level]),
+    }
+    text = text[:1].upper() + text[1:]
+    return text + (_(" (only %(query)s)") % {"query": parsed.query} if parsed.query else "")
 
 
 def _spaced(name: str) -> str:
@@ -153,4 +174,6 @@ def _spaced(name: str) -> str:
 
 
 def _join(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+    if len(words) == 1:
+        return words[0]
+    return _("%(first)s and %(last)s") % {"first": ", ".join(words[:-1]), "last": words[-1]}

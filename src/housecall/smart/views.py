@@ -30,6 +30,7 @@ from housecall.smart.clients import Client, get_client, origin_of, registered_or
 from housecall.smart.signin import SignedInUser, current_user, proxy_choices, signin_url
 from housecall.smart.throttle import Throttle
 from housecall.web.csrf import CsrfFailed, csrf_guard
+from housecall.web.i18n import _
 from housecall.web.pages import render
 from housecall.web.security import CSP
 
@@ -158,10 +159,10 @@ async def _check_request(request: Request, p: dict[str, str]) -> tuple[Client, s
     async with _db(request).reader() as conn:
         client = await get_client(conn, p.get("client_id", ""))
     if client is None or client.disabled or "authorization_code" not in client.grant_types:
-        raise _PageError("This app is not registered with Housecall, or it has been disabled.")
+        raise _PageError(_("This app is not registered with Housecall, or it has been disabled."))
     redirect_uri = p.get("redirect_uri", "")
     if redirect_uri not in client.redirect_uris:  # exact string match, nothing normalised
-        raise _PageError("The app asked to return to an address it has not registered.")
+        raise _PageError(_("The app asked to return to an address it has not registered."))
     if p.get("response_type") != "code":
         raise _RedirectError("unsupported_response_type", "response_type must be code")
     if not p.get("state"):
@@ -222,7 +223,7 @@ async def authorize(request: Request) -> Response:
         return await _authorize_decision(request)
     p = _params(request.query_params)
     try:
-        client, _ = await _check_request(request, p)
+        client, _uri = await _check_request(request, p)
     except _PageError as exc:
         return _render(request, "error.html", 400, message=str(exc))
     except _RedirectError as exc:
@@ -234,18 +235,20 @@ async def authorize(request: Request) -> Response:
     if not any(sc.parse_scope(s) for s in granted) and "openid" not in granted:
         return _app_error(p, _RedirectError("invalid_scope", "none of the requested scopes can be granted"))
     if client.org_id is not None and client.org_id != user.org_id:
-        return _render(request, "error.html", 403, message="This app is not available to your organization.")
+        return _render(
+            request, "error.html", 403, message=_("This app is not available to your organization.")
+        )
     choices = []
     if user.kind is ActorKind.PROXY:
         async with _db(request).reader() as conn:
             choices = await proxy_choices(conn, user)
         if not choices:
             return _render(
-                request, "error.html", 403, message="No patient has given you access to their record yet."
+                request, "error.html", 403, message=_("No patient has given you access to their record yet.")
             )
     page = _render(
         request, "consent.html", client=client, user=user, params=p, choices=choices,
-        scopes=[(s, sc.describe(s)) for s in granted],
+        scopes=_described(granted),
     )  # fmt: skip
     # The consent form's answer is a redirect to the app: Chromium applies CSP form-action to
     # that redirect too, so this page allows the app's registered origin and nothing else.
@@ -255,6 +258,14 @@ async def authorize(request: Request) -> Response:
             "form-action 'self'", f"form-action 'self' {origin}"
         )
     return page
+
+
+def _described(scopes: list[str]) -> list[tuple[str, str]]:
+    """(scope, plain words) for a page, once per wording (openid, fhirUser and profile say the same)."""
+    out: dict[str, str] = {}
+    for scope in scopes:
+        out.setdefault(sc.describe(scope), scope)
+    return [(scope, words) for words, scope in out.items()]
 
 
 def _app_error(p: dict[str, str], exc: _RedirectError) -> Response:
@@ -267,7 +278,9 @@ def _app_error(p: dict[str, str], exc: _RedirectError) -> Response:
 async def _authorize_decision(request: Request) -> Response:
     form = await request.form()
     if not await _csrf_ok(request):  # first: a forged request learns nothing, not even the client's state
-        return _render(request, "error.html", 403, message="This form has expired. Start again from the app.")
+        return _render(
+            request, "error.html", 403, message=_("This form has expired. Start again from the app.")
+        )
     p = _params(form)
     try:
         client, redirect_uri = await _check_request(request, p)
@@ -278,12 +291,14 @@ async def _authorize_decision(request: Request) -> Response:
     user = await current_user(request)
     if user is None:
         return _render(
-            request, "error.html", 401, message="Your session has ended. Start again from the app."
+            request, "error.html", 401, message=_("Your session has ended. Start again from the app.")
         )
     if form.get("decision") != "approve":
         return _app_error(p, _RedirectError("access_denied", "the user declined"))
     if client.org_id is not None and client.org_id != user.org_id:
-        return _render(request, "error.html", 403, message="This app is not available to your organization.")
+        return _render(
+            request, "error.html", 403, message=_("This app is not available to your organization.")
+        )
     granted = _grantable(client, user, sc.split(p.get("scope")))
     if not any(sc.parse_scope(s) for s in granted) and "openid" not in granted:
         return _app_error(p, _RedirectError("invalid_scope", "none of the requested scopes can be granted"))
@@ -296,7 +311,7 @@ async def _authorize_decision(request: Request) -> Response:
                 str(form.get("patient", ""))
             )
             if chosen is None:
-                return _render(request, "error.html", 403, message="Choose one of the patients listed.")
+                return _render(request, "error.html", 403, message=_("Choose one of the patients listed."))
             patient_id = chosen.patient_id
             fhir_user = f"RelatedPerson/{chosen.related_person_id}" if chosen.related_person_id else None
         elif user.kind is not ActorKind.PATIENT:
@@ -628,7 +643,7 @@ async def _apps_of(conn: Any, user: SignedInUser, now: int) -> list[dict[str, An
         user.org_id, user.account_id, user.patient_id or "", now,
     )  # fmt: skip
     return [
-        {"grant_id": r[0], "client_id": r[1], "name": r[2], "scopes": [sc.describe(s) for s in r[3].split()],
+        {"grant_id": r[0], "client_id": r[1], "name": r[2], "scopes": [words for _s, words in _described(r[3].split())],
          "by_other": r[6] != user.account_id}
         for r in rows
     ]  # fmt: skip
@@ -638,7 +653,7 @@ async def _revoke_app(request: Request, user: SignedInUser) -> Response:
     form = await request.form()
     if not await _csrf_ok(request):
         return _render(
-            request, "error.html", 403, message="This form has expired. Reload the page and try again."
+            request, "error.html", 403, message=_("This form has expired. Reload the page and try again.")
         )
     grant_id = str(form.get("grant", ""))
     now = tokens.now_us(request)

@@ -1,6 +1,7 @@
 """English and Spanish: the language of each request, and the translated strings.
 
-Python code marks strings with ``_()``; templates with ``{{ _("…") }}`` and ``{% trans %}``.
+Python code marks strings with ``_()`` (``Msg()`` for text made where no language is known, translated
+when shown); templates with ``{{ _("…") }}`` and ``{% trans %}``.
 English is the source language. The Spanish catalog is every ``locale/es/*.po`` file (gettext PO,
 one file per area so that features do not edit the same file), read with Babel when the module
 loads; ``tools/i18n.py`` adds new strings and ``tests/web/test_i18n.py`` fails while a string on
@@ -14,6 +15,7 @@ every page's footer, and the account's preference at sign-in) and the browser's
 from __future__ import annotations
 
 import gettext as _gettext
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,7 +80,29 @@ def use(lang: str) -> None:
     _current.set(lang if lang in LANGUAGES else DEFAULT)
 
 
+class Msg(str):
+    """English text marked for translation now and translated when shown.
+
+    For messages made where no language is known yet (an error raised in a service module, a
+    label in a table): the value is the English text with ``params`` filled in, so logs, the CLI
+    and tests see English; ``_()`` of it gives the reader's language with the same values.
+    ``tools/i18n.py`` extracts the first argument of ``Msg(...)`` like that of ``_()``.
+    """
+
+    msgid: str
+    params: dict[str, object]
+
+    def __new__(cls, msgid: str, **params: object) -> Msg:
+        self = super().__new__(cls, msgid % params if params else msgid)
+        self.msgid = msgid
+        self.params = params
+        return self
+
+
 def _(message: str) -> str:
+    if isinstance(message, Msg):
+        text = _catalogs[_current.get()].gettext(message.msgid)
+        return text % message.params if message.params else text
     return _catalogs[_current.get()].gettext(message)
 
 
@@ -88,7 +112,33 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 
 def translate(lang: str, message: str) -> str:
     """``message`` in ``lang``, whatever the running request's language (e-mails to others)."""
-    return _catalogs.get(lang, _catalogs[DEFAULT]).gettext(message)
+    catalog = _catalogs.get(lang, _catalogs[DEFAULT])
+    if isinstance(message, Msg):
+        text = catalog.gettext(message.msgid)
+        return text % message.params if message.params else text
+    return catalog.gettext(message)
+
+
+# Where an account's saved language is kept: functions (connection, account id) -> "en", "es" or
+# None, asked at sign-in so the person's pages follow their choice on any device. The feature that
+# stores the preference (notification settings) registers its lookup here; none is required.
+SAVED_LANGUAGE: list[Callable[[Any, str], Awaitable[str | None]]] = []
+COOKIE_MAX_AGE = 365 * 86400
+
+
+async def saved_language(conn: Any, account_id: str) -> str | None:
+    """The account's saved language, if a registered lookup knows one."""
+    for lookup in SAVED_LANGUAGE:
+        lang = await lookup(conn, account_id)
+        if lang in LANGUAGES:
+            return lang
+    return None
+
+
+def remember(response: Any, lang: str) -> None:
+    """Set the language cookie on ``response`` (the footer's switch, and sign-in)."""
+    if lang in LANGUAGES:
+        response.set_cookie(COOKIE, lang, max_age=COOKIE_MAX_AGE, secure=True, httponly=True, samesite="lax")
 
 
 def choose(cookie: str | None, accept_language: str | None) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from housecall.access.actor import ActorKind, Role
-from housecall.web.i18n import _
+from housecall.web.i18n import Msg, _
 
 PORTAL = (ActorKind.PATIENT, ActorKind.PROXY)
 STAFF = (ActorKind.PRACTITIONER, ActorKind.STAFF)
@@ -17,27 +17,28 @@ DESK = frozenset({Role.FRONT_DESK, Role.ORG_ADMIN})
 @dataclass(frozen=True)
 class Item:
     path: str
-    label: str  # English source text; translated when shown
+    label: str  # English source text, marked Msg("…"); translated when shown
     kinds: tuple[ActorKind, ...]
     roles: frozenset[Role] | None = None  # None: every role of those kinds
 
 
 ITEMS: list[Item] = [
-    Item("/portal", "Home", PORTAL),
-    Item("/portal/medications", "Medicines", PORTAL),
-    Item("/portal/results", "Test results", PORTAL),
-    Item("/workspace", "Inbox", STAFF, CARE),
-    # Scheduling (decision 0014)
-    Item("/portal/appointments", "Appointments", PORTAL),
-    Item("/workspace/schedule", "My schedule", STAFF, CARE),
-    Item("/desk/schedule", "Schedules", (ActorKind.STAFF,), DESK),
-    Item("/portal/messages", "Messages", PORTAL),  # secure messaging
-    Item("/workspace?kind=message", "Patient messages", STAFF, CARE),  # secure messaging
-    # Bills and records (issue 4)
-    Item("/portal/record", "My record", PORTAL),
-    Item("/portal/documents", "Visit summaries", PORTAL),
-    Item("/portal/bills", "Bills", PORTAL),
-    Item("/workspace/patients", "Patients", STAFF, CARE),
+    # The patient portal (patients and proxies)
+    Item("/portal", Msg("Home"), PORTAL),
+    Item("/portal/messages", Msg("Messages"), PORTAL),
+    Item("/portal/appointments", Msg("Appointments"), PORTAL),
+    Item("/portal/results", Msg("Test results"), PORTAL),
+    Item("/portal/medications", Msg("Medicines"), PORTAL),
+    Item("/portal/documents", Msg("Visit summaries"), PORTAL),
+    Item("/portal/bills", Msg("Bills"), PORTAL),
+    Item("/portal/record", Msg("My record"), PORTAL),
+    # The care team's workspace
+    Item("/workspace", Msg("Inbox"), STAFF, CARE),
+    Item("/workspace?kind=message", Msg("Patient messages"), STAFF, CARE),
+    Item("/workspace/patients", Msg("Patients"), STAFF, CARE),
+    Item("/workspace/schedule", Msg("My schedule"), STAFF, CARE),
+    # The front desk
+    Item("/desk/schedule", Msg("Schedules"), (ActorKind.STAFF,), DESK),
 ]
 
 

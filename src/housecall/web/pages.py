@@ -17,6 +17,7 @@ from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from housecall.identity import service
 from housecall.identity.sessions import safe_next
 from housecall.web import csrf, i18n, nav
 
@@ -34,6 +35,7 @@ env.install_gettext_callables(i18n._, i18n.ngettext, newstyle=True)  # type: ign
 env.filters["date"] = i18n.date_text
 env.filters["datetime"] = i18n.datetime_text
 env.filters["time"] = i18n.time_text
+env.filters["relationship"] = service.relationship_name
 
 
 class FormErrors(dict[str, str]):
@@ -91,8 +93,6 @@ async def choose_language(request: Request) -> Response:
     lang = form.get("lang")
     back = form.get("next")
     response = RedirectResponse(safe_next(back if isinstance(back, str) else None, "/"), status_code=303)
-    if isinstance(lang, str) and lang in i18n.LANGUAGES:
-        response.set_cookie(
-            i18n.COOKIE, lang, max_age=365 * 86400, secure=True, httponly=True, samesite="lax"
-        )
+    if isinstance(lang, str):
+        i18n.remember(response, lang)
     return response

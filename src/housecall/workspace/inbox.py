@@ -29,21 +29,21 @@ from typing import Any
 
 from housecall.fhir.errors import FhirError
 from housecall.identity.clock import clock
-from housecall.web.i18n import _
+from housecall.web.i18n import Msg, _
 from housecall.web.records import Records
 
 WORK_SYSTEM = "urn:housecall:work"
 POOL_SYSTEM = "urn:housecall:pool"
 OPEN_STATUSES = ("requested", "in-progress")
-# Kind code -> English label (translated when shown). Later features add theirs here.
+# Kind code -> English label, marked Msg(...) (translated when shown). Later features add theirs here.
 KINDS: dict[str, str] = {
-    "message": "Patient message",
-    "refill": "Refill request",
-    "result-review": "Result to review",
-    "e-visit": "E-visit",
-    "rpm-alert": "Monitoring alert",
-    "e-consult": "E-consult",
-    "callback": "Call back",
+    "message": Msg("Patient message"),
+    "refill": Msg("Refill request"),
+    "result-review": Msg("Result to review"),
+    "e-visit": Msg("E-visit"),
+    "rpm-alert": Msg("Monitoring alert"),
+    "e-consult": Msg("E-consult"),
+    "callback": Msg("Call back"),
 }
 # Where a work item is worked: kind -> function(task) giving the page's path. Features register.
 ITEM_PAGES: dict[str, Callable[[dict[str, Any]], str]] = {}
@@ -85,7 +85,7 @@ async def open_task(
         "status": "requested",
         "intent": "order",
         "priority": priority,
-        "code": {"coding": [{"system": WORK_SYSTEM, "code": kind, "display": KINDS[kind]}]},
+        "code": {"coding": [{"system": WORK_SYSTEM, "code": kind, "display": str(KINDS[kind])}]},
         "description": description[:500],
         "for": {"reference": f"Patient/{patient_id}"},
         "focus": {"reference": focus},

@@ -1,0 +1,58 @@
+"""Every page of Housecall, by who opens it: the one list the browser checks walk
+(``test_pages_in_browser.py``: accessibility with axe-core in English and Spanish, full-page
+screenshots at a phone and a desktop size, page weight).
+
+A feature that adds a page adds its path here, under each role that uses it. ``{name}`` in a path
+is filled from the test world (``World.values`` in ``test_pages_in_browser.py``: ids and links that
+exist only once the world is built); a page that needs something new in the world adds it there.
+Each role is one signed-in browser: ``anonymous`` has no session, ``second-step`` is half-way
+through sign-in (password given, code not yet). A page answered with another status than 200 (the
+pages that refuse someone) is written ``(path, status)``.
+
+``FORMS`` names the pages whose first form (``main form[novalidate]``) is also sent empty, to
+check the page that shows the errors.
+"""
+
+from __future__ import annotations
+
+PAGES: dict[str, list[str | tuple[str, int]]] = {
+    "anonymous": [
+        "/signin",
+        "/password/forgot",
+        "/password/reset?token={reset_token}",
+        "/verify?token={verify_token}",
+        ("/password/reset?token=used-up", 400),
+    ],
+    "second-step": ["/signin/mfa"],
+    "patient": [
+        "/portal",
+        "/account",
+        "/account/password",
+        "/account/apps",
+        "/account/record-access",
+        "/mfa/enrol",
+        "/signout",
+        "{consent}",
+        ("/workspace", 403),
+        ("/admin/accounts", 404),
+    ],
+    "proxy": ["/portal", "/portal/choose", "/account", "{consent}"],
+    "clinician": [
+        "/workspace",
+        "/account",
+        "/signin/confirm",
+        "/break-glass",
+        "/break-glass/{opening}",
+        ("/portal", 403),
+    ],
+    "nurse": ["/workspace", "/account"],
+    "desk": ["/account"],
+    "admin": ["/admin/accounts", "/admin/apps", "/account"],
+}
+
+FORMS: dict[str, list[str]] = {
+    "anonymous": ["/signin", "/password/forgot"],
+    "second-step": ["/signin/mfa"],
+    "clinician": ["/break-glass"],
+    "admin": ["/admin/accounts"],
+}
