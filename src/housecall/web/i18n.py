@@ -17,7 +17,7 @@ from __future__ import annotations
 import gettext as _gettext
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -158,6 +158,8 @@ def choose(cookie: str | None, accept_language: str | None) -> str:
 def _instant(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, date):  # a calendar day: its noon, so no time zone moves it to another day
+        return datetime(value.year, value.month, value.day, 12, tzinfo=UTC)
     if isinstance(value, int | float):  # µs since the epoch, as the store keeps times
         return datetime.fromtimestamp(value / 1e6, UTC)
     if isinstance(value, str) and value:
