@@ -21,6 +21,7 @@ from housecall.identity import views as identity_views
 from housecall.portal import views as portal_views
 from housecall.smart import admin as smart_admin
 from housecall.smart import views as smart_views
+from housecall.visits import views as visits_views
 from housecall.web import i18n, nav, security
 from housecall.workspace import views as workspace_views
 
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     smart_admin.install(app)  # the organization admin's apps page
     portal_views.install(app)  # the patient portal
     workspace_views.install(app)  # the care team's workspace
+    visits_views.install(app)  # virtual visits: check-in, waiting room, signaling, tech check (0018)
     security.install(app, settings.cors_origins)
     app.add_middleware(i18n.LanguageMiddleware)
     logsafe.install()

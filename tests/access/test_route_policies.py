@@ -12,7 +12,7 @@ from housecall.web.policy import ROUTES, Policy, app_routes
 from tests.identity.conftest import Env
 
 SAMPLE = {"{path:path}": "Patient", "{opening_id}": "0" * 32, "{account_id}": "0" * 32, "{action}": "disable",
-          "{client_id}": "x" * 24, "{task_id}": "0" * 32}  # fmt: skip
+          "{client_id}": "x" * 24, "{task_id}": "0" * 32, "{appointment_id}": "0" * 32}  # fmt: skip
 
 
 def concrete(path: str) -> str:

@@ -25,6 +25,8 @@ class Item:
 ITEMS: list[Item] = [
     Item("/portal", "Home", PORTAL),
     Item("/workspace", "Inbox", STAFF, CARE),
+    Item("/workspace/visits", "Waiting room", STAFF, CARE),
+    Item("/visits/check", "Technology check", PORTAL),
 ]
 
 
