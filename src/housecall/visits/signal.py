@@ -242,14 +242,16 @@ async def _waiting_updates(ws: WebSocket, room: Room, member: Member, visit: Vis
 async def signal(ws: WebSocket, appointment_id: str) -> None:
     # Signed-in patient/proxy of the visit, its clinicians, care-team staff, or a guest link token.
     if not same_origin(ws):
-        await ws.close(code=4403)
+        await ws.close(code=4403)  # before the handshake: the browser gets a plain 403
         return
     who = await _who(ws, appointment_id, ws.query_params.get("guest", ""))
+    await ws.accept()
     if isinstance(who, int):
+        # Accepted, then closed with a code the page can explain (4401 sign in, 4404 no such
+        # visit for you, 4409 check in first, 4410 ended, 4451 not licensed where you are).
         await ws.close(code=who)
         return
     actor, role, name, ref, visit = who
-    await ws.accept()
     room = HUB.room(actor.org_id, visit)
     member = Member(ws, role, name, ref, actor)
     # A clinician of the visit is in the call from the start; a patient whose visit is already in
