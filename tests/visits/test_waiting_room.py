@@ -55,7 +55,11 @@ async def test_a_waiting_patient_can_send_nothing_until_admitted(booked: Booked,
         # Everything that reaches the clinician or the call is refused while waiting.
         for message in (
             {"type": "offer", "to": me, "data": {"type": "offer", "sdp": "v=0"}},
-            {"type": "candidate", "to": me, "data": {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"}},
+            {
+                "type": "candidate",
+                "to": me,
+                "data": {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host"},
+            },
             {"type": "chat", "text": "let me in"},
             {"type": "state", "data": {"mode": "audio"}},
             {"type": "turn"},
@@ -82,7 +86,11 @@ async def test_a_waiting_patient_can_send_nothing_until_admitted(booked: Booked,
         assert [p["id"] for p in peers["peers"]] == [me]
         await patient.send(type="offer", to=me, data={"type": "offer", "sdp": "v=0 opaque"})
         offer = await doctor.next("offer")
-        assert offer["from"] == hello["you"] and offer["fromRole"] == "patient" and offer["fromName"] == "Ana Reyes"
+        assert (
+            offer["from"] == hello["you"]
+            and offer["fromRole"] == "patient"
+            and offer["fromName"] == "Ana Reyes"
+        )
         assert offer["data"] == {"type": "offer", "sdp": "v=0 opaque"}  # relayed untouched
         # The sender is stamped by the server: a claimed "from" is ignored.
         await patient.send(type="candidate", to=me, data={"candidate": "x"}, **{"from": me})
@@ -111,7 +119,10 @@ async def test_a_guest_waits_too_and_the_clinician_hangs_up(booked: Booked, live
                                        account_id=c.accounts["clinician"].id)  # fmt: skip
     other = await book(c)
     assert await close_code(live, other, guest=token) == 4401  # bound to its own visit
-    async with connect(live, appt, cookie_of(c, "clinician")) as doctor, connect(live, appt, guest=token) as guest:
+    async with (
+        connect(live, appt, cookie_of(c, "clinician")) as doctor,
+        connect(live, appt, guest=token) as guest,
+    ):
         hello = await guest.next("welcome")
         assert hello["role"] == "guest" and hello["admitted"] is False
         doctor_id = (await doctor.next("welcome"))["you"]

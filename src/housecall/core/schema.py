@@ -152,5 +152,5 @@ job = Table(
 import housecall.access.tables  # noqa: E402
 import housecall.audit.tables  # noqa: E402
 import housecall.identity.tables  # noqa: E402
-import housecall.smart.tables  # noqa: E402, F401
+import housecall.smart.tables  # noqa: E402
 import housecall.visits.tables  # noqa: E402, F401

@@ -728,7 +728,8 @@ def check_observation(patient_id: str, stats: CheckStats, result: str) -> dict[s
             ]
         },
         "subject": {"reference": f"Patient/{patient_id}"},
-        "effectiveDateTime": iso(now_dt()),
+        # Milliseconds: two checks a moment apart must still sort newest first.
+        "effectiveDateTime": now_dt().isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "valueCodeableConcept": {
             "coding": [{"system": VISIT_SYSTEM, "code": result, "display": VERDICTS[result]}]
         },
