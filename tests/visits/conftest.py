@@ -137,9 +137,9 @@ class Socket:
     async def send(self, **message: Any) -> None:
         await self.ws.send(orjson.dumps(message).decode())
 
-    async def next(self, kind: str, timeout: float = 5.0) -> dict[str, Any]:
+    async def next(self, kind: str, within: float = 5.0) -> dict[str, Any]:
         """The next message of ``kind`` (others are kept in ``seen``)."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while True:
             left = deadline - time.monotonic()
             if left <= 0:

@@ -32,9 +32,9 @@ def test_credentials_follow_the_turn_rest_scheme() -> None:
         "username": cred.username,
         "credential": expected,
     }
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="no TURN secret"):
         turn.mint("", ["turn:x"], "a", ttl=1, now=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="opaque"):
         turn.mint("s", ["turn:x"], "Patient:1", ttl=1, now=0)  # ids are opaque and free of ':'
 
 
@@ -76,8 +76,8 @@ def _pc(ice: list[dict[str, Any]]) -> RTCPeerConnection:
     )
 
 
-async def _connected(pc: RTCPeerConnection, timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
+async def _connected(pc: RTCPeerConnection, within: float = 15) -> None:
+    deadline = time.monotonic() + within
     while pc.connectionState != "connected":
         assert pc.connectionState != "failed" and time.monotonic() < deadline, pc.connectionState
         await asyncio.sleep(0.05)
