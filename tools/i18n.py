@@ -20,7 +20,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "housecall"
 LOCALE = PACKAGE / "web" / "locale" / "es"
 METHODS = [("**/templates/**.html", "jinja2"), ("**.py", "python")]
-OPTIONS = {"**/templates/**.html": {"extensions": "jinja2.ext.i18n", "trim_blocks": "True", "lstrip_blocks": "True"}}
+OPTIONS = {
+    "**/templates/**.html": {"extensions": "jinja2.ext.i18n", "trim_blocks": "True", "lstrip_blocks": "True"}
+}
 KEYWORDS = {"_": None, "gettext": None, "ngettext": (1, 2)}
 
 
