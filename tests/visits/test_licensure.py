@@ -87,3 +87,14 @@ async def test_check_in_errors_are_shown_beside_the_fields(booked: Booked) -> No
     r = await c.form_post("nurse", f"/visits/{appt}/checkin", {"state": "VT", "phone": "802-555-0100"},
                           form_from="/workspace")  # fmt: skip
     assert r.status_code == 403
+
+
+async def test_the_check_in_page_speaks_spanish(booked: Booked) -> None:
+    c, appt = booked.clinic, booked.appointment
+    browser = c.browsers["patient"]
+    spanish = {"Accept-Language": "es-US,es;q=0.9"}
+    page = text_of((await browser.get(f"/visits/{appt}", headers=spanish)).text)
+    assert "¿En qué estado de EE. UU. está usted ahora mismo?" in page and "Registrar llegada" in page
+    assert (await booked.check_in("ME")).status_code == 303
+    page = text_of((await browser.get(f"/visits/{appt}", headers=spanish)).text)
+    assert "Esta visita no puede empezar mientras usted esté en Maine" in page
