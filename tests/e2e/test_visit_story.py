@@ -203,3 +203,30 @@ async def test_a_whole_video_visit(server: LiveServer, browser: Browser, databas
     assert encounter["status"] == "finished" and encounter["length"]["value"] >= 0
     assert [h["mode"] for h in service.modality_history(encounter)] == ["video", "audio"]
     assert [m.resource()["payload"][0]["contentString"] for m in chat.matches] == ["Can you see my rash?"]
+
+
+async def test_the_technology_check_calls_the_echo_peer(server: LiveServer, browser: Browser, database_url: str,
+                                                         smtp: tuple[Mailbox, int]) -> None:  # noqa: F811  # fmt: skip
+    setup = await _clinic(database_url, smtp[1])
+    context, page = await _signed_in(browser, server.base, setup["patient"])
+    try:
+        await page.goto(server.base + "/visits/check")
+        await page.get_by_role("button", name="Start the check").click()
+        verdict = page.locator("#check-verdict")
+        await expect(verdict).to_be_visible(timeout=30_000)
+        await expect(verdict).to_have_text("Video should work.")
+        assert (await page.locator("#check-rtt").inner_text()).endswith(" ms")
+        assert await page.locator("#check-candidate").inner_text() in ("host", "srflx", "prflx", "relay")
+    finally:
+        await context.close()
+    db = open_database(database_url)
+    await db.connect()
+    try:
+        async with db.reader() as conn:
+            ctx = ix.Ctx(conn, settings_for_tests(database_url, smtp[1]), "https://testserver/fhir",
+                         Access.system(setup["org"]))  # fmt: skip
+            query = [("code", f"{service.VISIT_SYSTEM}|{service.TECH_CHECK_CODE}")]
+            found = await ix.search(ctx, ix.search_request(ctx, "Observation", query))
+    finally:
+        await db.close()
+    assert [m.resource()["valueCodeableConcept"]["coding"][0]["code"] for m in found.matches] == ["video"]

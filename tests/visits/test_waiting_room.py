@@ -204,3 +204,26 @@ async def test_a_second_socket_of_the_admitted_patient_rejoins(booked: Booked, l
         # The connection dropped; the visit is in progress, so the patient comes straight back in.
         async with connect(live, appt, cookie_of(c, "patient")) as again:
             assert (await again.next("welcome"))["admitted"] is True
+
+
+async def test_bad_messages_are_answered_not_fatal(booked: Booked, live: str) -> None:
+    c, appt = booked.clinic, booked.appointment
+    async with connect(live, appt, cookie_of(c, "clinician")) as doctor:
+        await doctor.next("welcome")
+        await doctor.ws.send("{not json")
+        assert (await doctor.next("error"))["code"] == "bad-json"
+        await doctor.ws.send("[1, 2]")
+        assert (await doctor.next("error"))["code"] == "bad-message"
+        await doctor.send(type="teleport")
+        assert (await doctor.next("error"))["code"] == "unknown-type"
+        await doctor.ws.send('{"type": "chat", "text": "' + "x" * 70_000 + '"}')
+        assert (await doctor.next("error"))["code"] == "too-large"
+        # Nobody checked in yet: the visit has no record to chat into; the call stays up.
+        await doctor.send(type="chat", text="anyone?")
+        assert (await doctor.next("error"))["refused"] == "chat"
+        for n in range(signal.CHAT_PER_MINUTE + 1):
+            await doctor.send(type="chat", text=f"line {n}")
+        codes = [m["code"] for m in await doctor.drain(1.0) if m["type"] == "error"]
+        assert codes[-1] == "too-fast"
+        await doctor.send(type="turn")
+        assert (await doctor.next("turn"))["type"] == "turn"  # still connected

@@ -524,6 +524,8 @@ async def record_chat(
     text = text.strip()[:CHAT_LIMIT]
     if not text:
         raise VisitError("empty")
+    if visit.encounter is None:
+        raise VisitError("not-checked-in")  # chat belongs to the visit's record, which starts at check-in
     writer = rec if sender and not guest else on_behalf(rec)
     return await writer.create("Communication", _communication(visit, CHAT_CATEGORY, text, sender, guest))
 

@@ -53,7 +53,8 @@ router = APIRouter()
 
 MAX_MESSAGE = 64 * 1024  # an SDP with many candidates is ~10 kB
 MAX_QUEUED = 200  # messages waiting for a slow client before it is dropped
-REFRESH_SECONDS = 30.0  # the waiting room's position is recomputed at least this often
+REFRESH_SECONDS = 30.0
+CHAT_PER_MINUTE = 30  # chat lines one member may store per minute  # the waiting room's position is recomputed at least this often
 RELAYED = frozenset({"offer", "answer", "candidate"})
 ADMITTED_ONLY = RELAYED | {"chat", "state", "turn"}
 
@@ -74,6 +75,7 @@ class Member:
     since: float = field(default_factory=time.time)
     out: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    chat_times: list[float] = field(default_factory=list)
 
     def send(self, message: dict[str, Any]) -> None:
         if self.out.qsize() >= MAX_QUEUED:
@@ -288,8 +290,13 @@ async def signal(ws: WebSocket, appointment_id: str) -> None:
             if not isinstance(message, dict) or not isinstance(message.get("type"), str):
                 member.send({"type": "error", "code": "bad-message"})
                 continue
-            if await _handle(ws, room, member, message) == "close":
-                break
+            try:
+                if await _handle(ws, room, member, message) == "close":
+                    break
+            except VisitError as exc:
+                member.send({"type": "error", "code": exc.code, "refused": message["type"]})
+            except FhirError:  # refused by the access path or validation: say so, keep the call
+                member.send({"type": "error", "code": "refused", "refused": message["type"]})
     except WebSocketDisconnect:
         pass
     finally:
@@ -324,6 +331,12 @@ async def _handle(ws: WebSocket, room: Room, member: Member, message: dict[str, 
         member.send({"type": "turn", "iceServers": servers, "expires": expires})
         return None
     if kind == "chat":
+        now = time.monotonic()
+        member.chat_times = [t for t in member.chat_times if now - t < 60][-CHAT_PER_MINUTE:]
+        if len(member.chat_times) >= CHAT_PER_MINUTE:
+            member.send({"type": "error", "code": "too-fast", "refused": kind})
+            return None
+        member.chat_times.append(now)
         text = message.get("text")
         if not isinstance(text, str) or not text.strip():
             member.send({"type": "error", "code": "empty"})
