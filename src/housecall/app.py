@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if worker is not None:
                 await worker
             closer.cancel()
+            await visits_views.shutdown(app)  # echo calls of technology checks still open
             await trail.sink_for(app.state).close()  # events still queued, then their seals
             await sealer.stop()
             await db.close()

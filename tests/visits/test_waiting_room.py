@@ -227,3 +227,59 @@ async def test_bad_messages_are_answered_not_fatal(booked: Booked, live: str) ->
         assert codes[-1] == "too-fast"
         await doctor.send(type="turn")
         assert (await doctor.next("turn"))["type"] == "turn"  # still connected
+
+
+async def test_other_care_team_members_see_the_waiting_room_but_never_join(booked: Booked, live: str) -> None:
+    c, appt = booked.clinic, booked.appointment
+    assert (await booked.check_in()).status_code == 303
+    async with connect(live, appt, cookie_of(c, "nurse")) as nurse, \
+               connect(live, appt, cookie_of(c, "patient")) as patient:  # fmt: skip
+        hello = await nurse.next("welcome")
+        assert hello["role"] == "staff" and hello["admitted"] is False
+        who = (await patient.next("welcome"))["you"]
+        lobby = await nurse.next("lobby")
+        while not lobby["members"]:
+            lobby = await nurse.next("lobby")
+        assert [m["role"] for m in lobby["members"]] == ["patient"]  # staff are not shown as callers
+        await nurse.send(type="admit", who=who)
+        assert (await nurse.next("error"))["code"] == "not-allowed"
+        for kind in ("turn", "chat"):
+            await nurse.send(type=kind, text="x")
+            assert (await nurse.next("error"))["code"] == "not-admitted"
+        await nurse.send(type="notice", who=who, text="Dr Carter is finishing another visit")
+        assert (await patient.next("notice"))["text"] == "Dr Carter is finishing another visit"
+        assert [m for m in await patient.drain() if m["type"] == "admitted"] == []
+
+
+async def test_a_proxy_checks_in_and_joins_for_the_patient(booked: Booked, live: str) -> None:
+    from housecall.identity import service as identity
+
+    c, appt = booked.clinic, booked.appointment
+    env = c.env
+    proxy = await env.account("proxy")
+    async with env.db.transaction() as conn:
+        grant = await identity.grant_proxy(conn, proxy.id, c.patient, granted_by="system:test", relationship="parent",
+                                           settings=env.settings)  # fmt: skip
+    browser = env.client()
+    await env.signin(browser, proxy.email, next="/portal")
+    c.browsers["proxy"] = browser
+    r = await c.form_post("proxy", "/account/acting-for", {"patient": c.patient, "next": "/portal"},
+                          form_from="/portal/choose")  # fmt: skip
+    assert r.status_code == 303
+    r = await c.form_post("proxy", f"/visits/{appt}/checkin", {"state": "VT", "phone": "802-555-0177"},
+                          form_from=f"/visits/{appt}")  # fmt: skip
+    assert r.status_code == 303
+    async with connect(live, appt, cookie_of(c, "clinician")) as doctor, \
+               connect(live, appt, cookie_of(c, "proxy")) as parent:  # fmt: skip
+        hello = await parent.next("welcome")
+        assert hello["role"] == "patient" and hello["admitted"] is False
+        await doctor.next("welcome")
+        await doctor.send(type="admit", who=hello["you"])
+        await parent.next("admitted")
+        await parent.send(type="chat", text="I am here with my daughter")
+        await doctor.next("chat")
+    encounter = (await c.search("Encounter", [("appointment", f"Appointment/{appt}")]))[0]
+    related = f"RelatedPerson/{grant.related_person_id}"
+    assert any((p.get("individual") or {}).get("reference") == related for p in encounter["participant"])
+    chat = await c.search("Communication", [("encounter", f"Encounter/{encounter['id']}")])
+    assert chat[0]["sender"]["reference"] == related

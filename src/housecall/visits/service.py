@@ -429,18 +429,22 @@ async def admit(rec: Records, visit: Visit, *, by: str) -> None:
     await _change_encounter(rec, visit, update)
 
 
-async def add_guest(rec: Records, visit: Visit, *, label: str) -> None:
-    """Record a third party (interpreter, family member) admitted to the call."""
+async def add_participant(rec: Records, visit: Visit, *, label: str, individual: str | None = None) -> None:
+    """Record someone else admitted to the call: a guest (interpreter, family member, by label) or a
+    proxy (their RelatedPerson)."""
     if visit.encounter is None:
         return
     when = iso(now_dt())
 
     def update(encounter: dict[str, Any]) -> None:
-        encounter.setdefault("participant", []).append({
+        entry: dict[str, Any] = {
             "type": [{"coding": [{"system": PARTICIPATION, "code": "PART", "display": "participation"}],
                       "text": label[:100]}],
             "period": {"start": when},
-        })  # fmt: skip
+        }  # fmt: skip
+        if individual:
+            entry["individual"] = {"reference": individual}
+        encounter.setdefault("participant", []).append(entry)
 
     await _change_encounter(rec, visit, update)
 

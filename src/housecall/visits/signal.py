@@ -398,12 +398,12 @@ async def _admit(ws: WebSocket, room: Room, member: Member, who: str) -> None:
     try:
         async with room.lock, records.writing(_as_request(ws), member.actor) as rec:
             visit = await _visit(rec, room)
-            if target.role == "patient":
+            if visit.status != "in-progress":
                 await service.admit(rec, visit, by=str(member.ref))
-            else:
-                if visit.status != "in-progress":
-                    await service.admit(rec, visit, by=str(member.ref))
-                await service.add_guest(rec, visit, label=f"Guest: {target.name}")
+            if target.role == "guest":
+                await service.add_participant(rec, visit, label=f"Guest: {target.name}")
+            elif target.ref and target.ref.startswith("RelatedPerson/"):  # a proxy joins for the patient
+                await service.add_participant(rec, visit, label=target.name, individual=target.ref)
     except VisitError as exc:
         member.send({"type": "error", "code": exc.code, "refused": "admit"})
         return

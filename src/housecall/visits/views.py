@@ -331,6 +331,13 @@ async def signal_over_http(request: Request, appointment_id: str) -> Response:
     return Response(status_code=426, headers={"Upgrade": "websocket"})
 
 
+async def shutdown(app: FastAPI) -> None:
+    """Close the technology check's echo calls still open (the server is stopping)."""
+    peers = getattr(app.state, "visit_echo", None)
+    if peers is not None:
+        await peers.close_all()
+
+
 def install(app: FastAPI) -> None:
     app.include_router(router)
     app.include_router(signal.router)

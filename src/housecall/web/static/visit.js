@@ -123,6 +123,25 @@
       admit.dataset.who = m.id;
       admit.addEventListener("click", function () { send({type: "admit", who: m.id}); });
       li.appendChild(admit);
+      // A note to someone still waiting ("two more minutes").
+      var form = document.createElement("form");
+      form.className = "inline-form";
+      var input = document.createElement("input");
+      input.type = "text";
+      input.maxLength = 500;
+      input.setAttribute("aria-label", text("message") + ": " + m.name);
+      var go = document.createElement("button");
+      go.type = "submit";
+      go.className = "small secondary";
+      go.textContent = text("message");
+      form.appendChild(input);
+      form.appendChild(go);
+      form.addEventListener("submit", function (e) {
+        e.preventDefault();
+        if (input.value.trim()) { send({type: "notice", who: m.id, text: input.value}); }
+        input.value = "";
+      });
+      li.appendChild(form);
       list.appendChild(li);
     });
   }
