@@ -627,7 +627,8 @@ async def place_in_line(rec: Records, visit: Visit) -> Place:
             continue  # not today's: a visit nobody closed must not hold up the line
         if other.status == "in-progress":
             began = other.admitted_at or now
-            busy_minutes += max(0.0, other.minutes - (now - began).total_seconds() / 60)
+            # By its booked length; one that runs over still holds the line (at least a minute).
+            busy_minutes += max(1.0, other.minutes - (now - began).total_seconds() / 60)
         else:
             waiting.append((start, other.checked_in_at or now, other.minutes, other.id))
     waiting.sort()

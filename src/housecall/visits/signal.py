@@ -113,7 +113,8 @@ class Room:
                 m.send(lobby)
 
     def send_peers(self) -> None:
-        peers = [m.card() for m in self.admitted()]
+        # Callers learn each other's id, role and name only (not where the patient is, nor checks).
+        peers = [{"id": m.id, "role": m.role, "name": m.name} for m in self.admitted()]
         for m in self.admitted():
             m.send({"type": "peers", "you": m.id, "peers": [p for p in peers if p["id"] != m.id]})
 
@@ -271,7 +272,7 @@ async def signal(ws: WebSocket, appointment_id: str) -> None:
     member.send({"type": "welcome", "you": member.id, "role": role, "admitted": member.admitted,
                  "status": visit.status, "modality": visit.modality})  # fmt: skip
     if member.admitted:
-        room.broadcast({"type": "joined", "peer": member.card()}, but=member)
+        room.broadcast({"type": "joined", "peer": {"id": member.id, "role": role, "name": name}}, but=member)
         room.send_peers()
     elif role != "staff":
         waiting = asyncio.get_running_loop().create_task(_waiting_updates(ws, room, member, visit))
@@ -413,7 +414,7 @@ async def _admit(ws: WebSocket, room: Room, member: Member, who: str) -> None:
             m.admitted = True
             m.wake.set()
             m.send({"type": "admitted", "by": member.name})
-            room.broadcast({"type": "joined", "peer": m.card()}, but=m)
+            room.broadcast({"type": "joined", "peer": {"id": m.id, "role": m.role, "name": m.name}}, but=m)
     room.send_peers()
     room.send_lobby()
     HUB.queue_changed(room.org_id, room.practitioners)
