@@ -144,3 +144,51 @@ async def test_a_relay_only_call_through_coturn_with_credentials_from_the_visit(
         finally:
             await caller.close()
             await callee.close()
+
+
+async def test_an_aiortc_peer_cannot_reach_the_clinician_before_admission(booked: Booked, live: str) -> None:
+    """A real WebRTC peer in the waiting room: its offer goes nowhere and it gets no TURN server;
+    the same peer, once admitted, connects and receives the clinician's video."""
+    c, appt = booked.clinic, booked.appointment
+    assert (await booked.check_in()).status_code == 303
+    async with connect(live, appt, cookie_of(c, "clinician")) as doctor, \
+               connect(live, appt, cookie_of(c, "patient")) as patient:  # fmt: skip
+        doctor_id = (await doctor.next("welcome"))["you"]
+        patient_id = (await patient.next("welcome"))["you"]
+        waiting_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))  # never Google's STUN
+        doctor_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        waiting_pc.addTrack(VideoStreamTrack())
+        doctor_pc.addTrack(VideoStreamTrack())
+        got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        @waiting_pc.on("track")
+        def on_track(track: Any) -> None:
+            if not got.done():
+                got.set_result(track)
+
+        try:
+            await waiting_pc.setLocalDescription(await waiting_pc.createOffer())
+            offer = {"type": "offer", "sdp": waiting_pc.localDescription.sdp}
+            await patient.send(type="offer", to=doctor_id, data=offer)
+            assert (await patient.next("error"))["code"] == "not-admitted"
+            await patient.send(type="turn")
+            assert (await patient.next("error"))["refused"] == "turn"
+            assert [m for m in await doctor.drain(0.5) if m["type"] == "offer"] == []
+            assert doctor_pc.connectionState == "new" and waiting_pc.connectionState == "new"
+
+            await doctor.send(type="admit", who=patient_id)
+            await patient.next("admitted")
+            await patient.send(type="offer", to=doctor_id, data=offer)
+            relayed = await doctor.next("offer")
+            await doctor_pc.setRemoteDescription(RTCSessionDescription(**relayed["data"]))
+            await doctor_pc.setLocalDescription(await doctor_pc.createAnswer())
+            await doctor.send(type="answer", to=patient_id,
+                              data={"type": "answer", "sdp": doctor_pc.localDescription.sdp})  # fmt: skip
+            answer = await patient.next("answer")
+            await waiting_pc.setRemoteDescription(RTCSessionDescription(**answer["data"]))
+            await _connected(waiting_pc)
+            frame = await asyncio.wait_for((await asyncio.wait_for(got, 10)).recv(), 10)
+            assert frame.width > 0
+        finally:
+            await waiting_pc.close()
+            await doctor_pc.close()
