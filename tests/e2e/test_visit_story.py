@@ -141,6 +141,9 @@ async def test_a_whole_video_visit(server: LiveServer, browser: Browser, databas
         await patient.get_by_role("button", name="Check in").click()
         await expect(patient.get_by_role("heading", name="You are in the waiting room")).to_be_visible()
         await expect(patient.locator("#visit-place")).to_contain_text("You are next")
+        # Nothing of the call shows while waiting: no camera, no call controls.
+        await expect(patient.locator("#visit-controls")).to_be_hidden()
+        await expect(patient.locator("#visit-local")).to_be_hidden()
         assert await patient.locator("script:not([src])").count() == 0
         assert await patient.locator("[style]").count() == 0
 
@@ -150,6 +153,7 @@ async def test_a_whole_video_visit(server: LiveServer, browser: Browser, databas
         await expect(waiting).to_contain_text("Ana Reyes · VT")
         await waiting.get_by_role("button", name="Let in").click()
         await expect(patient.locator("#visit-status")).to_contain_text("You are in the visit")
+        await expect(patient.get_by_role("button", name="Hang up")).to_be_visible()
 
         # Media both ways.
         def flowing(rows: list[dict[str, Any]]) -> bool:

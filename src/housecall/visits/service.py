@@ -37,8 +37,10 @@ from housecall.access.policy import Access
 from housecall.fhir import interactions as ix
 from housecall.fhir.errors import FhirError
 from housecall.identity.clock import clock
+from housecall.web import nav
 from housecall.web.records import Records
 from housecall.workspace import inbox
+from housecall.workspace.inbox import person_name
 
 HC = "https://housecall.example"
 EXT = f"{HC}/fhir/StructureDefinition/"
@@ -234,8 +236,6 @@ async def load_visit(rec: Records, appointment_id: str) -> Visit | None:
 def role_in(actor: Actor, visit: Visit) -> str | None:
     """``patient`` (the patient or a proxy acting for them), ``clinician`` (a Practitioner on the
     Appointment), ``staff`` (any other care-team or front-desk member who can see it), or None."""
-    from housecall.web import nav
-
     if actor.kind in nav.PORTAL:
         return "patient" if actor.patient_id and actor.patient_id == visit.patient_id else None
     if actor.fhir_user and actor.fhir_user in visit.practitioners:
@@ -275,8 +275,6 @@ def license_states(practitioner: dict[str, Any], on: dt.date) -> set[str]:
 
 async def unlicensed(rec: Records, visit: Visit, state: str) -> list[str]:
     """The clinicians of the visit (display names) who hold no current licence in ``state``."""
-    from housecall.workspace.inbox import person_name
-
     today = now_dt().date()
     out = []
     for ref in visit.practitioners:

@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from housecall.access.actor import Actor
 from housecall.core.settings import Settings
+from housecall.portal.views import portal_actor
 from housecall.visits import echo, guests, service, signal, turn
 from housecall.visits.service import STATES, Visit, VisitError
 from housecall.web import csrf, records
@@ -227,8 +228,6 @@ def _render_visit(request: Request, visit: Visit, role: str, *, missing: list[st
 @router.post("/visits/{appointment_id}/checkin")
 async def check_in(request: Request, appointment_id: str) -> Response:
     # The visit's patient or proxy: where they are now and a number to call; licensure decides.
-    from housecall.portal.views import portal_actor
-
     actor = await portal_actor(request)
     if isinstance(actor, Response):
         return actor

@@ -44,6 +44,7 @@
       }).then(function (stream) {
         local = stream;
         $("visit-local").srcObject = stream;
+        $("visit-local").hidden = false;
         show("visit-controls", true);
         show("visit-chat", true);
       }, function () {
@@ -179,9 +180,11 @@
         }
         break;
       case "waiting":
-        $("visit-place").textContent = m.ahead > 0
-          ? text("waiting", {n: m.position, m: m.minutes})
-          : text("next", {m: m.minutes});
+        if (m.ahead > 0) {
+          $("visit-place").textContent = text("waiting", {n: m.position, m: Math.max(1, m.minutes)});
+        } else {
+          $("visit-place").textContent = m.minutes > 0 ? text("next", {m: m.minutes}) : text("next-now");
+        }
         break;
       case "admitted":
         admitted = true;
