@@ -142,8 +142,9 @@ async def test_a_guest_waits_too_and_the_clinician_hangs_up(booked: Booked, live
     assert encounter["period"]["end"] and encounter["length"]["unit"] == "min"
     assert any(p["type"][0].get("text") == "Guest: Interpreter" for p in encounter["participant"])
     assert all("end" in p["period"] for p in encounter["participant"])
-    # A finished visit does not open again.
+    # A finished visit does not open again, for anyone.
     assert await close_code(live, appt, cookie_of(c, "patient")) == 4410
+    assert await close_code(live, appt, guest=token) == 4410
 
 
 async def test_the_place_in_line_comes_from_the_clinicians_real_queue(booked: Booked, live: str) -> None:

@@ -197,6 +197,8 @@ async def _who(
         visit = await service.load_visit(rec, appointment_id)
         if visit is None:
             return 4404
+        if visit.status == "finished":
+            return 4410
         if guest is not None:
             return actor, "guest", guest.label, None, visit
         role = service.role_in(actor, visit)
@@ -211,8 +213,6 @@ async def _who(
                 return 4409  # check in first (state and phone), on the page
             if await service.unlicensed(rec, visit, visit.location_state):
                 return 4451  # not licensed where the patient is: the visit cannot start
-        if visit.status == "finished":
-            return 4410
     return actor, role, name or role, actor.fhir_user, visit
 
 
