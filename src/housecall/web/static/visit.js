@@ -257,7 +257,14 @@
         break;
     }
   }
-  ws.onclose = function () { if (!ended) { stopAll(); status(text("closed")); } };
+  // The server's refusals come as close codes (visits/signal.py); each has its own sentence.
+  var CLOSED = {4401: "closed-signin", 4404: "closed-not-yours", 4409: "closed-check-in", 4410: "ended",
+                4451: "closed-unlicensed"};
+  ws.onclose = function (event) {
+    if (ended) { return; }
+    stopAll();
+    status(text(CLOSED[event.code] || "closed"));
+  };
 
   function sendState() {
     var a = local && local.getAudioTracks()[0];
