@@ -56,7 +56,7 @@ async def test_a_patient_in_an_unlicensed_state_cannot_start_the_visit(booked: B
     # The patient corrects the state: now the visit can go ahead.
     assert (await booked.check_in("VT", "802-555-0100")).status_code == 303
     page = await c.browsers["patient"].get(f"/visits/{appt}")
-    assert 'id="visit"' in page.text and "cannot start" not in page.text
+    assert 'id="visit"' in page.text and "This visit cannot start while" not in page.text
     assert await close_code(live, appt, cookie_of(c, "patient")) is None
 
 
