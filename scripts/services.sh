@@ -25,3 +25,16 @@ if [ ! -x /usr/bin/chromium ]; then
     exit 1
   fi
 fi
+
+# Video-visit tests relay calls through coturn (a test server on 127.0.0.1 that the tests start
+# with their own configuration and secret; the packaged service is not used).
+if [ ! -x /usr/bin/turnserver ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing coturn for the video-visit tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq coturn >/dev/null
+  else
+    echo "/usr/bin/turnserver is missing: install Debian's coturn package for the video-visit tests" >&2
+    exit 1
+  fi
+fi

@@ -28,6 +28,7 @@ from housecall.results import views as results_views
 from housecall.scheduling import views as scheduling_views
 from housecall.smart import admin as smart_admin
 from housecall.smart import views as smart_views
+from housecall.visits import views as visits_views
 from housecall.web import i18n, nav, security
 from housecall.workspace import chart as workspace_chart
 from housecall.workspace import views as workspace_views
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if worker is not None:
                 await worker
             closer.cancel()
+            await visits_views.shutdown(app)  # echo calls of technology checks still open
             await trail.sink_for(app.state).close()  # events still queued, then their seals
             await sealer.stop()
             await db.close()
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     results_views.install(app)  # test results, released to the patient (docs/decisions/0013)
     workspace_views.install(app)  # the care team's workspace
     notify_views.install(app)  # notification choices, the staff outbox (docs/decisions/0011)
+    visits_views.install(app)  # virtual visits: check-in, waiting room, signaling, tech check (0018)
     security.install(app, settings.cors_origins)
     app.add_middleware(i18n.LanguageMiddleware)
     logsafe.install()

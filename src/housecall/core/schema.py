@@ -154,4 +154,5 @@ import housecall.access.tables  # noqa: E402
 import housecall.audit.tables  # noqa: E402
 import housecall.identity.tables  # noqa: E402
 import housecall.notify.tables  # noqa: E402
-import housecall.smart.tables  # noqa: E402, F401
+import housecall.smart.tables  # noqa: E402
+import housecall.visits.tables  # noqa: E402, F401

@@ -85,6 +85,17 @@ class Settings(BaseSettings):
     # Hours after a DiagnosticReport's `issued` time at which the portal shows it to the patient
     # even if no clinician has reviewed and released it yet (0: at once).
     result_release_hours: int = 72
+    # --- Virtual visits (docs/decisions/0018) ---
+    # TURN servers (coturn) the visit pages may relay media through, as a JSON list of URLs:
+    # HOUSECALL_TURN_URLS='["turn:turn.example.org:3478?transport=udp"]'. Empty: direct (host and
+    # server-reflexive) candidates only. Credentials are minted per admitted participant with the
+    # TURN REST scheme from ``turn_secret`` (coturn's ``static-auth-secret``).
+    turn_urls: list[str] = Field(default_factory=list)
+    turn_secret: str = ""
+    turn_credential_seconds: int = 10 * 60
+    # Technology-check echo peers (aiortc) one process runs at once, and how long one may last.
+    visit_echo_peers: int = 4
+    visit_echo_seconds: int = 60
 
 
 @lru_cache(maxsize=1)

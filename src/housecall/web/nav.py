@@ -32,11 +32,13 @@ ITEMS: list[Item] = [
     Item("/portal/documents", Msg("Visit summaries"), PORTAL),
     Item("/portal/bills", Msg("Bills"), PORTAL),
     Item("/portal/record", Msg("My record"), PORTAL),
+    Item("/visits/check", Msg("Technology check"), PORTAL),
     # The care team's workspace
     Item("/workspace", Msg("Inbox"), STAFF, CARE),
     Item("/workspace?kind=message", Msg("Patient messages"), STAFF, CARE),
     Item("/workspace/patients", Msg("Patients"), STAFF, CARE),
     Item("/workspace/schedule", Msg("My schedule"), STAFF, CARE),
+    Item("/workspace/visits", Msg("Waiting room"), STAFF, CARE),
     # The front desk
     Item("/desk/schedule", Msg("Schedules"), (ActorKind.STAFF,), DESK),
 ]

@@ -115,6 +115,18 @@ ROUTES: dict[str, Policy] = {
     "/workspace/refills/{task_id}/deny": Policy.CLINICAL,
     "/workspace/results/{report_id}": Policy.CLINICAL,
     "/workspace/results/{report_id}/release": Policy.CLINICAL,
+    # Virtual visits (decision 0018): the visit page and its WebSocket check the person's role in
+    # the visit (patient or proxy, a clinician of the Appointment, care team); guests come by link.
+    "/visits/check": Policy.SIGNED_IN,
+    "/visits/check/offer": Policy.SIGNED_IN,
+    "/visits/check/result": Policy.SIGNED_IN,
+    "/workspace/visits": Policy.CLINICAL,
+    "/visits/{appointment_id}": Policy.SIGNED_IN,
+    "/visits/{appointment_id}/checkin": Policy.PORTAL,
+    "/visits/{appointment_id}/phone": Policy.SIGNED_IN,
+    "/visits/{appointment_id}/notice": Policy.CLINICAL,
+    "/visits/{appointment_id}/guests": Policy.CLINICAL,
+    "/visits/{appointment_id}/signal": Policy.SIGNED_IN,
 }
 
 

@@ -1,0 +1,459 @@
+"""The visit's signaling: one authenticated WebSocket per participant, a typed JSON relay, and the
+waiting room enforced here, on the server.
+
+``/visits/{appointment_id}/signal`` accepts the page session of the visit's patient (or a proxy
+acting for them), of a clinician on the Appointment, or of another care-team member (who may see
+the waiting room and write to it, never join the call), or a guest link's token (``?guest=``).
+Everyone except the visit's clinicians starts **waiting**; until a clinician admits them the server
+refuses their ``offer``/``answer``/``candidate``, ``chat``, ``state`` and ``turn`` messages (an
+``error`` with code ``not-admitted`` comes back, and nothing reaches anyone), and nobody may send
+them media signaling either. The patient must have checked in (state, phone) in a state the
+clinicians are licensed in before the socket even opens.
+
+Messages (JSON objects with a ``type``):
+
+- client → server: ``offer``/``answer``/``candidate`` ``{to, data}`` (``data`` is relayed untouched:
+  the server never parses SDP), ``chat {text}``, ``state {data: {audio, video, mode}}``, ``turn``,
+  ``admit {who}`` and ``notice {who, text}`` (clinicians), ``hangup``;
+- server → client: ``welcome``, ``waiting {position, ahead, minutes}`` (live), ``admitted``,
+  ``peers``, ``joined``/``left``, ``lobby`` (clinicians: who waits, their state and check verdict),
+  the relayed messages with ``from``/``fromName``/``fromRole`` stamped by the server, ``chat``,
+  ``notice``, ``turn {iceServers, expires}``, ``phone``, ``ended``, ``error {code}``.
+
+Rooms live in this process (``HUB``); see decision 0018 for running several processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, cast
+from urllib.parse import urlsplit
+
+import orjson
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.requests import Request
+
+from housecall.access.actor import Actor, system_actor
+from housecall.core.db import Database
+from housecall.core.settings import Settings
+from housecall.fhir.errors import FhirError
+from housecall.identity import sessions
+from housecall.visits import guests, service, turn
+from housecall.visits.service import Visit, VisitError
+from housecall.web import records
+from housecall.workspace.inbox import person_name
+
+log = logging.getLogger(__name__)
+router = APIRouter()
+
+MAX_MESSAGE = 64 * 1024  # an SDP with many candidates is ~10 kB
+MAX_QUEUED = 200  # messages waiting for a slow client before it is dropped
+REFRESH_SECONDS = 30.0
+CHAT_PER_MINUTE = 30  # chat lines one member may store per minute  # the waiting room's position is recomputed at least this often
+RELAYED = frozenset({"offer", "answer", "candidate"})
+ADMITTED_ONLY = RELAYED | {"chat", "state", "turn"}
+
+
+@dataclass(eq=False)
+class Member:
+    """One open socket in a room."""
+
+    ws: WebSocket
+    role: str  # patient | clinician | staff | guest
+    name: str
+    ref: str | None  # who, for the record: Patient/…, RelatedPerson/…, Practitioner/…; None for guests
+    actor: Actor
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    admitted: bool = False
+    state: str | None = None  # the patient's location state (shown to clinicians)
+    check: str | None = None  # the patient's latest technology check verdict
+    since: float = field(default_factory=time.time)
+    out: asyncio.Queue[bytes | None] = field(default_factory=asyncio.Queue)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    chat_times: list[float] = field(default_factory=list)
+
+    def send(self, message: dict[str, Any]) -> None:
+        if self.out.qsize() >= MAX_QUEUED:
+            self.out.put_nowait(None)  # too slow: close it rather than hold memory
+            return
+        self.out.put_nowait(orjson.dumps(message))
+
+    def card(self) -> dict[str, Any]:
+        return {"id": self.id, "role": self.role, "name": self.name, "admitted": self.admitted,
+                "state": self.state, "check": self.check, "since": int(self.since * 1000)}  # fmt: skip
+
+
+@dataclass(eq=False)
+class Room:
+    org_id: str
+    appointment_id: str
+    practitioners: list[str]
+    members: dict[str, Member] = field(default_factory=dict)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def admitted(self) -> list[Member]:
+        return [m for m in self.members.values() if m.admitted]
+
+    def broadcast(
+        self, message: dict[str, Any], *, admitted_only: bool = True, but: Member | None = None
+    ) -> None:
+        for m in self.members.values():
+            if m is not but and (m.admitted or not admitted_only):
+                m.send(message)
+
+    def send_lobby(self) -> None:
+        lobby = {"type": "lobby", "members": [m.card() for m in self.members.values() if m.role != "staff"]}
+        for m in self.members.values():
+            if m.role in ("clinician", "staff"):
+                m.send(lobby)
+
+    def send_peers(self) -> None:
+        # Callers learn each other's id, role and name only (not where the patient is, nor checks).
+        peers = [{"id": m.id, "role": m.role, "name": m.name} for m in self.admitted()]
+        for m in self.admitted():
+            m.send({"type": "peers", "you": m.id, "peers": [p for p in peers if p["id"] != m.id]})
+
+
+class Hub:
+    """The rooms of this process, and which clinician's queue each belongs to."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[tuple[str, str], Room] = {}
+
+    def room(self, org_id: str, visit: Visit) -> Room:
+        key = (org_id, visit.id)
+        room = self.rooms.get(key)
+        if room is None:
+            room = self.rooms[key] = Room(org_id, visit.id, visit.practitioners)
+        return room
+
+    def find(self, org_id: str, appointment_id: str) -> Room | None:
+        return self.rooms.get((org_id, appointment_id))
+
+    def leave(self, room: Room, member: Member) -> None:
+        room.members.pop(member.id, None)
+        if not room.members:
+            self.rooms.pop((room.org_id, room.appointment_id), None)
+
+    def queue_changed(self, org_id: str, practitioners: list[str]) -> None:
+        """Something moved in these clinicians' lines: every waiting patient recomputes now."""
+        wanted = set(practitioners)
+        for (org, _), room in list(self.rooms.items()):
+            if org == org_id and wanted & set(room.practitioners):
+                for m in room.members.values():
+                    if not m.admitted:
+                        m.wake.set()
+
+
+HUB = Hub()
+
+
+def _settings(ws: WebSocket) -> Settings:
+    return ws.app.state.settings  # type: ignore[no-any-return]
+
+
+def _db(ws: WebSocket) -> Database:
+    return ws.app.state.db  # type: ignore[no-any-return]
+
+
+def _as_request(ws: WebSocket) -> Request:
+    # records and sessions read cookies, headers, client and app state: a WebSocket has them all.
+    return cast(Request, ws)
+
+
+def same_origin(ws: WebSocket) -> bool:
+    """Cross-site WebSocket hijacking: a browser sends cookies with a handshake another site's
+    page starts, so the Origin must be our own (the public URL or the host the request came to)."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True  # not a browser (a test client, a native app): cookies are its own
+    parts = urlsplit(origin)
+    public = urlsplit(_settings(ws).public_url)
+    if parts.netloc and parts.netloc == public.netloc:
+        return True
+    return parts.netloc == ws.headers.get("host", "")
+
+
+async def _who(
+    ws: WebSocket, appointment_id: str, guest_token: str
+) -> tuple[Actor, str, str, str | None, Visit] | int:
+    """(actor, role, display name, reference, visit) or the close code to refuse with."""
+    actor = await sessions.actor_for_request(_as_request(ws))
+    guest = None
+    if actor is None:
+        if not guest_token:
+            return 4401
+        async with _db(ws).reader() as conn:
+            guest = await guests.guest_for(conn, guest_token, appointment_id)
+        if guest is None:
+            return 4401
+        actor = system_actor(guest.org_id)  # the guest reads nothing; the visit is looked up for them
+    async with records.reading(_as_request(ws), actor) as rec:
+        visit = await service.load_visit(rec, appointment_id)
+        if visit is None:
+            return 4404
+        if visit.status == "finished":
+            return 4410
+        if guest is not None:
+            return actor, "guest", guest.label, None, visit
+        role = service.role_in(actor, visit)
+        if role is None:
+            return 4404
+        name = ""
+        if actor.fhir_user and role in ("patient", "clinician"):
+            kind, _, rid = actor.fhir_user.partition("/")
+            name = person_name(await rec.read(kind, rid))
+        if role == "patient":
+            if visit.status == "booked" or visit.location_state is None:
+                return 4409  # check in first (state and phone), on the page
+            if await service.unlicensed(rec, visit, visit.location_state):
+                return 4451  # not licensed where the patient is: the visit cannot start
+    return actor, role, name or role, actor.fhir_user, visit
+
+
+async def _writer(member: Member) -> None:
+    while True:
+        data = await member.out.get()
+        if data is None:
+            await member.ws.close(code=4408)
+            return
+        await member.ws.send_text(data.decode())
+
+
+async def _waiting_updates(ws: WebSocket, room: Room, member: Member, visit: Visit) -> None:
+    """Push the waiting patient's place in line now, on every change of the clinician's queue, and
+    at least every ``REFRESH_SECONDS`` (time passes for the visit in progress)."""
+    while not member.admitted:
+        member.wake.clear()
+        try:
+            async with records.reading(_as_request(ws), member.actor) as rec:
+                place = await service.place_in_line(rec, visit)
+            member.send({"type": "waiting", "position": place.position, "ahead": place.ahead,
+                         "minutes": place.minutes})  # fmt: skip
+        except Exception:  # a failed estimate must not end the visit; the next wake tries again
+            log.exception("waiting-room estimate failed")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(member.wake.wait(), REFRESH_SECONDS)
+
+
+@router.websocket("/visits/{appointment_id}/signal")
+async def signal(ws: WebSocket, appointment_id: str) -> None:
+    # Signed-in patient/proxy of the visit, its clinicians, care-team staff, or a guest link token.
+    if not same_origin(ws):
+        await ws.close(code=4403)  # before the handshake: the browser gets a plain 403
+        return
+    who = await _who(ws, appointment_id, ws.query_params.get("guest", ""))
+    await ws.accept()
+    if isinstance(who, int):
+        # Accepted, then closed with a code the page can explain (4401 sign in, 4404 no such
+        # visit for you, 4409 check in first, 4410 ended, 4451 not licensed where you are).
+        await ws.close(code=who)
+        return
+    actor, role, name, ref, visit = who
+    room = HUB.room(actor.org_id, visit)
+    member = Member(ws, role, name, ref, actor)
+    # A clinician of the visit is in the call from the start; a patient whose visit is already in
+    # progress comes back in after a dropped connection; everyone else waits to be admitted.
+    member.admitted = role == "clinician" or (role == "patient" and visit.status == "in-progress")
+    if role == "patient":
+        member.state = visit.location_state
+        with contextlib.suppress(FhirError):
+            async with records.reading(_as_request(ws), actor) as rec:
+                checks = await service.latest_checks(rec, [str(visit.patient_id)])
+            member.check = checks.get(str(visit.patient_id))
+    room.members[member.id] = member
+    writer = asyncio.get_running_loop().create_task(_writer(member))
+    waiting: asyncio.Task[None] | None = None
+    member.send({"type": "welcome", "you": member.id, "role": role, "admitted": member.admitted,
+                 "status": visit.status, "modality": visit.modality})  # fmt: skip
+    if member.admitted:
+        room.broadcast({"type": "joined", "peer": {"id": member.id, "role": role, "name": name}}, but=member)
+        room.send_peers()
+    elif role != "staff":
+        waiting = asyncio.get_running_loop().create_task(_waiting_updates(ws, room, member, visit))
+    room.send_lobby()
+    try:
+        while True:
+            text = await ws.receive_text()
+            if len(text) > MAX_MESSAGE:
+                member.send({"type": "error", "code": "too-large"})
+                continue
+            try:
+                message = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                member.send({"type": "error", "code": "bad-json"})
+                continue
+            if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+                member.send({"type": "error", "code": "bad-message"})
+                continue
+            try:
+                if await _handle(ws, room, member, message) == "close":
+                    break
+            except VisitError as exc:
+                member.send({"type": "error", "code": exc.code, "refused": message["type"]})
+            except FhirError:  # refused by the access path or validation: say so, keep the call
+                member.send({"type": "error", "code": "refused", "refused": message["type"]})
+    except WebSocketDisconnect:
+        pass
+    finally:
+        if waiting is not None:
+            waiting.cancel()
+        HUB.leave(room, member)
+        if member.admitted:
+            room.broadcast({"type": "left", "peer": member.id})
+        room.send_lobby()
+        HUB.queue_changed(actor.org_id, room.practitioners)
+        member.out.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer, 2)
+        writer.cancel()
+
+
+async def _handle(ws: WebSocket, room: Room, member: Member, message: dict[str, Any]) -> str | None:
+    kind = message["type"]
+    if kind in ADMITTED_ONLY and not member.admitted:
+        member.send({"type": "error", "code": "not-admitted", "refused": kind})
+        return None
+    stamp = {"from": member.id, "fromName": member.name, "fromRole": member.role}
+    if kind in RELAYED:
+        target = room.members.get(str(message.get("to", "")))
+        if target is None or not target.admitted or target is member:
+            member.send({"type": "error", "code": "no-such-peer", "refused": kind})
+            return None
+        target.send({"type": kind, **stamp, "data": message.get("data")})
+        return None
+    if kind == "turn":
+        servers, expires = turn.ice_servers(_settings(ws), member.id, now=time.time())
+        member.send({"type": "turn", "iceServers": servers, "expires": expires})
+        return None
+    if kind == "chat":
+        now = time.monotonic()
+        member.chat_times = [t for t in member.chat_times if now - t < 60][-CHAT_PER_MINUTE:]
+        if len(member.chat_times) >= CHAT_PER_MINUTE:
+            member.send({"type": "error", "code": "too-fast", "refused": kind})
+            return None
+        member.chat_times.append(now)
+        text = message.get("text")
+        if not isinstance(text, str) or not text.strip():
+            member.send({"type": "error", "code": "empty"})
+            return None
+        async with records.writing(_as_request(ws), member.actor) as rec:
+            visit = await _visit(rec, room)
+            comm = await service.record_chat(rec, visit, text, sender=member.ref,
+                                             guest=member.name if member.role == "guest" else None)  # fmt: skip
+        room.broadcast({"type": "chat", **stamp, "text": comm["payload"][0]["contentString"], "id": comm["id"],
+                        "sent": comm["sent"]})  # fmt: skip
+        return None
+    if kind == "state":
+        data = message.get("data")
+        if not isinstance(data, dict):
+            return None
+        clean = {k: bool(data[k]) for k in ("audio", "video") if k in data}
+        mode = data.get("mode")
+        if mode in ("video", "audio"):
+            clean["mode"] = mode
+            async with room.lock, records.writing(_as_request(ws), member.actor) as rec:
+                visit = await _visit(rec, room)
+                await service.change_modality(rec, visit, str(mode), by=member.ref)
+        room.broadcast({"type": "state", **stamp, "data": clean}, but=member)
+        return None
+    if kind == "admit":
+        await _admit(ws, room, member, str(message.get("who", "")))
+        return None
+    if kind == "notice":
+        await _notice(ws, room, member, str(message.get("who", "")), message.get("text"))
+        return None
+    if kind == "hangup":
+        if member.role == "clinician":
+            async with room.lock, records.writing(_as_request(ws), member.actor) as rec:
+                await service.end_visit(rec, await _visit(rec, room))
+            room.broadcast({"type": "ended", "by": member.name}, admitted_only=False)
+            HUB.queue_changed(room.org_id, room.practitioners)
+        return "close"
+    member.send({"type": "error", "code": "unknown-type", "refused": kind})
+    return None
+
+
+async def _visit(rec: records.Records, room: Room) -> Visit:
+    visit = await service.load_visit(service.on_behalf(rec), room.appointment_id)
+    if visit is None:
+        raise VisitError("gone")
+    return visit
+
+
+async def _admit(ws: WebSocket, room: Room, member: Member, who: str) -> None:
+    if member.role != "clinician":
+        member.send({"type": "error", "code": "not-allowed", "refused": "admit"})
+        return
+    target = room.members.get(who)
+    if target is None or target.role == "staff":
+        member.send({"type": "error", "code": "no-such-peer", "refused": "admit"})
+        return
+    if target.admitted:
+        return
+    try:
+        async with room.lock, records.writing(_as_request(ws), member.actor) as rec:
+            visit = await _visit(rec, room)
+            if visit.status != "in-progress":
+                await service.admit(rec, visit, by=str(member.ref))
+            if target.role == "guest":
+                await service.add_participant(rec, visit, label=f"Guest: {target.name}")
+            elif target.ref and target.ref.startswith("RelatedPerson/"):  # a proxy joins for the patient
+                await service.add_participant(rec, visit, label=target.name, individual=target.ref)
+    except VisitError as exc:
+        member.send({"type": "error", "code": exc.code, "refused": "admit"})
+        return
+    # A patient's other open sockets (a second tab, a reconnect) are let in together.
+    for m in list(room.members.values()):
+        if m is target or (target.role == "patient" and m.role == "patient" and m.ref == target.ref):
+            m.admitted = True
+            m.wake.set()
+            m.send({"type": "admitted", "by": member.name})
+            room.broadcast({"type": "joined", "peer": {"id": m.id, "role": m.role, "name": m.name}}, but=m)
+    room.send_peers()
+    room.send_lobby()
+    HUB.queue_changed(room.org_id, room.practitioners)
+
+
+async def _notice(ws: WebSocket, room: Room, member: Member, who: str, text: Any) -> None:
+    if member.role not in ("clinician", "staff"):
+        member.send({"type": "error", "code": "not-allowed", "refused": "notice"})
+        return
+    target = room.members.get(who)
+    if target is None or not isinstance(text, str) or not text.strip():
+        member.send({"type": "error", "code": "no-such-peer", "refused": "notice"})
+        return
+    async with records.writing(_as_request(ws), member.actor) as rec:
+        visit = await _visit(rec, room)
+        comm = await service.record_notice(rec, visit, text, sender=member.ref)
+    notice = {"type": "notice", "fromName": member.name, "text": comm["payload"][0]["contentString"]}
+    for m in room.members.values():
+        if m.role in ("patient", "guest"):
+            m.send(notice)
+
+
+def push_notice(org_id: str, appointment_id: str, name: str, text: str) -> None:
+    """A note written on the waiting-room page reaches the patient's open sockets at once."""
+    room = HUB.find(org_id, appointment_id)
+    if room is not None:
+        for m in room.members.values():
+            if m.role in ("patient", "guest"):
+                m.send({"type": "notice", "fromName": name, "text": text})
+
+
+def push_phone(org_id: str, appointment_id: str, name: str) -> None:
+    """The visit moved to the phone: everyone in the room is told (the call ends for them)."""
+    room = HUB.find(org_id, appointment_id)
+    if room is not None:
+        room.broadcast({"type": "phone", "by": name}, admitted_only=False)
+        HUB.queue_changed(org_id, room.practitioners)
+
+
+def checked_in(org_id: str, practitioners: list[str]) -> None:
+    """A patient checked in: the clinicians' waiting patients get their new places."""
+    HUB.queue_changed(org_id, practitioners)

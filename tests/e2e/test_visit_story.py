@@ -1,0 +1,236 @@
+"""A whole video visit in two Chromium contexts (patient and clinician, fake camera and microphone)
+against ``housecall serve`` on 127.0.0.1 with a local coturn: check-in, the waiting room, admit,
+media both ways (decoded video frames and audio packets on both sides, read from getStats), chat,
+the patient's switch to audio only (no new video frames, audio still flowing), hang-up."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+
+from housecall.access.policy import Access
+from housecall.core.db import open_database
+from housecall.fhir import interactions as ix
+from housecall.identity import service as identity
+from housecall.identity import sessions
+from housecall.visits import service
+from tests.identity.conftest import PASSWORD, Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
+from tests.support import LiveServer, free_port
+from tests.visits.conftest import Turn, coturn, license_  # noqa: F401 - coturn is a fixture
+
+# docs/VIDEO.md: the flags that work on a loopback-only host (without the last one Chromium gathers
+# no candidates at all).
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
+    "--disable-gpu", "--allow-loopback-in-peer-connection",
+]  # fmt: skip
+
+
+@pytest.fixture
+def server(database_url: str, smtp: tuple[Mailbox, int], coturn: Turn) -> Iterator[LiveServer]:  # noqa: F811
+    port = free_port()
+    live = LiveServer(
+        database_url,
+        port=port,
+        extra_env={
+            "HOUSECALL_PUBLIC_URL": f"http://127.0.0.1:{port}",
+            "HOUSECALL_SMTP_PORT": str(smtp[1]),
+            "HOUSECALL_TURN_URLS": json.dumps(coturn.urls),
+            "HOUSECALL_TURN_SECRET": coturn.secret,
+        },
+    ).start()
+    yield live
+    live.stop()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield b
+        await b.close()
+
+
+async def _clinic(database_url: str, smtp_port: int) -> dict[str, str]:
+    """An organization with a patient, a clinician licensed in Vermont on her care team, a video
+    visit booked in five minutes, and a signed-in session for each (as sign-in would leave)."""
+    settings = settings_for_tests(database_url, smtp_port)
+    db = open_database(database_url)
+    await db.connect()
+    org = "e2e-" + secrets.token_hex(4)
+    out: dict[str, str] = {}
+    try:
+        async with db.transaction() as conn:
+            await identity.create_organization(conn, org, "E2E Health", settings=settings)
+            ctx = ix.Ctx(conn, settings, "https://testserver/fhir", Access.system(org))
+
+            async def make(resource: dict[str, Any]) -> str:
+                stored = (await ix.create(ctx, resource["resourceType"], resource)).stored
+                assert stored is not None
+                return str(stored.res_id)
+
+            patient = await make({"resourceType": "Patient", "name": [{"given": ["Ana"], "family": "Reyes"}]})
+            doctor = await make({"resourceType": "Practitioner", "name": [{"given": ["Maya"], "family": "Carter"}],
+                                 "qualification": [license_("VT")]})  # fmt: skip
+            await make({"resourceType": "CareTeam", "status": "active", "subject": {"reference": f"Patient/{patient}"},
+                        "participant": [{"member": {"reference": f"Practitioner/{doctor}"}}]})  # fmt: skip
+            start = service.now_dt()
+            out["appointment"] = await make({
+                "resourceType": "Appointment", "status": "booked",
+                "appointmentType": {"coding": [{"system": service.ACT_CODE, "code": "VR"}]},
+                "start": service.iso(start), "end": service.iso(start + dt.timedelta(minutes=20)), "minutesDuration": 20,
+                "participant": [{"actor": {"reference": f"Patient/{patient}"}, "status": "accepted"},
+                                {"actor": {"reference": f"Practitioner/{doctor}"}, "status": "accepted"}],
+            })  # fmt: skip
+            for who, role, kw in (("patient", "patient", {"patient_id": patient}),
+                                  ("clinician", "clinician", {"practitioner_id": doctor})):  # fmt: skip
+                account = await identity.create_account(conn, org, f"{who}@{org}.example.org", role, PASSWORD,
+                                                        settings=settings, **kw)  # fmt: skip
+                out[who] = await sessions.start_session(conn, account, sessions.FULL)
+            out["org"] = org
+    finally:
+        await db.close()
+    return out
+
+
+async def _signed_in(browser: Browser, base: str, raw: str) -> tuple[BrowserContext, Page]:
+    context = await browser.new_context(
+        viewport={"width": 375, "height": 740}, permissions=["camera", "microphone"]
+    )
+    # The session cookie as sign-in sets it (host-only, Secure, which Chromium honours on 127.0.0.1).
+    await context.add_cookies([{"name": sessions.SESSION_COOKIE, "value": raw, "domain": "127.0.0.1", "path": "/",
+                                "secure": True, "httpOnly": True, "sameSite": "Lax"}])  # fmt: skip
+    return context, await context.new_page()
+
+
+async def _inbound(page: Page) -> list[dict[str, Any]]:
+    return await page.evaluate("window.housecallVisit.inbound()")  # type: ignore[no-any-return]
+
+
+async def _until(page: Page, test: Any, what: str, within: float = 20) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + within
+    rows: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        rows = await _inbound(page)
+        if rows and test(rows):
+            return rows
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"{what}: {rows}")
+
+
+async def test_a_whole_video_visit(server: LiveServer, browser: Browser, database_url: str,
+                                   smtp: tuple[Mailbox, int]) -> None:  # noqa: F811  # fmt: skip
+    setup = await _clinic(database_url, smtp[1])
+    visit = f"{server.base}/visits/{setup['appointment']}"
+    patient_ctx, patient = await _signed_in(browser, server.base, setup["patient"])
+    doctor_ctx, doctor = await _signed_in(browser, server.base, setup["clinician"])
+    try:
+        # Check-in: where the patient is now, and a number for the fallback.
+        await patient.goto(visit)
+        await patient.get_by_label("Which US state are you in right now?").select_option("VT")
+        await patient.get_by_label("Phone number to call if video does not work").fill("802-555-0100")
+        await patient.get_by_role("button", name="Check in").click()
+        await expect(patient.get_by_role("heading", name="You are in the waiting room")).to_be_visible()
+        await expect(patient.locator("#visit-place")).to_contain_text("You are next")
+        # Nothing of the call shows while waiting: no camera, no call controls.
+        await expect(patient.locator("#visit-controls")).to_be_hidden()
+        await expect(patient.locator("#visit-local")).to_be_hidden()
+        assert await patient.locator("script:not([src])").count() == 0
+        assert await patient.locator("[style]").count() == 0
+
+        # The clinician sees who waits and lets her in.
+        await doctor.goto(visit)
+        waiting = doctor.locator("#visit-lobby-list li")
+        await expect(waiting).to_contain_text("Ana Reyes · VT")
+        await waiting.get_by_role("button", name="Let in").click()
+        await expect(patient.locator("#visit-status")).to_contain_text("You are in the visit")
+        await expect(patient.get_by_role("button", name="Hang up")).to_be_visible()
+
+        # Media both ways.
+        def flowing(rows: list[dict[str, Any]]) -> bool:
+            return all(r["framesDecoded"] > 0 and r["audioPackets"] > 0 for r in rows)
+
+        await _until(patient, flowing, "patient receives video and audio")
+        await _until(doctor, flowing, "clinician receives video and audio")
+
+        # Chat, stored with the visit.
+        await patient.get_by_label("Message").fill("Can you see my rash?")
+        await patient.get_by_role("button", name="Send").click()
+        await expect(doctor.locator("#visit-chat-log")).to_contain_text("Ana Reyes: Can you see my rash?")
+
+        # The patient switches to audio only: no new video frames reach the clinician, audio goes on.
+        await patient.get_by_role("button", name="Audio only").click()
+        await expect(doctor.locator("#visit-status")).to_contain_text("switched to audio only")
+        await asyncio.sleep(1.0)  # frames already in flight are decoded; then the video stops
+        before = (await _inbound(doctor))[0]
+        await asyncio.sleep(2.0)
+        after = (await _inbound(doctor))[0]
+        assert after["framesDecoded"] - before["framesDecoded"] <= 1, (before, after)
+        assert after["audioPackets"] > before["audioPackets"] + 20, (before, after)
+        tracks = await patient.evaluate(
+            "document.getElementById('visit-local').srcObject.getVideoTracks().length"
+        )
+        assert tracks == 0  # the camera was released
+
+        # Hang up: the visit ends for both.
+        await doctor.get_by_role("button", name="Hang up").click()
+        await expect(patient.locator("#visit-status")).to_contain_text("The visit has ended")
+    finally:
+        await patient_ctx.close()
+        await doctor_ctx.close()
+
+    db = open_database(database_url)
+    await db.connect()
+    try:
+        async with db.reader() as conn:
+            ctx = ix.Ctx(conn, settings_for_tests(database_url, smtp[1]), "https://testserver/fhir",
+                         Access.system(setup["org"]))  # fmt: skip
+            found = await ix.search(
+                ctx,
+                ix.search_request(ctx, "Encounter", [("appointment", f"Appointment/{setup['appointment']}")]),
+            )
+            encounter = found.matches[0].resource()
+            chat = await ix.search(
+                ctx, ix.search_request(ctx, "Communication", [("encounter", f"Encounter/{encounter['id']}")])
+            )
+    finally:
+        await db.close()
+    assert encounter["status"] == "finished" and encounter["length"]["value"] >= 0
+    assert [h["mode"] for h in service.modality_history(encounter)] == ["video", "audio"]
+    assert [m.resource()["payload"][0]["contentString"] for m in chat.matches] == ["Can you see my rash?"]
+
+
+async def test_the_technology_check_calls_the_echo_peer(server: LiveServer, browser: Browser, database_url: str,
+                                                         smtp: tuple[Mailbox, int]) -> None:  # noqa: F811  # fmt: skip
+    setup = await _clinic(database_url, smtp[1])
+    context, page = await _signed_in(browser, server.base, setup["patient"])
+    try:
+        await page.goto(server.base + "/visits/check")
+        await page.get_by_role("button", name="Start the check").click()
+        verdict = page.locator("#check-verdict")
+        await expect(verdict).to_be_visible(timeout=30_000)
+        await expect(verdict).to_have_text("Video should work.")
+        assert (await page.locator("#check-rtt").inner_text()).endswith(" ms")
+        assert await page.locator("#check-candidate").inner_text() in ("host", "srflx", "prflx", "relay")
+    finally:
+        await context.close()
+    db = open_database(database_url)
+    await db.connect()
+    try:
+        async with db.reader() as conn:
+            ctx = ix.Ctx(conn, settings_for_tests(database_url, smtp[1]), "https://testserver/fhir",
+                         Access.system(setup["org"]))  # fmt: skip
+            query = [("code", f"{service.VISIT_SYSTEM}|{service.TECH_CHECK_CODE}")]
+            found = await ix.search(ctx, ix.search_request(ctx, "Observation", query))
+    finally:
+        await db.close()
+    assert [m.resource()["valueCodeableConcept"]["coding"][0]["code"] for m in found.matches] == ["video"]
