@@ -60,7 +60,7 @@ PAGES: dict[str, list[str | tuple[str, int]]] = {
         ("/portal", 403),
     ],
     "nurse": ["/workspace", "/workspace/patients", "/account"],
-    "desk": ["/account", "/desk/schedule", "/desk/book", "/admin/outbox", ("/workspace", 403)],
+    "desk": ["/account", "/desk/schedule", "/admin/outbox", ("/workspace", 403)],
     "admin": ["/admin/accounts", "/admin/apps", "/admin/outbox", "/desk/schedule", "/account"],
 }
 

@@ -281,7 +281,7 @@ async def request_refill(
         "status": "requested",
         "intent": "order",
         "priority": "routine",
-        "code": {"coding": [{"system": inbox.WORK_SYSTEM, "code": "refill", "display": inbox.KINDS["refill"]}]},
+        "code": {"coding": [{"system": inbox.WORK_SYSTEM, "code": "refill", "display": str(inbox.KINDS["refill"])}]},
         "description": f"Refill: {name}"[:500],
         "for": {"reference": f"Patient/{patient_id}"},
         "focus": {"reference": medicine_ref},
