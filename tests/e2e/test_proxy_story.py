@@ -83,7 +83,10 @@ async def family(database_url: str, smtp_port: int) -> tuple[str, str]:
             await service.create_organization(conn, org, "E2E Family Practice", settings=settings)
             ctx = ix.Ctx(conn, settings, "http://127.0.0.1/fhir", Access.system(org))
             kids = []
-            for given, value, code, name in (("Mia", 92.0, "2345-7", "Glucose"), ("Leo", 5.1, "2823-3", "Potassium")):
+            for given, value, code, name in (
+                ("Mia", 92.0, "2345-7", "Glucose"),
+                ("Leo", 5.1, "2823-3", "Potassium"),
+            ):
                 out = await ix.create(ctx, "Patient", {"resourceType": "Patient", "birthDate": "2018-04-02",
                                                       "name": [{"given": [given], "family": "Reyes"}]})  # fmt: skip
                 assert out.stored is not None
@@ -91,7 +94,13 @@ async def family(database_url: str, smtp_port: int) -> tuple[str, str]:
                 await bundles.transaction(ctx, {"resourceType": "Bundle", "type": "transaction",
                                                 "entry": glucose_report(out.stored.res_id, value, code, name)})  # fmt: skip
             parent = await service.create_account(
-                conn, org, f"parent@{org}.example.org", "proxy", PASSWORD, display_name="Ana Reyes", settings=settings
+                conn,
+                org,
+                f"parent@{org}.example.org",
+                "proxy",
+                PASSWORD,
+                display_name="Ana Reyes",
+                settings=settings,
             )
             for kid in kids:
                 await service.grant_proxy(conn, parent.id, kid, granted_by="system:test", relationship="parent",
@@ -102,7 +111,10 @@ async def family(database_url: str, smtp_port: int) -> tuple[str, str]:
 
 
 async def test_a_parent_switches_between_two_childrens_records(
-    server: LiveServer, browser: Browser, database_url: str, smtp: tuple[Mailbox, int]
+    server: LiveServer,
+    browser: Browser,
+    database_url: str,
+    smtp: tuple[Mailbox, int],  # noqa: F811
 ) -> None:
     email, _org = await family(database_url, smtp[1])
     context = await browser.new_context(**PHONE, base_url=server.base)
@@ -119,7 +131,9 @@ async def test_a_parent_switches_between_two_childrens_records(
     await expect(page.get_by_role("heading", name="Mia Reyes's home")).to_be_visible()
     await page.get_by_role("link", name="Test results").click()
     await expect(page.get_by_text("Glucose").first).to_be_visible()
-    assert await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")  # no sideways scroll
+    assert await page.evaluate(
+        "document.documentElement.scrollWidth <= window.innerWidth"
+    )  # no sideways scroll
     await expect(page.get_by_text("Potassium")).to_have_count(0)
 
     # Switch to the other child from the home page.

@@ -81,3 +81,21 @@ async def test_inbox_reads_are_audited(clinic: Clinic) -> None:
             "SELECT count(*) FROM audit_log WHERE org_id = $1 AND patient_id = $2", c.env.org_id, c.patient
         )
     assert n >= 1
+
+
+async def test_work_is_assigned_to_a_member_of_the_pool_only(clinic: Clinic) -> None:
+    c = clinic
+    item = await c.create(task(c, c.patient))
+    page = await c.browsers["nurse"].get("/workspace")
+    assert f'value="Practitioner/{c.clinician}"' in page.text  # Dr Carter is in the pool: offered
+    stranger = await c.create({"resourceType": "Practitioner", "name": [{"family": "Stranger"}]})
+    r = await c.form_post("nurse", f"/workspace/tasks/{item['id']}/assign",
+                          {"version": "1", "to": f"Practitioner/{stranger['id']}"}, form_from="/workspace")  # fmt: skip
+    assert r.status_code == 404 and "owner" not in await c.read("Task", item["id"])
+    r = await c.form_post("nurse", f"/workspace/tasks/{item['id']}/assign",
+                          {"version": "1", "to": f"Practitioner/{c.clinician}"}, form_from="/workspace")  # fmt: skip
+    assert r.status_code == 303
+    stored = await c.read("Task", item["id"])
+    assert stored["owner"]["reference"] == f"Practitioner/{c.clinician}" and stored["status"] == "in-progress"
+    mine = text_of((await c.browsers["clinician"].get("/workspace", params={"who": "mine"})).text)
+    assert "Question about a rash" in mine

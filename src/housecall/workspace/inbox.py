@@ -303,3 +303,19 @@ async def pools_of(rec: Records, practitioner_id: str) -> list[str]:
             if rid and rid not in out:
                 out.append(rid)
     return out
+
+
+async def team(rec: Records) -> list[tuple[str, str]]:
+    """("Practitioner/id", name) of the clinicians work can be assigned to: those whose active
+    PractitionerRole puts them in one of the organization's pools, by name."""
+    page = await rec.search(
+        "PractitionerRole",
+        [("active", "true"), ("service:missing", "false"), ("_include", "PractitionerRole:practitioner"),
+         ("_count", "200")],
+    )  # fmt: skip
+    out: dict[str, str] = {}
+    for role in page.resources:
+        ref = (role.get("practitioner") or {}).get("reference")
+        if ref and ref in page.included:
+            out[ref] = person_name(page.included[ref]) or ref
+    return sorted(out.items(), key=lambda item: item[1])

@@ -51,9 +51,10 @@ async def inbox_page(request: Request, pool: str = "", kind: str = "", who: str 
         counts = await inbox.counts(rec, me=actor.fhir_user)
         pools = await inbox.pools(rec)
         mine = await inbox.pools_of(rec, actor.fhir_user.split("/", 1)[1]) if actor.fhir_user else []
+        team = await inbox.team(rec)
     pool_names = dict(pools)
     return render(request, "workspace/inbox.html", items=items, total=total, counts=counts, flt=flt,
-                  pools=pools, pool_names=pool_names, my_pools=mine, kinds=inbox.KINDS, me=actor.fhir_user,
+                  pools=pools, pool_names=pool_names, my_pools=mine, team=team, kinds=inbox.KINDS, me=actor.fhir_user,
                   warning_hours=inbox.AGE_WARNING_HOURS)  # fmt: skip
 
 
@@ -73,8 +74,11 @@ async def change_task(request: Request, task_id: str, action: str) -> Response:
     to = form.get("to")
     try:
         async with records.writing(request, actor) as rec:
-            await inbox.change(rec, task_id, int(version), action, me=actor.fhir_user,
-                               to=to if isinstance(to, str) and to.startswith("Practitioner/") else None)  # fmt: skip
+            if action == "assign" and (not isinstance(to, str) or to not in dict(await inbox.team(rec))):
+                raise ValueError("work is assigned to a member of a pool")
+            await inbox.change(
+                rec, task_id, int(version), action, me=actor.fhir_user, to=to if isinstance(to, str) else None
+            )
     except inbox.Conflict:
         return render(request, "identity/error.html", status=409, title=_("Someone else changed this"),
                       message=_("Another member of the team changed this item while you were looking. "
