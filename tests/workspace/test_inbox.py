@@ -99,3 +99,29 @@ async def test_work_is_assigned_to_a_member_of_the_pool_only(clinic: Clinic) -> 
     assert stored["owner"]["reference"] == f"Practitioner/{c.clinician}" and stored["status"] == "in-progress"
     mine = text_of((await c.browsers["clinician"].get("/workspace", params={"who": "mine"})).text)
     assert "Question about a rash" in mine
+
+
+async def test_counts_agree_whether_counted_from_one_search_or_by_queries(clinic: Clinic) -> None:
+    c = clinic
+    for n, kind in enumerate(("message", "message", "refill", "result-review")):
+        await c.create(task(c, c.patient, kind=kind, description=f"item {n}"))
+    await c.create(task(c, c.other_patient, kind="refill"))  # not this team's: never counted
+    claimed = await c.create(task(c, c.patient, kind="refill"))
+    r = await c.form_post(
+        "nurse", f"/workspace/tasks/{claimed['id']}/claim", {"version": "1"}, form_from="/workspace"
+    )
+    assert r.status_code == 303
+    from housecall.web import records
+
+    async with c.env.db.reader() as conn:
+        from housecall.access.actor import Actor, ActorKind, Role
+        from housecall.access.policy import Access
+        from housecall.fhir import interactions as ix
+
+        nurse = Actor(ActorKind.STAFF, c.env.org_id, c.accounts["nurse"].id, frozenset({Role.NURSE}),
+                      f"Practitioner/{c.nurse}")  # fmt: skip
+        ctx = ix.Ctx(conn, c.env.settings, "https://testserver/fhir", await Access.load(conn, nurse))
+        rec = records.Records(ctx)
+        one = await inbox.counts(rec, me=nurse.fhir_user)
+        many = await inbox._counted_by_queries(rec, me=nurse.fhir_user)
+    assert one == many == {"message": 2, "refill": 2, "result-review": 1, "unassigned": 4, "mine": 1}
