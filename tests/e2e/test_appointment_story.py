@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from housecall.access.policy import Access
 from housecall.core import jobs
@@ -54,14 +54,6 @@ def server(
     yield live
     live.stop()
     get_settings.cache_clear()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        yield b
-        await b.close()
 
 
 def local(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:

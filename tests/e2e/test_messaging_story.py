@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pyotp
-import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, expect
 
 from housecall.access.policy import Access
 from housecall.core.db import open_database
@@ -21,7 +19,7 @@ from housecall.fhir import interactions as ix
 from housecall.identity import service
 from tests.e2e.test_signin_phone import assert_phone_friendly
 from tests.identity.conftest import PASSWORD, Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
-from tests.support import REPO, LiveServer, free_port
+from tests.support import REPO, LiveServer
 
 PHONE = {
     "viewport": {"width": 375, "height": 667},
@@ -31,32 +29,6 @@ PHONE = {
 }
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(64)
-
-
-@pytest.fixture
-def server(database_url: str, smtp: tuple[Mailbox, int]) -> Iterator[LiveServer]:  # noqa: F811
-    port = free_port()
-    live = LiveServer(
-        database_url,
-        port=port,
-        extra_env={
-            "HOUSECALL_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "HOUSECALL_SMTP_PORT": str(smtp[1]),
-            "HOUSECALL_ARGON2_TIME_COST": "1",
-            "HOUSECALL_ARGON2_MEMORY_KIB": "1024",
-            "HOUSECALL_ARGON2_PARALLELISM": "1",
-        },
-    ).start()
-    yield live
-    live.stop()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        yield b
-        await b.close()
 
 
 async def clinic(database_url: str, smtp_port: int) -> dict[str, Any]:

@@ -5,11 +5,10 @@ and results, switch to the other child, and never see the first child's results 
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, async_playwright, expect
+from playwright.async_api import Browser, expect
 
 from housecall.access.policy import Access
 from housecall.core.db import open_database
@@ -17,34 +16,14 @@ from housecall.fhir import interactions as ix
 from housecall.identity import service
 from tests.e2e.test_signin_phone import PHONE
 from tests.identity.conftest import PASSWORD, Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
-from tests.support import LiveServer, free_port
+from tests.support import LiveServer
 
 
 @pytest.fixture
-def server(database_url: str, smtp: tuple[Mailbox, int]) -> Iterator[LiveServer]:  # noqa: F811
-    port = free_port()
-    live = LiveServer(
-        database_url,
-        port=port,
-        extra_env={
-            "HOUSECALL_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "HOUSECALL_SMTP_PORT": str(smtp[1]),
-            "HOUSECALL_ARGON2_TIME_COST": "1",
-            "HOUSECALL_ARGON2_MEMORY_KIB": "1024",
-            "HOUSECALL_ARGON2_PARALLELISM": "1",
-            "HOUSECALL_RESULT_RELEASE_HOURS": "0",  # results show at once: the story is about whose
-        },
-    ).start()
-    yield live
-    live.stop()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        yield b
-        await b.close()
+def server_env() -> dict[str, str]:
+    return {
+        "HOUSECALL_RESULT_RELEASE_HOURS": "0",  # results show at once: the story is about whose
+    }
 
 
 def glucose_report(patient: str, value: float, code: str, name: str) -> list[dict[str, Any]]:

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pyotp
-import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from housecall.core.db import open_database
 from housecall.identity import service
 from tests.identity.conftest import PASSWORD, Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
-from tests.support import LiveServer, free_port
+from tests.support import LiveServer
 
 PHONE = {
     "viewport": {"width": 375, "height": 667},
@@ -23,32 +21,6 @@ PHONE = {
     "is_mobile": True,
     "has_touch": True,
 }
-
-
-@pytest.fixture
-def server(database_url: str, smtp: tuple[Mailbox, int]) -> Iterator[LiveServer]:  # noqa: F811
-    port = free_port()
-    live = LiveServer(
-        database_url,
-        port=port,
-        extra_env={
-            "HOUSECALL_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "HOUSECALL_SMTP_PORT": str(smtp[1]),
-            "HOUSECALL_ARGON2_TIME_COST": "1",
-            "HOUSECALL_ARGON2_MEMORY_KIB": "1024",
-            "HOUSECALL_ARGON2_PARALLELISM": "1",
-        },
-    ).start()
-    yield live
-    live.stop()
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        yield b
-        await b.close()
 
 
 async def nurse_account(database_url: str, smtp_port: int) -> service.Account:

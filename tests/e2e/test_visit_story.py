@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -23,7 +23,7 @@ from housecall.identity import service as identity
 from housecall.identity import sessions
 from housecall.visits import service
 from tests.identity.conftest import PASSWORD, Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
-from tests.support import LiveServer, free_port
+from tests.support import LiveServer
 from tests.visits.conftest import Turn, coturn, license_  # noqa: F401 - coturn is a fixture
 
 # docs/VIDEO.md: the flags that work on a loopback-only host (without the last one Chromium gathers
@@ -36,20 +36,8 @@ CHROMIUM_ARGS = [
 
 
 @pytest.fixture
-def server(database_url: str, smtp: tuple[Mailbox, int], coturn: Turn) -> Iterator[LiveServer]:  # noqa: F811
-    port = free_port()
-    live = LiveServer(
-        database_url,
-        port=port,
-        extra_env={
-            "HOUSECALL_PUBLIC_URL": f"http://127.0.0.1:{port}",
-            "HOUSECALL_SMTP_PORT": str(smtp[1]),
-            "HOUSECALL_TURN_URLS": json.dumps(coturn.urls),
-            "HOUSECALL_TURN_SECRET": coturn.secret,
-        },
-    ).start()
-    yield live
-    live.stop()
+def server_env(coturn: Turn) -> dict[str, str]:  # noqa: F811
+    return {"HOUSECALL_TURN_URLS": json.dumps(coturn.urls), "HOUSECALL_TURN_SECRET": coturn.secret}
 
 
 @pytest.fixture
