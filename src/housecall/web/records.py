@@ -26,6 +26,7 @@ from housecall.audit.events import AuditEntry, AuditRequest, Outcome, entries_fo
 from housecall.audit.trail import sink_for
 from housecall.core.db import Conn, Database
 from housecall.fhir import interactions as ix
+from housecall.fhir.api import base_url
 from housecall.fhir.errors import FhirError
 from housecall.identity import sessions
 
@@ -172,18 +173,12 @@ async def _records(request: Request, actor: Actor | None, write: bool) -> AsyncI
     try:
         async with db.transaction() if write else db.reader() as conn:
             access = await Access.load(conn, actor)
-            ctx = ix.Ctx(conn, request.app.state.settings, _fhir_base(request), access)
+            ctx = ix.Ctx(conn, request.app.state.settings, base_url(request), access)
             rec = Records(ctx, request.client.host if request.client else None)
             yield rec
     finally:
         if rec is not None and rec.entries:
             await sink_for(request.app.state).record(rec.entries)
-
-
-def _fhir_base(request: Request) -> str:
-    from housecall.fhir.api import base_url
-
-    return base_url(request)
 
 
 def reading(request: Request, actor: Actor | None = None) -> Any:
