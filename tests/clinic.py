@@ -105,3 +105,21 @@ async def clinic(env: Env) -> Clinic:
         browser, account, _secret = await env.staff_session(role, **kw)
         c.browsers[who], c.accounts[who] = browser, account
     return c
+
+
+@pytest.fixture
+def told(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
+    """The notifications features hand to the notification service, (account, kind, path), in
+    order; each is still queued for real."""
+    from housecall import notify
+    from housecall.notify import service as notify_service
+
+    calls: list[tuple[str, str, str]] = []
+    real = notify_service.send
+
+    async def send(conn: Any, org_id: str, account_id: str, kind: Any, path: str, **kw: Any) -> str | None:
+        calls.append((account_id, notify.Kind(kind).value, path))
+        return await real(conn, org_id, account_id, kind, path, **kw)
+
+    monkeypatch.setattr(notify_service, "send", send)
+    return calls

@@ -7,28 +7,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import pytest
-
 from housecall import notify
-from housecall.notify import service as notify_service
 from housecall.refills import service
 from housecall.workspace import inbox
 from tests.clinic import Clinic, text_of
-
-
-@pytest.fixture
-def told(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
-    """The notifications handed to the notification service: (account, kind, path)."""
-    calls: list[tuple[str, str, str]] = []
-
-    real = notify_service.send
-
-    async def send(conn: Any, org_id: str, account_id: str, kind: Any, path: str, **kw: Any) -> str | None:
-        calls.append((account_id, notify.Kind(kind).value, path))
-        return await real(conn, org_id, account_id, kind, path, **kw)  # and queue it for real
-
-    monkeypatch.setattr(notify_service, "send", send)
-    return calls
 
 
 async def setup(

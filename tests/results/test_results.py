@@ -7,31 +7,14 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from housecall import notify
 from housecall.identity.clock import clock
-from housecall.notify import service as notify_service
 from housecall.results import service
 from housecall.workspace import inbox
 from tests.clinic import Clinic, text_of
 
 LOINC = "http://loinc.org"
 A1C = "4548-4"
-
-
-@pytest.fixture
-def told(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, str]]:
-    calls: list[tuple[str, str, str]] = []
-
-    real = notify_service.send
-
-    async def send(conn: Any, org_id: str, account_id: str, kind: Any, path: str, **kw: Any) -> str | None:
-        calls.append((account_id, notify.Kind(kind).value, path))
-        return await real(conn, org_id, account_id, kind, path, **kw)  # and queue it for real
-
-    monkeypatch.setattr(notify_service, "send", send)
-    return calls
 
 
 def iso(moment: datetime) -> str:
