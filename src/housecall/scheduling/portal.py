@@ -56,6 +56,7 @@ async def appointments_page(request: Request) -> Response:
     async with records.reading(request, actor) as rec:
         visits = await service.visits_of_patient(rec, actor.patient_id)
         names = Names(rec)
+        await names.prefetch(visits)
         now = _now()
         upcoming = [await names.shown(v) for v in visits if v.end >= now and v.booked]
         past = [await names.shown(v) for v in reversed(visits) if not (v.end >= now and v.booked)]

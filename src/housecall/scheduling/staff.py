@@ -86,6 +86,7 @@ async def calendar(
     openings = await service.slots(rec, [r.role_id for r in roles], start, end)
     visits = await service.visits_of_practitioner(rec, practitioner, start, end) if practitioner else []
     names = Names(rec)
+    await names.prefetch(visits, with_patient=True)
     by_slot = {v.slot: v for v in visits if v.slot and v.booked}
     rows = []
     for o in openings:
