@@ -29,9 +29,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from housecall import notify
-from housecall.access.actor import Actor
-from housecall.access.policy import Access
-from housecall.audit.events import AuditRequest, Outcome
 from housecall.fhir import interactions as ix
 from housecall.fhir.errors import FhirError
 from housecall.identity.clock import clock
@@ -288,30 +285,6 @@ async def pool_of(rec: Records, pool_id: str | None) -> Pool | None:
 # -- writing ----------------------------------------------------------------------------------------
 
 
-@dataclass
-class _OnBehalf(Records):
-    """The system's access on the page's own connection, for what people may not do on the API
-    (store a Binary, open an inbox Task for a patient's message), after the page checked the
-    person's access itself. Its audit events name the person and are stored with theirs."""
-
-    person: Actor | None = None
-    patient_id: str | None = None  # whose record the work is for (a Binary is in no compartment)
-
-    @property
-    def actor(self) -> Actor:
-        return self.person or self.ctx.actor
-
-    def _audit(self, what: AuditRequest, outcome: Outcome) -> None:
-        if self.patient_id:
-            self.ctx.touched[self.patient_id] = None
-        super()._audit(what, outcome)
-
-
-def as_system(rec: Records, patient_id: str) -> Records:
-    ctx = ix.Ctx(rec.conn, rec.ctx.settings, rec.ctx.base_url, Access.system(rec.actor.org_id))
-    return _OnBehalf(ctx, rec.address, rec.entries, person=rec.actor, patient_id=patient_id)
-
-
 def _communication(thread: Thread | None, *, patient_id: str, sender: str, recipient: str, topic: str,
                    text: str, attachment: dict[str, Any] | None) -> dict[str, Any]:  # fmt: skip
     payload: list[dict[str, Any]] = []
@@ -341,13 +314,13 @@ def _communication(thread: Thread | None, *, patient_id: str, sender: str, recip
 async def _store_file(rec: Records, patient_id: str, file: File | None) -> dict[str, Any] | None:
     if file is None:
         return None
-    binary = await as_system(rec, patient_id).create("Binary", file.binary(patient_id))
+    binary = await rec.on_behalf(patient_id).create("Binary", file.binary(patient_id))
     return file.attachment(binary["id"])
 
 
 async def _open_work(rec: Records, thread: Thread, sender: str) -> None:
     """The thread's inbox Task in its pool, unless one is open already."""
-    system = as_system(rec, thread.patient_id)
+    system = rec.on_behalf(thread.patient_id)
     if await inbox.tasks_for(system, thread.focus):
         return
     await inbox.open_task(system, "message", patient_id=thread.patient_id, focus=thread.focus, pool=thread.pool,
@@ -446,7 +419,7 @@ async def binary_of(rec: Records, thread: Thread, message_id: str) -> tuple[byte
     url = str(message.attachment.get("url", ""))
     if not url.startswith("Binary/"):
         return None
-    binary = await as_system(rec, thread.patient_id).read("Binary", url.removeprefix("Binary/"))
+    binary = await rec.on_behalf(thread.patient_id).read("Binary", url.removeprefix("Binary/"))
     # The message is writable by the patient on the API: its url could name somebody else's file.
     # Only a Binary kept for this patient's record is served, with the type its bytes prove.
     if binary is None or _ref(binary.get("securityContext")) != f"Patient/{thread.patient_id}":

@@ -14,7 +14,7 @@ How a refill request is written down (so the same facts show on the FHIR API; de
   ``statusReason.text`` (a denial needs a reason: the patient reads it).
 
 A patient may not write Tasks, so the portal checks with the patient's own access that the medicine
-is theirs and then opens the Task on their behalf (``portal/tell.on_behalf_of``).
+is theirs and then opens the Task on their behalf (``Records.on_behalf``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from typing import Any
 
 from housecall import notify
 from housecall.fhir.errors import FhirError
-from housecall.portal import tell
 from housecall.web.records import Records
 from housecall.workspace import inbox
 
@@ -274,7 +273,7 @@ async def request_refill(
             raise Invalid("medication", "open")
     name = medicine_name(medicine) or medicine_ref
     requester = (medicine.get("requester") or {}).get("reference")
-    service = tell.on_behalf_of(rec)
+    service = rec.on_behalf()
     pool = await pool_for(service, patient_id, requester if requester else None)
     task = {
         "resourceType": "Task",

@@ -287,29 +287,11 @@ async def unlicensed(rec: Records, visit: Visit, state: str) -> list[str]:
 # -- writing on the patient's behalf ---------------------------------------------------------------
 
 
-@dataclass
-class _OnBehalf(Records):
-    """The system's access on the caller's own connection, for what the person may not write on
-    the API (the visit's Encounter, the callback Task), after the visit checked who they are. Its
-    audit events name the person and are stored with theirs."""
-
-    person: Actor | None = None
-
-    @property
-    def actor(self) -> Actor:
-        return self.person or self.ctx.actor
-
-
-def on_behalf(rec: Records) -> Records:
-    ctx = ix.Ctx(rec.conn, rec.ctx.settings, rec.ctx.base_url, Access.system(rec.actor.org_id))
-    return _OnBehalf(ctx, rec.address, rec.entries, person=rec.actor)
-
-
 async def _change_encounter(rec: Records, visit: Visit, change: Callable[[dict[str, Any]], None]) -> None:
     """Apply ``change`` to the visit's Encounter on its current version (re-read and re-applied
     when someone else wrote it in between)."""
     assert visit.encounter is not None
-    writer = on_behalf(rec)
+    writer = rec.on_behalf()
     for _ in range(5):
         found = await writer.read_versioned("Encounter", visit.encounter["id"])
         if found is None:
@@ -389,7 +371,7 @@ async def check_in(rec: Records, visit: Visit, *, state: str, phone: str) -> lis
             if visit.appointment.get(key):
                 value = visit.appointment[key]
                 encounter[key] = value[0] if key == "serviceType" and isinstance(value, list) else value
-        visit.encounter = await on_behalf(rec).create("Encounter", encounter)
+        visit.encounter = await rec.on_behalf().create("Encounter", encounter)
         return missing
 
     def update(encounter: dict[str, Any]) -> None:
@@ -528,7 +510,7 @@ async def record_chat(
         raise VisitError("empty")
     if visit.encounter is None:
         raise VisitError("not-checked-in")  # chat belongs to the visit's record, which starts at check-in
-    writer = rec if sender and not guest else on_behalf(rec)
+    writer = rec if sender and not guest else rec.on_behalf()
     return await writer.create("Communication", _communication(visit, CHAT_CATEGORY, text, sender, guest))
 
 
@@ -537,7 +519,7 @@ async def record_notice(rec: Records, visit: Visit, text: str, *, sender: str | 
     text = text.strip()[:500]
     if not text:
         raise VisitError("empty")
-    return await on_behalf(rec).create(
+    return await rec.on_behalf().create(
         "Communication", _communication(visit, NOTICE_CATEGORY, text, sender, None)
     )
 
@@ -573,7 +555,7 @@ async def phone_instead(
                                {"valueContactPoint": {"system": "phone", "value": _phone, "use": "mobile"}}),
         )  # fmt: skip
     await change_modality(rec, visit, "phone", by=by)
-    writer = on_behalf(rec)
+    writer = rec.on_behalf()
     pool = None
     if visit.practitioners:
         pools = await inbox.pools_of(writer, visit.practitioners[0].removeprefix("Practitioner/"))

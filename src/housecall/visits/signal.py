@@ -380,7 +380,7 @@ async def _handle(ws: WebSocket, room: Room, member: Member, message: dict[str, 
 
 
 async def _visit(rec: records.Records, room: Room) -> Visit:
-    visit = await service.load_visit(service.on_behalf(rec), room.appointment_id)
+    visit = await service.load_visit(rec.on_behalf(), room.appointment_id)
     if visit is None:
         raise VisitError("gone")
     return visit

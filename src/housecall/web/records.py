@@ -84,6 +84,16 @@ class Records:
         self._audit(what, Outcome.SUCCESS)
         return result
 
+    def on_behalf(self, patient_id: str | None = None) -> Records:
+        """Housecall's own access on this transaction, for what a person may not do on the API
+        (open a Task in the care team's inbox, write the visit's Encounter, store a Binary) once
+        the page has checked, with the person's own access, that the work is theirs. Its audit
+        events name the person and are stored with this block's; ``patient_id`` files them in
+        that patient's record when what is touched is in no compartment (a Binary)."""
+        ctx = self.ctx
+        system = ix.Ctx(ctx.conn, ctx.settings, ctx.base_url, Access.system(self.actor.org_id))
+        return _OnBehalf(system, self.address, self.entries, person=self.actor, patient_id=patient_id)
+
     # -- reads --------------------------------------------------------------------------------------
 
     async def read(self, res_type: str, res_id: str) -> dict[str, Any] | None:
@@ -151,6 +161,23 @@ class Records:
             ),
         )
         return out.stored.resource()  # type: ignore[no-any-return]
+
+
+@dataclass
+class _OnBehalf(Records):
+    """``Records.on_behalf``: system access whose audit events name the person."""
+
+    person: Actor | None = None
+    patient_id: str | None = None
+
+    @property
+    def actor(self) -> Actor:
+        return self.person or self.ctx.actor
+
+    def _audit(self, what: AuditRequest, outcome: Outcome) -> None:
+        if self.patient_id:
+            self.ctx.touched[self.patient_id] = None
+        super()._audit(what, outcome)
 
 
 def _db(request: Request) -> Database:
