@@ -38,3 +38,16 @@ if [ ! -x /usr/bin/turnserver ]; then
     exit 1
   fi
 fi
+
+# Visits through an SFU are tested against Janus (its VideoRoom plugin); the tests start their own
+# Janus with a generated configuration, the packaged service is not used.
+if [ ! -x /usr/bin/janus ]; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Janus for the SFU tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus >/dev/null
+  else
+    echo "/usr/bin/janus is missing: install Debian's janus package for the SFU tests" >&2
+    exit 1
+  fi
+fi
