@@ -81,7 +81,9 @@ def running(
     )
     url = f"http://127.0.0.1:{port}/janus"
     out = (work / "janus.out").open("wb")
-    proc = subprocess.Popen([str(JANUS), "-C", str(work / "janus.jcfg"), "-F", str(work)], stdout=out, stderr=out)
+    proc = subprocess.Popen(
+        [str(JANUS), "-C", str(work / "janus.jcfg"), "-F", str(work)], stdout=out, stderr=out
+    )
     try:
         deadline = time.monotonic() + 15
         while True:

@@ -27,7 +27,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import AudioStreamTrack
 
 from housecall.visits.janus import JanusSfu
-from housecall.visits.sfu import JoinGrant, SfuError, SfuRooms, SfuRoom
+from housecall.visits.sfu import JoinGrant, SfuError, SfuRoom, SfuRooms
 from tests.visits import janus_server
 
 ADDRESS = "10.77.0.1"
@@ -47,7 +47,7 @@ def network() -> None:
 
 
 class Colour(MediaStreamTrack):
-    """A 160×120 camera showing one solid colour at 15 frames a second."""
+    """A 160 by 120 camera showing one solid colour at 15 frames a second."""
 
     kind = "video"
 
@@ -182,7 +182,9 @@ async def scenario(janus: janus_server.Janus) -> dict[str, Any]:
         carol_grant = await rooms.grant_for(ORG, VISIT, carol)
         await rooms.remove(ORG, VISIT, "carol")
         out["revoked_subscribe"] = await refused(sfu.subscribe(room, carol_grant, feeds["alice"]))
-        expired = JoinGrant(room=room.id, participant="dave", token=carol_grant.token, expires=time.time() - 1)
+        expired = JoinGrant(
+            room=room.id, participant="dave", token=carol_grant.token, expires=time.time() - 1
+        )
         out["expired_subscribe"] = await refused(sfu.subscribe(room, expired, feeds["alice"]))
         wrong_pin = SfuRoom(room.visit, room.id, room.secret, "wrong-pin", room.publishers)
         frank = await sfu.grant(room, "frank", seconds=60)

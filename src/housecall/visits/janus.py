@@ -105,7 +105,9 @@ class JanusSession:
         if self.api_secret:
             body["apisecret"] = self.api_secret
         try:
-            response = await self.client.post(self.url + path, content=orjson.dumps(body), timeout=self.timeout)
+            response = await self.client.post(
+                self.url + path, content=orjson.dumps(body), timeout=self.timeout
+            )
             reply = orjson.loads(response.content)
         except (httpx.HTTPError, orjson.JSONDecodeError) as exc:
             raise SfuUnavailable(f"Janus at {self.url} did not answer: {exc!r}") from exc
@@ -174,7 +176,9 @@ class JanusSession:
             params["apisecret"] = self.api_secret
         while not self.closed:
             try:
-                response = await self.client.get(f"{self.url}/{self.id}", params=params, timeout=self.timeout + 35)
+                response = await self.client.get(
+                    f"{self.url}/{self.id}", params=params, timeout=self.timeout + 35
+                )
                 events = orjson.loads(response.content)
             except (httpx.HTTPError, orjson.JSONDecodeError):
                 if self.closed:
@@ -258,7 +262,9 @@ class JanusSfu:
         self.timeout = timeout
         self.keepalive = keepalive
         # Long polls hold a connection each: one per participant plus the control session.
-        self.client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=20))
+        self.client = httpx.AsyncClient(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=20)
+        )
         self._control: tuple[JanusSession, int] | None = None
         self._control_lock = asyncio.Lock()
         self.people: dict[str, _Person] = {}
@@ -344,7 +350,9 @@ class JanusSfu:
             return
         with contextlib.suppress(SfuNoSuchRoom):
             try:
-                await self._manage({"request": "kick", "room": room.id, "secret": room.secret, "id": person.feed})
+                await self._manage(
+                    {"request": "kick", "room": room.id, "secret": room.secret, "id": person.feed}
+                )
             except SfuError as exc:
                 if exc.code != "sfu-no-feed":  # already gone is what we wanted
                     raise
@@ -385,7 +393,11 @@ class JanusSfu:
         except BaseException:
             await person.session.detach(handle)
             raise
-        person.publisher, person.feed, person.private_id = handle, joined.data["id"], joined.data.get("private_id")
+        person.publisher, person.feed, person.private_id = (
+            handle,
+            joined.data["id"],
+            joined.data.get("private_id"),
+        )
         return person
 
     async def publish(self, room: SfuRoom, grant: JoinGrant, offer: str) -> Publication:
@@ -434,7 +446,9 @@ class JanusSfu:
     def media_up(self, participant: str) -> bool:
         """Whether Janus reported the participant's upstream connected (``webrtcup``)."""
         person = self.people.get(participant)
-        return bool(person and person.publisher is not None and person.session.saw(person.publisher, "webrtcup"))
+        return bool(
+            person and person.publisher is not None and person.session.saw(person.publisher, "webrtcup")
+        )
 
     async def leave(self, participant: str) -> None:
         person = self.people.pop(participant, None)
