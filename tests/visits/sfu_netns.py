@@ -17,17 +17,20 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aioice.ice
 import av
+import orjson
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import AudioStreamTrack
 
+from housecall.access.actor import system_actor
+from housecall.visits import sfu_relay
 from housecall.visits.janus import JanusSfu
 from housecall.visits.sfu import JoinGrant, SfuError, SfuRoom, SfuRooms
+from housecall.visits.signal import Member, Room
 from tests.visits import janus_server
 
 ADDRESS = "10.77.0.1"
@@ -74,12 +77,6 @@ def plane_mean(frame: av.VideoFrame, index: int) -> float:
     return sum(sum(r) for r in rows) / (width * plane.height)
 
 
-@dataclass
-class Person:
-    id: str
-    admitted: bool
-
-
 class Seen:
     """What one receiving peer decoded: video frames (and their colour) and audio frames."""
 
@@ -109,23 +106,49 @@ async def wait_for(check: Any, seconds: float) -> bool:
     return bool(check())
 
 
-async def publish(rooms: SfuRooms, who: Person) -> RTCPeerConnection:
+def member(name: str, *, admitted: bool) -> Member:
+    """A member of the visit's signaling room without a socket: messages to it queue in ``out``."""
+    return Member(None, "guest", name, None, system_actor(ORG), id=name, admitted=admitted)  # type: ignore[arg-type]
+
+
+MAILBOX: dict[str, list[dict[str, Any]]] = {}
+
+
+def take(m: Member, kind: str) -> dict[str, Any]:
+    """The first message of ``kind`` sent to ``m`` and not taken yet (others stay for later)."""
+    box = MAILBOX.setdefault(m.id, [])
+    while not m.out.empty():
+        data = m.out.get_nowait()
+        box.append(orjson.loads(data) if data else {})
+    for i, message in enumerate(box):
+        if message.get("type") == kind:
+            return box.pop(i)
+    raise AssertionError(f"{m.id} got no {kind}: {box}")
+
+
+async def publish(rooms: SfuRooms, room: Room, who: Member) -> RTCPeerConnection:
+    """``who``'s page publishes its camera and microphone through the visit's signaling."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver(Colour(COLOURS[who.id]), direction="sendonly")
     pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())  # aiortc gathers every candidate here
-    publication = await rooms.publish(ORG, VISIT, who, pc.localDescription.sdp)
-    await pc.setRemoteDescription(RTCSessionDescription(publication.answer, "answer"))
+    await sfu_relay.handle(rooms, room, who, {"type": "sfu-publish", "sdp": pc.localDescription.sdp})
+    await pc.setRemoteDescription(RTCSessionDescription(take(who, "sfu-answer")["sdp"], "answer"))
     return pc
 
 
-async def receive(rooms: SfuRooms, sfu: JanusSfu, who: Person, feed: Any, seen: Seen) -> RTCPeerConnection:
-    subscription = await rooms.subscribe(ORG, VISIT, who, feed)
+async def receive(rooms: SfuRooms, room: Room, who: Member, peer: str, seen: Seen) -> RTCPeerConnection:
+    """``who``'s page receives ``peer`` through the SFU: the SFU offers, the page answers."""
+    await sfu_relay.handle(rooms, room, who, {"type": "sfu-subscribe", "peer": peer})
+    offer = take(who, "sfu-offer")
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.on("track", lambda track: asyncio.ensure_future(seen.read(track)))
-    await pc.setRemoteDescription(RTCSessionDescription(subscription.offer, "offer"))
+    await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], "offer"))
     await pc.setLocalDescription(await pc.createAnswer())
-    await sfu.start(subscription, pc.localDescription.sdp)
+    await sfu_relay.handle(
+        rooms, room, who, {"type": "sfu-start", "key": offer["key"], "sdp": pc.localDescription.sdp}
+    )
+    take(who, "sfu-started")
     return pc
 
 
@@ -141,18 +164,27 @@ async def refused(call: Any) -> str:
 async def scenario(janus: janus_server.Janus) -> dict[str, Any]:
     out: dict[str, Any] = {}
     sfu = JanusSfu(janus.url, api_secret=janus.api_secret, admin_key=janus.admin_key, timeout=10, keepalive=2)
-    rooms = SfuRooms(sfu, threshold=3)
-    alice, bob = Person("alice", True), Person("bob", True)
-    eve = Person("eve", False)  # still in the waiting room
+    rooms = SfuRooms(sfu, threshold=1)  # two people are enough to go through the SFU here
+    visit_room = Room(ORG, VISIT, ["practitioner-1"])
+    alice, bob = member("alice", admitted=True), member("bob", admitted=True)
+    eve = member("eve", admitted=False)  # still in the waiting room
+    for m in (alice, bob, eve):
+        visit_room.members[m.id] = m
     pcs: list[RTCPeerConnection] = []
     try:
-        room = await rooms.room_for(ORG, VISIT)
+        await sfu_relay.admitted(rooms, visit_room, alice)
+        await sfu_relay.admitted(rooms, visit_room, bob)
+        out["sfu_on"] = [take(m, "sfu") for m in (alice, bob)] == [{"type": "sfu", "on": True}] * 2
+        room = rooms.rooms[(ORG, VISIT)]
         out["grant_for_waiting"] = await refused(rooms.grant_for(ORG, VISIT, eve))
-        out["publish_waiting"] = await refused(rooms.publish(ORG, VISIT, eve, "v=0"))
+        await sfu_relay.handle(rooms, visit_room, eve, {"type": "sfu-publish", "sdp": "v=0"})
+        out["publish_waiting"] = take(eve, "error")["code"]
 
         started = time.monotonic()
-        pc_a, pc_b = await publish(rooms, alice), await publish(rooms, bob)
+        pc_a = await publish(rooms, visit_room, alice)
+        pc_b = await publish(rooms, visit_room, bob)
         pcs += [pc_a, pc_b]
+        out["told_of_feeds"] = [take(bob, "sfu-feed")["peer"], take(alice, "sfu-feed")["peer"]]
         out["published"] = await wait_for(
             lambda: pc_a.connectionState == "connected" and pc_b.connectionState == "connected", 15
         )
@@ -161,9 +193,15 @@ async def scenario(janus: janus_server.Janus) -> dict[str, Any]:
         out["participants"] = sorted(p.display for p in present if p.publishing)
         feeds = {p.display: p.feed for p in present}
 
+        # Bob may not answer an offer the SFU made to Alice.
+        await sfu_relay.handle(rooms, visit_room, alice, {"type": "sfu-subscribe", "peer": "bob"})
+        stolen = take(alice, "sfu-offer")["key"]
+        await sfu_relay.handle(rooms, visit_room, bob, {"type": "sfu-start", "key": stolen, "sdp": "v=0"})
+        out["start_others_offer"] = take(bob, "error")["code"]
+
         seen_by_alice, seen_by_bob = Seen(), Seen()
-        pcs.append(await receive(rooms, sfu, alice, feeds["bob"], seen_by_alice))
-        pcs.append(await receive(rooms, sfu, bob, feeds["alice"], seen_by_bob))
+        pcs.append(await receive(rooms, visit_room, alice, "bob", seen_by_alice))
+        pcs.append(await receive(rooms, visit_room, bob, "alice", seen_by_bob))
         out["media"] = await wait_for(
             lambda: min(seen_by_alice.frames, seen_by_bob.frames) >= 5 and min(seen_by_alice.audio, seen_by_bob.audio) >= 5,
             20,
@@ -178,7 +216,7 @@ async def scenario(janus: janus_server.Janus) -> dict[str, Any]:
         forged = JoinGrant(room=room.id, participant="mallory", token="made-up", expires=time.time() + 60)
         out["forged_publish"] = await refused(sfu.publish(room, forged, pc_a.localDescription.sdp))
         out["forged_subscribe"] = await refused(sfu.subscribe(room, forged, feeds["alice"]))
-        carol = Person("carol", True)
+        carol = member("carol", admitted=True)
         carol_grant = await rooms.grant_for(ORG, VISIT, carol)
         await rooms.remove(ORG, VISIT, "carol")
         out["revoked_subscribe"] = await refused(sfu.subscribe(room, carol_grant, feeds["alice"]))
@@ -199,11 +237,11 @@ async def scenario(janus: janus_server.Janus) -> dict[str, Any]:
                                 "participants": len(await rooms.participants(ORG, VISIT))}  # fmt: skip
 
         # Removing bob ends his upstream: he is no longer in the room.
-        await rooms.remove(ORG, VISIT, "bob")
+        await sfu_relay.left(rooms, visit_room, bob)
         out["after_remove"] = sorted(p.display for p in await rooms.participants(ORG, VISIT) if p.publishing)
 
         # The visit ends: the room is destroyed and alice's media through it stops.
-        await rooms.end(ORG, VISIT)
+        await sfu_relay.ended(rooms, ORG, VISIT)
         out["after_end"] = await refused(sfu.participants(room))
         out["join_after_end"] = await refused(sfu.subscribe(room, frank, feeds["alice"]))
         out["alice_connection_after_end"] = (
@@ -213,7 +251,7 @@ async def scenario(janus: janus_server.Janus) -> dict[str, Any]:
         frames = seen_by_bob.frames
         await asyncio.sleep(1)
         out["frames_after_end"] = seen_by_bob.frames - frames
-        await rooms.end(ORG, VISIT)  # idempotent
+        await sfu_relay.ended(rooms, ORG, VISIT)  # idempotent
     finally:
         for pc in pcs:
             await pc.close()

@@ -17,13 +17,19 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
+from aiortc import RTCConfiguration, RTCPeerConnection
 
+from housecall.access.actor import system_actor
 from housecall.core.settings import Settings
 from housecall.visits import sfu as sfu_module
+from housecall.visits import sfu_relay
 from housecall.visits.janus import JanusSfu
 from housecall.visits.sfu import JoinGrant, NotAdmitted, SfuNoSuchRoom, SfuRefused, SfuRooms, SfuUnavailable
+from housecall.visits.signal import Member, Room
 from tests.support import free_port
 from tests.visits import janus_server
 
@@ -174,8 +180,11 @@ def test_two_peers_meet_through_janus(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-3000:] + (log.read_text()[-2000:] if log.exists() else "")
     seen = json.loads(run.stdout.strip().splitlines()[-1])
 
+    assert seen["sfu_on"]
     assert seen["grant_for_waiting"] == "not-admitted"
     assert seen["publish_waiting"] == "not-admitted"
+    assert seen["told_of_feeds"] == ["alice", "bob"]
+    assert seen["start_others_offer"] == "no-such-offer"
     assert seen["published"] and seen["janus_webrtcup"]
     assert seen["participants"] == ["alice", "bob"]
     assert seen["media"], seen
@@ -200,3 +209,81 @@ def test_two_peers_meet_through_janus(tmp_path: Path) -> None:
     assert seen["after_end"] == "sfu-no-room" and seen["join_after_end"] == "sfu-no-room"
     assert seen["alice_connection_after_end"] == "closed"
     assert seen["frames_after_end"] == 0
+
+
+# -- the visit's signaling speaking to the SFU ------------------------------------------------------
+
+
+def member(role: str, *, admitted: bool) -> Member:
+    # A signaling member without a socket: the relay only queues messages for it (``out``).
+    return Member(None, role, role, None, system_actor(ORG), admitted=admitted)  # type: ignore[arg-type]
+
+
+def inbox(m: Member) -> list[dict[str, Any]]:
+    out = []
+    while not m.out.empty():
+        data = m.out.get_nowait()
+        assert data is not None
+        out.append(orjson.loads(data))
+    return out
+
+
+async def test_visit_switches_to_the_sfu_past_three_people(sfu: JanusSfu) -> None:
+    rooms = SfuRooms(sfu, threshold=3)
+    room = Room(ORG, VISIT, ["practitioner-1"])
+    clinician, patient, interpreter = (
+        member(r, admitted=True) for r in ("clinician", "patient", "interpreter")
+    )
+    waiting = member("guest", admitted=False)
+    for m in (clinician, patient, interpreter, waiting):
+        room.members[m.id] = m
+    for m in (clinician, patient, interpreter):
+        await sfu_relay.admitted(rooms, room, m)
+    assert not rooms.active(ORG, VISIT) and all(inbox(m) == [] for m in room.members.values())
+    await sfu_relay.handle(rooms, room, patient, {"type": "sfu-publish", "sdp": "v=0"})
+    assert inbox(patient) == [{"type": "error", "code": "no-sfu", "refused": "sfu-publish"}]
+
+    # The fourth person in the call moves everyone admitted to the SFU; the waiting guest hears nothing.
+    family = member("family", admitted=True)
+    room.members[family.id] = family
+    await sfu_relay.admitted(rooms, room, family)
+    assert rooms.active(ORG, VISIT)
+    for m in (clinician, patient, interpreter, family):
+        assert inbox(m) == [{"type": "sfu", "on": True}]
+    assert inbox(waiting) == []
+    await sfu_relay.handle(rooms, room, waiting, {"type": "sfu-publish", "sdp": "v=0"})
+    assert inbox(waiting) == [{"type": "error", "code": "not-admitted", "refused": "sfu-publish"}]
+
+    # The patient publishes (a real aiortc offer); the others are told to subscribe.
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        pc.addTransceiver("audio", direction="sendonly")
+        pc.addTransceiver("video", direction="sendonly")
+        await pc.setLocalDescription(await pc.createOffer())
+        await sfu_relay.handle(rooms, room, patient, {"type": "sfu-publish", "sdp": pc.localDescription.sdp})
+    finally:
+        await pc.close()
+    [answer] = inbox(patient)
+    assert answer["type"] == "sfu-answer" and "m=video" in answer["sdp"], answer
+    assert inbox(clinician) == [{"type": "sfu-feed", "peer": patient.id}]
+
+    # Nothing to receive until a feed carries media (here the patient's connection never comes up:
+    # no namespace); receiving and answering the SFU's offers is in test_two_peers_meet_through_janus.
+    await sfu_relay.handle(rooms, room, clinician, {"type": "sfu-subscribe", "peer": patient.id})
+    assert inbox(clinician) == [{"type": "error", "code": "no-such-peer", "refused": "sfu-subscribe"}]
+    await sfu_relay.handle(rooms, room, clinician, {"type": "sfu-start", "key": "made-up", "sdp": "v=0"})
+    assert inbox(clinician) == [{"type": "error", "code": "no-such-offer", "refused": "sfu-start"}]
+    await sfu_relay.handle(rooms, room, clinician, {"type": "sfu-start", "key": "made-up"})
+    assert inbox(clinician) == [{"type": "error", "code": "bad-sdp", "refused": "sfu-start"}]
+    assert patient.id in {p.display for p in await rooms.participants(ORG, VISIT)}
+
+    # Leaving ends a member's presence at the SFU; the visit's end destroys the room.
+    await sfu_relay.left(rooms, room, patient)
+    assert patient.id not in {p.display for p in await rooms.participants(ORG, VISIT)}
+    sfu_room = rooms.rooms[(ORG, VISIT)]
+    await sfu_relay.ended(rooms, ORG, VISIT)
+    assert not rooms.active(ORG, VISIT)
+    with pytest.raises(SfuNoSuchRoom):
+        await sfu.participants(sfu_room)
+    await sfu_relay.handle(rooms, room, clinician, {"type": "sfu-publish", "sdp": "v=0"})
+    assert inbox(clinician) == [{"type": "error", "code": "no-sfu", "refused": "sfu-publish"}]

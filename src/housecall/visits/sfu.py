@@ -195,6 +195,8 @@ class SfuRooms:
         self.publishers = publishers
         self.rooms: dict[tuple[str, str], SfuRoom] = {}
         self.grants: dict[tuple[str, str], dict[str, JoinGrant]] = {}
+        # Offers the SFU made to a participant, waiting for their answer: (participant, key).
+        self.pending: dict[tuple[str, str], Subscription] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     def wanted(self, admitted: int) -> bool:
@@ -246,6 +248,31 @@ class SfuRooms:
         grant = await self.grant_for(org_id, appointment_id, who)
         return await self.sfu.subscribe(self.rooms[(org_id, appointment_id)], grant, feed)
 
+    async def subscribe_to(
+        self, org_id: str, appointment_id: str, who: Participant, peer: str
+    ) -> Subscription:
+        """Like ``subscribe``, naming the publishing member by their participant id; the offer is
+        kept until the same member answers it (``start``)."""
+        feeds = {p.display: p.feed for p in await self.participants(org_id, appointment_id) if p.publishing}
+        if peer == who.id or peer not in feeds:
+            raise SfuError("that participant publishes nothing here", code="no-such-peer")
+        subscription = await self.subscribe(org_id, appointment_id, who, feeds[peer])
+        self.pending[(who.id, subscription.key)] = subscription
+        return subscription
+
+    async def start(self, who: Participant, key: str, answer: str) -> None:
+        """A member's answer to an offer the SFU made *them* (nobody may answer another's)."""
+        if not who.admitted:
+            raise NotAdmitted("only admitted participants may enter the visit's media")
+        subscription = self.pending.pop((who.id, key), None)
+        if subscription is None:
+            raise SfuError("no such offer", code="no-such-offer")
+        await self.sfu.start(subscription, answer)
+
+    def active(self, org_id: str, appointment_id: str) -> bool:
+        """Whether the visit has gone through the SFU (it stays there until it ends)."""
+        return (org_id, appointment_id) in self.rooms
+
     async def participants(self, org_id: str, appointment_id: str) -> list[SfuParticipant]:
         room = self.rooms.get((org_id, appointment_id))
         return [] if room is None else await self.sfu.participants(room)
@@ -262,6 +289,7 @@ class SfuRooms:
                 await self.sfu.revoke(room, grant)
         await self.sfu.kick(room, participant)
         await self.sfu.leave(participant)
+        self._forget(participant)
 
     async def end(self, org_id: str, appointment_id: str) -> None:
         """The visit ended (hang-up, moved to the phone): destroy its room; idempotent."""
@@ -273,7 +301,12 @@ class SfuRooms:
                 await self.sfu.destroy_room(room)
             for participant in grants:
                 await self.sfu.leave(participant)
+                self._forget(participant)
         self._locks.pop(key, None)
+
+    def _forget(self, participant: str) -> None:
+        for pending in [k for k in self.pending if k[0] == participant]:
+            del self.pending[pending]
 
 
 def sfu_from_settings(settings: Settings) -> Sfu | None:
