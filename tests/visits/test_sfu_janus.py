@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -47,8 +48,9 @@ class Person:
 @pytest.fixture(scope="module")
 def janus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[janus_server.Janus]:
     assert janus_server.JANUS.exists(), "Janus is missing: run scripts/services.sh (Debian's janus package)"
+    rtp_low = 20000 + secrets.randbelow(100) * 100  # media ports of its own on a shared host
     with janus_server.running(
-        tmp_path_factory.mktemp("janus"), port=free_port(), session_timeout=SESSION_TIMEOUT
+        tmp_path_factory.mktemp("janus"), port=free_port(), rtp_low=rtp_low, session_timeout=SESSION_TIMEOUT
     ) as server:
         yield server
 
