@@ -115,6 +115,14 @@ async def test_room_life_cycle_grants_only_the_admitted(sfu: JanusSfu) -> None:
     await rooms.end(ORG, VISIT)
     await sfu.destroy_room(room)  # a gone room is not an error
 
+    # A room the SFU lost (Janus restarted) is created again at the next grant.
+    lost = await rooms.room_for(ORG, "appointment-8")
+    await sfu.destroy_room(lost)
+    await rooms.grant_for(ORG, "appointment-8", patient)
+    again = rooms.rooms[(ORG, "appointment-8")]
+    assert again.id != lost.id and await rooms.participants(ORG, "appointment-8") == []
+    await rooms.end(ORG, "appointment-8")
+
 
 async def test_keepalives_hold_the_session(janus: janus_server.Janus) -> None:
     """Janus drops a session after ``session_timeout`` without a request (a long poll does not

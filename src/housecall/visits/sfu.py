@@ -219,22 +219,36 @@ class SfuRooms:
 
     async def grant_for(self, org_id: str, appointment_id: str, who: Participant) -> JoinGrant:
         """A valid grant for an admitted member (reused while valid, renewed when it expires).
-        Refuses anyone the visit has not admitted: the waiting room holds at the SFU too."""
+        Refuses anyone the visit has not admitted: the waiting room holds at the SFU too. A room
+        the SFU lost (restarted) is created again, once."""
         if not who.admitted:
             raise NotAdmitted("only admitted participants may enter the visit's media")
-        room = await self.room_for(org_id, appointment_id)
         key = (org_id, appointment_id)
-        async with self._lock(key):
-            grants = self.grants.setdefault(key, {})
-            old = grants.get(who.id)
-            # Renew a little before the end so an offer in flight does not meet an expired token.
-            if old is not None and old.valid(time.time() + 30):
-                return old
-            if old is not None:
-                await self.sfu.revoke(room, old)
-            grant = await self.sfu.grant(room, who.id, seconds=self.grant_seconds)
-            grants[who.id] = grant
-            return grant
+        for attempt in (1, 2):
+            room = await self.room_for(org_id, appointment_id)
+            try:
+                async with self._lock(key):
+                    return await self._grant(room, key, who)
+            except SfuNoSuchRoom:
+                if attempt == 2:
+                    raise
+                async with self._lock(key):
+                    if self.rooms.get(key) is room:
+                        del self.rooms[key]
+                        self.grants.pop(key, None)
+        raise AssertionError("unreachable")
+
+    async def _grant(self, room: SfuRoom, key: tuple[str, str], who: Participant) -> JoinGrant:
+        grants = self.grants.setdefault(key, {})
+        old = grants.get(who.id)
+        # Renew a little before the end so an offer in flight does not meet an expired token.
+        if old is not None and old.valid(time.time() + 30):
+            return old
+        if old is not None:
+            await self.sfu.revoke(room, old)
+        grant = await self.sfu.grant(room, who.id, seconds=self.grant_seconds)
+        grants[who.id] = grant
+        return grant
 
     async def publish(self, org_id: str, appointment_id: str, who: Participant, offer: str) -> Publication:
         """Relay an admitted member's offer to publish; the SFU's answer goes back to their page."""
