@@ -26,13 +26,14 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from housecall.access.actor import system_actor
 from housecall.core.settings import Settings
+from housecall.visits import guests, sfu_relay
 from housecall.visits import sfu as sfu_module
-from housecall.visits import sfu_relay
 from housecall.visits.janus import JanusSfu
 from housecall.visits.sfu import JoinGrant, NotAdmitted, SfuNoSuchRoom, SfuRefused, SfuRooms, SfuUnavailable
 from housecall.visits.signal import Member, Room
 from tests.support import free_port
 from tests.visits import janus_server
+from tests.visits.conftest import Booked, connect, cookie_of
 
 ROOT = Path(__file__).resolve().parents[2]
 ORG, VISIT = "org-1", "appointment-7"
@@ -297,3 +298,57 @@ async def test_visit_switches_to_the_sfu_past_three_people(sfu: JanusSfu) -> Non
         await sfu.participants(sfu_room)
     await sfu_relay.handle(rooms, room, clinician, {"type": "sfu-publish", "sdp": "v=0"})
     assert inbox(clinician) == [{"type": "error", "code": "no-sfu", "refused": "sfu-publish"}]
+
+
+async def test_the_visit_signaling_moves_a_grown_call_to_janus(
+    booked: Booked, live: str, janus: janus_server.Janus
+) -> None:
+    """Through the real signaling: the call moves to the SFU when the third person is admitted (a
+    threshold of two here), a waiting guest cannot publish, and the hang-up destroys the room."""
+    c, appt = booked.clinic, booked.appointment
+    s = c.env.settings
+    s.sfu, s.sfu_threshold = "janus", 2
+    s.janus_url, s.janus_api_secret, s.janus_admin_key = janus.url, janus.api_secret, janus.admin_key
+    assert (await booked.check_in()).status_code == 303
+    async with c.env.db.transaction() as conn:
+        token = await guests.make_link(conn, org_id=c.env.org_id, appointment_id=appt, label="Interpreter",
+                                       account_id=c.accounts["clinician"].id)  # fmt: skip
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        async with (
+            connect(live, appt, cookie_of(c, "clinician")) as doctor,
+            connect(live, appt, cookie_of(c, "patient")) as patient,
+            connect(live, appt, guest=token) as guest,
+        ):
+            await doctor.next("welcome")
+            patient_id = (await patient.next("welcome"))["you"]
+            guest_id = (await guest.next("welcome"))["you"]
+            await guest.send(type="sfu-publish", sdp="v=0")
+            assert (await guest.next("error"))["code"] == "not-admitted"
+            await doctor.send(type="admit", who=patient_id)
+            await patient.next("admitted")
+            assert not any(m["type"] == "sfu" for m in await patient.drain())  # two people: peer to peer
+            await doctor.send(type="admit", who=guest_id)
+            for sock in (doctor, patient, guest):
+                assert (await sock.next("sfu"))["on"] is True
+
+            pc.addTransceiver("audio", direction="sendonly")
+            pc.addTransceiver("video", direction="sendonly")
+            await pc.setLocalDescription(await pc.createOffer())
+            await patient.send(type="sfu-publish", sdp=pc.localDescription.sdp)
+            assert "m=video" in (await patient.next("sfu-answer", within=10))["sdp"]
+            assert (await doctor.next("sfu-feed"))["peer"] == patient_id
+            assert (await guest.next("sfu-feed"))["peer"] == patient_id
+
+            rooms = sfu_relay.rooms_for(s)
+            assert rooms is not None
+            sfu_room = rooms.rooms[(c.env.org_id, appt)]
+            assert patient_id in {p.display for p in await rooms.participants(c.env.org_id, appt)}
+            await doctor.send(type="hangup")
+            await guest.next("ended")
+        assert not rooms.active(c.env.org_id, appt)
+        with pytest.raises(SfuNoSuchRoom):
+            await rooms.sfu.participants(sfu_room)
+    finally:
+        await pc.close()
+        await sfu_relay.close_all()

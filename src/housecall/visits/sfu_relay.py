@@ -107,3 +107,11 @@ async def ended(rooms: SfuRooms | None, org_id: str, appointment_id: str) -> Non
             await rooms.end(org_id, appointment_id)
         except SfuError:
             log.exception("could not destroy the visit's SFU room")
+
+
+async def close_all() -> None:
+    """Close every SFU connection this process opened (at shutdown, and between tests)."""
+    rooms = [r for r in _ROOMS.values() if r is not None]
+    _ROOMS.clear()
+    for r in rooms:
+        await r.sfu.close()
