@@ -95,8 +95,8 @@ class JanusSession:
         self.keepalive_every = keepalive
         self.id: int | None = None
         self.waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        # Events Janus sends without a transaction (webrtcup, hangup, destroyed…), per handle.
-        self.notices: dict[int, list[dict[str, Any]]] = {}
+        # Kinds of event Janus sent without a transaction (webrtcup, hangup, media…), per handle.
+        self.notices: dict[int, set[str]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.closed = False
 
@@ -131,7 +131,7 @@ class JanusSession:
     async def attach(self, plugin: str = VIDEOROOM) -> int:
         reply = await self._post(f"/{self.id}", {"janus": "attach", "plugin": plugin})
         handle = int(reply["data"]["id"])
-        self.notices[handle] = []
+        self.notices[handle] = set()
         return handle
 
     async def detach(self, handle: int) -> None:
@@ -199,8 +199,8 @@ class JanusSession:
             future.set_result(event)
             return
         sender = event.get("sender")
-        if isinstance(sender, int) and sender in self.notices:
-            self.notices[sender].append(event)
+        if isinstance(sender, int) and sender in self.notices and isinstance(kind, str):
+            self.notices[sender].add(kind)
 
     async def _keepalive(self) -> None:
         while not self.closed:
@@ -212,7 +212,7 @@ class JanusSession:
 
     def saw(self, handle: int, kind: str) -> bool:
         """Whether Janus reported ``kind`` (``webrtcup``, ``hangup``, …) for ``handle``."""
-        return any(e.get("janus") == kind for e in self.notices.get(handle, []))
+        return kind in self.notices.get(handle, set())
 
     async def close(self) -> None:
         if self.id is None or self.closed:

@@ -253,14 +253,14 @@ class SfuRooms:
     async def publish(self, org_id: str, appointment_id: str, who: Participant, offer: str) -> Publication:
         """Relay an admitted member's offer to publish; the SFU's answer goes back to their page."""
         grant = await self.grant_for(org_id, appointment_id, who)
-        return await self.sfu.publish(self.rooms[(org_id, appointment_id)], grant, offer)
+        return await self.sfu.publish(self._room(org_id, appointment_id), grant, offer)
 
     async def subscribe(
         self, org_id: str, appointment_id: str, who: Participant, feed: RoomId
     ) -> Subscription:
         """The SFU's offer for an admitted member to receive ``feed``; answer it with ``start``."""
         grant = await self.grant_for(org_id, appointment_id, who)
-        return await self.sfu.subscribe(self.rooms[(org_id, appointment_id)], grant, feed)
+        return await self.sfu.subscribe(self._room(org_id, appointment_id), grant, feed)
 
     async def subscribe_to(
         self, org_id: str, appointment_id: str, who: Participant, peer: str
@@ -282,6 +282,12 @@ class SfuRooms:
         if subscription is None:
             raise SfuError("no such offer", code="no-such-offer")
         await self.sfu.start(subscription, answer)
+
+    def _room(self, org_id: str, appointment_id: str) -> SfuRoom:
+        room = self.rooms.get((org_id, appointment_id))
+        if room is None:  # the visit ended while this member's offer was on its way
+            raise SfuNoSuchRoom("the visit's room has ended")
+        return room
 
     def active(self, org_id: str, appointment_id: str) -> bool:
         """Whether the visit has gone through the SFU (it stays there until it ends)."""
