@@ -352,3 +352,42 @@ async def test_the_visit_signaling_moves_a_grown_call_to_janus(
     finally:
         await pc.close()
         await sfu_relay.close_all()
+
+
+async def test_moving_the_visit_to_the_phone_ends_its_sfu_room(
+    booked: Booked, live: str, janus: janus_server.Janus
+) -> None:
+    c, appt = booked.clinic, booked.appointment
+    s = c.env.settings
+    s.sfu, s.sfu_threshold = "janus", 1
+    s.janus_url, s.janus_api_secret, s.janus_admin_key = janus.url, janus.api_secret, janus.admin_key
+    assert (await booked.check_in()).status_code == 303
+    try:
+        async with (
+            connect(live, appt, cookie_of(c, "clinician")) as doctor,
+            connect(live, appt, cookie_of(c, "patient")) as patient,
+        ):
+            await doctor.next("welcome")
+            await doctor.send(type="admit", who=(await patient.next("welcome"))["you"])
+            assert (await patient.next("sfu"))["on"] is True
+            rooms = sfu_relay.rooms_for(s)
+            assert rooms is not None and rooms.active(c.env.org_id, appt)
+            sfu_room = rooms.rooms[(c.env.org_id, appt)]
+            r = await c.form_post("patient", f"/visits/{appt}/phone", {}, form_from=f"/visits/{appt}")
+            assert r.status_code == 303
+            await doctor.next("phone")
+
+            async def destroyed() -> bool:  # in the background, within a moment
+                try:
+                    await rooms.sfu.participants(sfu_room)
+                except SfuNoSuchRoom:
+                    return not rooms.active(c.env.org_id, appt)
+                return False
+
+            for _ in range(100):
+                if await destroyed():
+                    break
+                await asyncio.sleep(0.05)
+            assert await destroyed()
+    finally:
+        await sfu_relay.close_all()

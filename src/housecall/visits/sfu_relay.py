@@ -15,6 +15,7 @@ Messages (only from and to admitted members; the waiting room holds here as ever
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +108,19 @@ async def ended(rooms: SfuRooms | None, org_id: str, appointment_id: str) -> Non
             await rooms.end(org_id, appointment_id)
         except SfuError:
             log.exception("could not destroy the visit's SFU room")
+
+
+_ENDING: set[asyncio.Task[None]] = set()
+
+
+def end_soon(org_id: str, appointment_id: str) -> None:
+    """The visit moved to the phone (a form post, outside any socket): destroy its SFU room in the
+    background, in every SFU configuration this process has used."""
+    for rooms in _ROOMS.values():
+        if rooms is not None and rooms.active(org_id, appointment_id):
+            task = asyncio.get_running_loop().create_task(ended(rooms, org_id, appointment_id))
+            _ENDING.add(task)  # held until done: the loop keeps only weak references to tasks
+            task.add_done_callback(_ENDING.discard)
 
 
 async def close_all() -> None:

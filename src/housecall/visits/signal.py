@@ -462,6 +462,7 @@ def push_phone(org_id: str, appointment_id: str, name: str) -> None:
     if room is not None:
         room.broadcast({"type": "phone", "by": name}, admitted_only=False)
         HUB.queue_changed(org_id, room.practitioners)
+    sfu_relay.end_soon(org_id, appointment_id)  # the call is over: so is its SFU room
 
 
 def checked_in(org_id: str, practitioners: list[str]) -> None:
