@@ -38,3 +38,17 @@ if [ ! -x /usr/bin/turnserver ]; then
     exit 1
   fi
 fi
+
+# Visits through an SFU are tested against Janus (its VideoRoom plugin); the tests start their own
+# Janus with a generated configuration, the packaged service is not used.
+# Media through Janus is tested inside a network namespace with a veth interface (`ip`, iproute2).
+if [ ! -x /usr/bin/janus ] || ! command -v ip >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ]; then
+    echo "installing Janus (and iproute2) for the SFU tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq janus iproute2 >/dev/null
+  else
+    echo "/usr/bin/janus is missing: install Debian's janus package for the SFU tests" >&2
+    exit 1
+  fi
+fi

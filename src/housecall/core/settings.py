@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -96,6 +97,24 @@ class Settings(BaseSettings):
     # Technology-check echo peers (aiortc) one process runs at once, and how long one may last.
     visit_echo_peers: int = 4
     visit_echo_seconds: int = 60
+    # --- Visits through an SFU (docs/decisions/0022) ---
+    # ``none``: every visit is peer to peer. ``janus``: visits with more than ``sfu_threshold``
+    # people in the call go through a Janus VideoRoom reached at ``janus_url`` (its HTTP API).
+    sfu: Literal["none", "janus"] = "none"
+    sfu_threshold: int = 3
+    # How long a participant's join grant (a per-participant token the SFU accepts) lasts.
+    sfu_grant_seconds: int = 10 * 60
+    # Publishers one visit's room holds (Janus refuses the next one).
+    sfu_publishers: int = 12
+    janus_url: str = "http://127.0.0.1:8088/janus"
+    # Janus's ``api_secret`` (every request carries it) and the VideoRoom's ``admin_key`` (needed to
+    # create rooms); both empty when the Janus deployment does not set them.
+    janus_api_secret: str = ""
+    janus_admin_key: str = ""
+    # Seconds to wait for an answer from Janus, and between keepalives of our Janus sessions
+    # (Janus drops a session after its ``session_timeout``, 60 s by default).
+    janus_timeout_seconds: float = 10.0
+    janus_keepalive_seconds: float = 25.0
 
 
 @lru_cache(maxsize=1)

@@ -43,7 +43,7 @@ from housecall.core.db import Database
 from housecall.core.settings import Settings
 from housecall.fhir.errors import FhirError
 from housecall.identity import sessions
-from housecall.visits import guests, service, turn
+from housecall.visits import guests, service, sfu_relay, turn
 from housecall.visits.service import Visit, VisitError
 from housecall.web import records
 from housecall.workspace.inbox import person_name
@@ -56,7 +56,7 @@ MAX_QUEUED = 200  # messages waiting for a slow client before it is dropped
 REFRESH_SECONDS = 30.0
 CHAT_PER_MINUTE = 30  # chat lines one member may store per minute  # the waiting room's position is recomputed at least this often
 RELAYED = frozenset({"offer", "answer", "candidate"})
-ADMITTED_ONLY = RELAYED | {"chat", "state", "turn"}
+ADMITTED_ONLY = RELAYED | {"chat", "state", "turn"} | sfu_relay.MESSAGES
 
 
 @dataclass(eq=False)
@@ -274,6 +274,7 @@ async def signal(ws: WebSocket, appointment_id: str) -> None:
     if member.admitted:
         room.broadcast({"type": "joined", "peer": {"id": member.id, "role": role, "name": name}}, but=member)
         room.send_peers()
+        await sfu_relay.admitted(sfu_relay.rooms_for(_settings(ws)), room, member)
     elif role != "staff":
         waiting = asyncio.get_running_loop().create_task(_waiting_updates(ws, room, member, visit))
     room.send_lobby()
@@ -306,6 +307,7 @@ async def signal(ws: WebSocket, appointment_id: str) -> None:
         HUB.leave(room, member)
         if member.admitted:
             room.broadcast({"type": "left", "peer": member.id})
+            await sfu_relay.left(sfu_relay.rooms_for(_settings(ws)), room, member)
         room.send_lobby()
         HUB.queue_changed(actor.org_id, room.practitioners)
         member.out.put_nowait(None)
@@ -326,6 +328,9 @@ async def _handle(ws: WebSocket, room: Room, member: Member, message: dict[str, 
             member.send({"type": "error", "code": "no-such-peer", "refused": kind})
             return None
         target.send({"type": kind, **stamp, "data": message.get("data")})
+        return None
+    if kind in sfu_relay.MESSAGES:
+        await sfu_relay.handle(sfu_relay.rooms_for(_settings(ws)), room, member, message)
         return None
     if kind == "turn":
         servers, expires = turn.ice_servers(_settings(ws), member.id, now=time.time())
@@ -373,6 +378,7 @@ async def _handle(ws: WebSocket, room: Room, member: Member, message: dict[str, 
             async with room.lock, records.writing(_as_request(ws), member.actor) as rec:
                 await service.end_visit(rec, await _visit(rec, room))
             room.broadcast({"type": "ended", "by": member.name}, admitted_only=False)
+            await sfu_relay.ended(sfu_relay.rooms_for(_settings(ws)), room.org_id, room.appointment_id)
             HUB.queue_changed(room.org_id, room.practitioners)
         return "close"
     member.send({"type": "error", "code": "unknown-type", "refused": kind})
@@ -409,8 +415,10 @@ async def _admit(ws: WebSocket, room: Room, member: Member, who: str) -> None:
         member.send({"type": "error", "code": exc.code, "refused": "admit"})
         return
     # A patient's other open sockets (a second tab, a reconnect) are let in together.
+    newly = []
     for m in list(room.members.values()):
         if m is target or (target.role == "patient" and m.role == "patient" and m.ref == target.ref):
+            newly.append(m)
             m.admitted = True
             m.wake.set()
             m.send({"type": "admitted", "by": member.name})
@@ -418,6 +426,8 @@ async def _admit(ws: WebSocket, room: Room, member: Member, who: str) -> None:
     room.send_peers()
     room.send_lobby()
     HUB.queue_changed(room.org_id, room.practitioners)
+    for m in newly:  # a call grown past what peer to peer carries moves to the SFU
+        await sfu_relay.admitted(sfu_relay.rooms_for(_settings(ws)), room, m)
 
 
 async def _notice(ws: WebSocket, room: Room, member: Member, who: str, text: Any) -> None:
@@ -452,6 +462,7 @@ def push_phone(org_id: str, appointment_id: str, name: str) -> None:
     if room is not None:
         room.broadcast({"type": "phone", "by": name}, admitted_only=False)
         HUB.queue_changed(org_id, room.practitioners)
+    sfu_relay.end_soon(org_id, appointment_id)  # the call is over: so is its SFU room
 
 
 def checked_in(org_id: str, practitioners: list[str]) -> None:
