@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 from housecall.access.actor import Actor
 from housecall.core.settings import Settings
 from housecall.portal.views import portal_actor
-from housecall.visits import echo, guests, service, signal, turn
+from housecall.visits import echo, guests, service, sfu_relay, signal, turn
 from housecall.visits.service import STATES, Visit, VisitError
 from housecall.web import csrf, records
 from housecall.web.i18n import _
@@ -331,10 +331,12 @@ async def signal_over_http(request: Request, appointment_id: str) -> Response:
 
 
 async def shutdown(app: FastAPI) -> None:
-    """Close the technology check's echo calls still open (the server is stopping)."""
+    """Close the technology check's echo calls still open and the SFU connections this process
+    opened (the server is stopping)."""
     peers = getattr(app.state, "visit_echo", None)
     if peers is not None:
         await peers.close_all()
+    await sfu_relay.close_all()
 
 
 def install(app: FastAPI) -> None:
