@@ -37,6 +37,8 @@ from housecall.access.policy import Access
 from housecall.fhir import interactions as ix
 from housecall.fhir.errors import FhirError
 from housecall.identity.clock import clock
+from housecall.messaging import attachments
+from housecall.messaging.model import as_system
 from housecall.web import nav
 from housecall.web.records import Records
 from housecall.workspace import inbox
@@ -540,6 +542,69 @@ async def record_notice(rec: Records, visit: Visit, text: str, *, sender: str | 
     return await on_behalf(rec).create(
         "Communication", _communication(visit, NOTICE_CATEGORY, text, sender, None)
     )
+
+
+def may_share_files(role: str | None, visit: Visit) -> bool:
+    """Who may send a file into the call: a member admitted to it. Over HTTP there is no socket
+    to ask, so it is read from the record the way the signaling decides: a clinician of the visit
+    (in the call from the start), or the patient/proxy once the Encounter is in progress (a
+    waiting patient is not). Staff of the care team and a visit that ended: nobody."""
+    if visit.encounter is None or visit.status == "finished":
+        return False
+    return role == "clinician" or (role == "patient" and visit.status == "in-progress")
+
+
+def may_open_files(role: str | None, visit: Visit) -> bool:
+    """Who may download a file shared in the call: its clinicians, and the patient/proxy once
+    admitted (and after the visit: it is their record). A waiting patient may not."""
+    if visit.encounter is None:
+        return False
+    return role == "clinician" or (role == "patient" and visit.status in ("in-progress", "finished"))
+
+
+async def record_file(rec: Records, visit: Visit, file: attachments.File, *, sender: str | None) -> dict[str, Any]:
+    """Store a file shared in the call as a chat entry of the visit: the bytes in a Binary kept for
+    the patient's record (written as the system after the caller was checked, since people never
+    reach Binary on the API, decision 0012), and a ``visit-chat`` Communication (as the sender)
+    whose payload is the attachment pointing at it."""
+    if visit.encounter is None or visit.patient_id is None:
+        raise VisitError("not-checked-in")
+    binary = await as_system(rec, visit.patient_id).create("Binary", file.binary(visit.patient_id))
+    comm = _communication(visit, CHAT_CATEGORY, "", sender, None)
+    comm["payload"] = [{"contentAttachment": file.attachment(binary["id"])}]
+    return await rec.create("Communication", comm)
+
+
+def file_of_message(comm: dict[str, Any]) -> dict[str, Any] | None:
+    """The attachment of a chat entry, or None for a line of text."""
+    for part in comm.get("payload") or []:
+        if isinstance(part.get("contentAttachment"), dict):
+            return part["contentAttachment"]  # type: ignore[no-any-return]
+    return None
+
+
+async def shared_file(rec: Records, visit: Visit, message_id: str) -> tuple[bytes, str, str] | None:
+    """(bytes, content type, file name) of a file shared in this visit's call, or None. The chat
+    entry is read as the person (their access to it is checked) and must belong to this visit's
+    Encounter; its Binary is read as the system and served only if it is kept for this patient's
+    record and its bytes still prove an accepted type."""
+    if visit.encounter is None or not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", message_id):
+        return None
+    comm = await rec.read("Communication", message_id)
+    if comm is None or (comm.get("encounter") or {}).get("reference") != f"Encounter/{visit.encounter['id']}":
+        return None
+    attachment = file_of_message(comm)
+    url = str((attachment or {}).get("url", ""))
+    if attachment is None or not url.startswith("Binary/") or visit.patient_id is None:
+        return None
+    binary = await as_system(rec, visit.patient_id).read("Binary", url.removeprefix("Binary/"))
+    if binary is None or (binary.get("securityContext") or {}).get("reference") != f"Patient/{visit.patient_id}":
+        return None
+    data = attachments.decode(binary)
+    content_type = attachments.sniff(data)
+    if content_type is None:
+        return None
+    return data, content_type, attachments.safe_name(str(attachment.get("title") or ""), content_type)
 
 
 async def chat_history(rec: Records, visit: Visit) -> list[dict[str, Any]]:

@@ -454,6 +454,17 @@ def push_phone(org_id: str, appointment_id: str, name: str) -> None:
         HUB.queue_changed(org_id, room.practitioners)
 
 
+def push_file(org_id: str, appointment_id: str, sender: str | None, name: str, role: str,
+              entry: dict[str, Any]) -> None:  # fmt: skip
+    """A file shared in the call (stored by ``POST /visits/{id}/files``) is announced as a chat
+    entry to the members admitted to the call, never to anyone still waiting."""
+    room = HUB.find(org_id, appointment_id)
+    if room is None:
+        return
+    who = next((m.id for m in room.admitted() if sender and m.ref == sender), None)
+    room.broadcast({"type": "chat", "from": who, "fromName": name, "fromRole": role, "text": "", **entry})
+
+
 def checked_in(org_id: str, practitioners: list[str]) -> None:
     """A patient checked in: the clinicians' waiting patients get their new places."""
     HUB.queue_changed(org_id, practitioners)
