@@ -199,7 +199,8 @@ class Visit:
 
 
 def modality_history(encounter: dict[str, Any] | None) -> list[dict[str, str]]:
-    """[{mode, start, by}] in the order they happened."""
+    """[{mode, start, by, how?}] in the order they happened (``how: auto`` when the page stepped
+    down to audio by itself on poor stats)."""
     out = []
     for ext in (encounter or {}).get("extension") or []:
         if ext.get("url") != MODALITY_EXT:
@@ -212,6 +213,8 @@ def modality_history(encounter: dict[str, Any] | None) -> list[dict[str, str]]:
                 entry["start"] = str(part.get("valueDateTime"))
             elif part.get("url") == "by":
                 entry["by"] = str((part.get("valueReference") or {}).get("reference", ""))
+            elif part.get("url") == "how":
+                entry["how"] = str(part.get("valueCode"))
         if "mode" in entry:
             out.append(entry)
     return out
@@ -327,13 +330,15 @@ async def _change_encounter(rec: Records, visit: Visit, change: Callable[[dict[s
     raise VisitError("busy")
 
 
-def _modality_entry(mode: str, when: str, by: str | None) -> dict[str, Any]:
+def _modality_entry(mode: str, when: str, by: str | None, *, auto: bool = False) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [
         {"url": "mode", "valueCode": mode},
         {"url": "start", "valueDateTime": when},
     ]
     if by:
         parts.append({"url": "by", "valueReference": {"reference": by}})
+    if auto:
+        parts.append({"url": "how", "valueCode": "auto"})
     return {"url": MODALITY_EXT, "extension": parts}
 
 
@@ -449,8 +454,10 @@ async def add_participant(rec: Records, visit: Visit, *, label: str, individual:
     await _change_encounter(rec, visit, update)
 
 
-async def change_modality(rec: Records, visit: Visit, mode: str, *, by: str | None) -> bool:
-    """Record a switch (video → audio, … → phone); False when it is already the current one."""
+async def change_modality(rec: Records, visit: Visit, mode: str, *, by: str | None, auto: bool = False) -> bool:
+    """Record a switch (video → audio, … → phone); False when it is already the current one.
+    ``auto``: the page switched by itself because the connection's stats said video could not
+    hold (``by`` is then whose connection it was); the entry says ``how: auto``."""
     if mode not in MODALITIES:
         raise VisitError("bad-modality")
     if visit.encounter is None:
@@ -459,7 +466,7 @@ async def change_modality(rec: Records, visit: Visit, mode: str, *, by: str | No
         return False
     when = iso(now_dt())
     await _change_encounter(
-        rec, visit, lambda e: e.setdefault("extension", []).append(_modality_entry(mode, when, by))
+        rec, visit, lambda e: e.setdefault("extension", []).append(_modality_entry(mode, when, by, auto=auto))
     )
     return True
 
