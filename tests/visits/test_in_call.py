@@ -1,7 +1,9 @@
-"""Files shared in the call: only a member admitted to it may send or open one; the file is checked
+"""In the call. Files shared in the call: only a member admitted to it may send or open one; the file is checked
 by its content, stored as a chat entry of the visit (a ``visit-chat`` Communication with the
 attachment, the bytes in a Binary of the patient's record) and announced over the room's WebSocket
-to the admitted members only, with a link that serves it as a download."""
+to the admitted members only, with a link that serves it as a download. The page's own
+step-down to audio only is recorded as automatic; a dropped patient's socket comes back into the
+call and the others learn the new id (the page sets the calls up again)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import httpx
 
 from tests.clinic import Clinic
 from tests.identity.conftest import CSRF
+from housecall.visits import service
 from tests.visits.conftest import Booked, connect, cookie_of
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(200)
@@ -109,3 +112,35 @@ async def test_only_members_in_the_call_share_and_open_files(booked: Booked, liv
     assert f'href="/visits/{appt}/files/{photo["id"]}"' in page.text
     # A file of another visit, or a text line, is not served under this visit.
     assert (await c.browsers["clinician"].get(f"/visits/{appt}/files/no-such-entry")).status_code == 404
+
+
+async def test_the_pages_step_down_is_recorded_as_automatic(booked: Booked, live: str) -> None:
+    c, appt = booked.clinic, booked.appointment
+    assert (await booked.check_in()).status_code == 303
+    async with connect(live, appt, cookie_of(c, "clinician")) as doctor:
+        doctor_id = (await doctor.next("welcome"))["you"]
+        async with connect(live, appt, cookie_of(c, "patient")) as patient:
+            first = (await patient.next("welcome"))["you"]
+            await doctor.send(type="admit", who=first)
+            await patient.next("admitted")
+            # Only a real ``true`` counts, and only for a step down to audio.
+            await patient.send(type="state", data={"audio": True, "video": False, "mode": "audio", "auto": True})
+            told = await doctor.next("state")
+            assert told["data"] == {"audio": True, "video": False, "mode": "audio", "auto": True}
+            await patient.send(type="state", data={"audio": True, "video": True, "mode": "video", "auto": True})
+            assert (await doctor.next("state"))["data"] == {"audio": True, "video": True, "mode": "video"}
+            await patient.send(type="state", data={"audio": True, "video": False, "mode": "audio", "auto": "yes"})
+            assert "auto" not in (await doctor.next("state"))["data"]
+        # The patient's connection drops: the clinician is told, then meets the new socket.
+        assert (await doctor.next("left"))["peer"] == first
+        async with connect(live, appt, cookie_of(c, "patient")) as again:
+            hello = await again.next("welcome")
+            assert hello["admitted"] is True and hello["status"] == "in-progress"
+            peers = await doctor.next("peers")
+            assert [p["id"] for p in peers["peers"]] == [hello["you"]] and peers["you"] == doctor_id
+    encounter = (await c.search("Encounter", [("appointment", f"Appointment/{appt}")]))[0]
+    assert encounter["status"] == "in-progress"
+    history = [(h["mode"], h.get("by"), h.get("how")) for h in service.modality_history(encounter)]
+    me = f"Patient/{c.patient}"
+    assert history == [("video", f"Practitioner/{c.clinician}", None), ("audio", me, "auto"),
+                       ("video", me, None), ("audio", me, None)]  # fmt: skip
