@@ -35,7 +35,12 @@ def flowing(rows: list[dict[str, Any]]) -> bool:
 
 
 @asynccontextmanager
-async def in_call(server: LiveServer, browser: Browser, database_url: str, smtp_port: int) -> AsyncIterator[Call]:  # noqa: F811
+async def in_call(
+    server: LiveServer,
+    browser: Browser,  # noqa: F811
+    database_url: str,
+    smtp_port: int,
+) -> AsyncIterator[Call]:
     """Checked in, admitted, and media flowing both ways."""
     setup = await _clinic(database_url, smtp_port)
     visit = f"{server.base}/visits/{setup['appointment']}"
@@ -65,7 +70,8 @@ async def _encounter(database_url: str, smtp_port: int, setup: dict[str, str]) -
             ctx = ix.Ctx(conn, settings_for_tests(database_url, smtp_port), "https://testserver/fhir",
                          Access.system(setup["org"]))  # fmt: skip
             found = await ix.search(
-                ctx, ix.search_request(ctx, "Encounter", [("appointment", f"Appointment/{setup['appointment']}")])
+                ctx,
+                ix.search_request(ctx, "Encounter", [("appointment", f"Appointment/{setup['appointment']}")]),
             )
     finally:
         await db.close()
@@ -140,9 +146,10 @@ async def test_video_steps_down_to_audio_when_it_cannot_hold(server: LiveServer,
         assert await patient.evaluate("window.housecallVisit.autoStepped()") is True
         await expect(doctor.locator("#visit-status")).to_contain_text("the call continues with audio only")
         # Same path as the manual switch: the camera is released, no new video frames, audio goes on.
-        assert await patient.evaluate(
-            "document.getElementById('visit-local').srcObject.getVideoTracks().length"
-        ) == 0
+        assert (
+            await patient.evaluate("document.getElementById('visit-local').srcObject.getVideoTracks().length")
+            == 0
+        )
         await asyncio.sleep(1.5)
         before = (await _inbound(doctor))[0]
         await asyncio.sleep(2.0)
@@ -159,7 +166,9 @@ async def test_video_steps_down_to_audio_when_it_cannot_hold(server: LiveServer,
         await patient.get_by_role("button", name="Try video again").click()
         await expect(notice).to_be_hidden()
         start = (await _inbound(doctor))[0]["framesDecoded"]
-        await _until(doctor, lambda rows: rows[0]["framesDecoded"] > start + 10, "video back at the clinician")
+        await _until(
+            doctor, lambda rows: rows[0]["framesDecoded"] > start + 10, "video back at the clinician"
+        )
 
 
 async def test_the_call_comes_back_after_the_connection_drops(server: LiveServer, browser: Browser,  # noqa: F811
@@ -181,7 +190,9 @@ async def test_the_call_comes_back_after_the_connection_drops(server: LiveServer
         assert len(rows) == 1, rows  # the old connection is gone, not left hanging
 
         # The media path breaks and mends with an ICE restart through the signaling.
-        ufrag = "() => window.housecallVisit.connections()[0].localDescription.sdp.match(/a=ice-ufrag:(\\S+)/)[1]"
+        ufrag = (
+            "() => window.housecallVisit.connections()[0].localDescription.sdp.match(/a=ice-ufrag:(\\S+)/)[1]"
+        )
         before = await patient.evaluate(ufrag)
         assert await patient.evaluate("window.housecallVisit.restartIce()") == 1
         await expect(patient.locator("#visit-status")).to_have_text("Reconnected. You are in the call.",

@@ -224,7 +224,9 @@ async def test_a_whole_video_visit(server: LiveServer, browser: Browser, databas
     assert [h["mode"] for h in service.modality_history(encounter)] == ["video", "audio"]
     payloads = [m.resource()["payload"][0] for m in chat.matches]
     assert sorted(p.get("contentString") or p["contentAttachment"]["title"] for p in payloads) == [
-        "Can you see my rash?", "rash.png"]
+        "Can you see my rash?",
+        "rash.png",
+    ]
 
 
 async def test_the_technology_check_calls_the_echo_peer(server: LiveServer, browser: Browser, database_url: str,

@@ -11,9 +11,9 @@ from typing import Any
 
 import httpx
 
+from housecall.visits import service
 from tests.clinic import Clinic
 from tests.identity.conftest import CSRF
-from housecall.visits import service
 from tests.visits.conftest import Booked, connect, cookie_of
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(200)
@@ -101,7 +101,10 @@ async def test_only_members_in_the_call_share_and_open_files(booked: Booked, liv
 
     # Stored as the visit's chat entries, as their senders, the bytes in the patient's record.
     entries = await _chat_entries(c, appt)
-    assert [e["sender"]["reference"] for e in entries] == [f"Practitioner/{c.clinician}", f"Patient/{c.patient}"]
+    assert [e["sender"]["reference"] for e in entries] == [
+        f"Practitioner/{c.clinician}",
+        f"Patient/{c.patient}",
+    ]
     for e in entries:
         assert e["category"][0]["coding"][0]["code"] == "visit-chat"
         attachment = e["payload"][0]["contentAttachment"]
@@ -124,12 +127,18 @@ async def test_the_pages_step_down_is_recorded_as_automatic(booked: Booked, live
             await doctor.send(type="admit", who=first)
             await patient.next("admitted")
             # Only a real ``true`` counts, and only for a step down to audio.
-            await patient.send(type="state", data={"audio": True, "video": False, "mode": "audio", "auto": True})
+            await patient.send(
+                type="state", data={"audio": True, "video": False, "mode": "audio", "auto": True}
+            )
             told = await doctor.next("state")
             assert told["data"] == {"audio": True, "video": False, "mode": "audio", "auto": True}
-            await patient.send(type="state", data={"audio": True, "video": True, "mode": "video", "auto": True})
+            await patient.send(
+                type="state", data={"audio": True, "video": True, "mode": "video", "auto": True}
+            )
             assert (await doctor.next("state"))["data"] == {"audio": True, "video": True, "mode": "video"}
-            await patient.send(type="state", data={"audio": True, "video": False, "mode": "audio", "auto": "yes"})
+            await patient.send(
+                type="state", data={"audio": True, "video": False, "mode": "audio", "auto": "yes"}
+            )
             assert "auto" not in (await doctor.next("state"))["data"]
         # The patient's connection drops: the clinician is told, then meets the new socket.
         assert (await doctor.next("left"))["peer"] == first

@@ -454,7 +454,9 @@ async def add_participant(rec: Records, visit: Visit, *, label: str, individual:
     await _change_encounter(rec, visit, update)
 
 
-async def change_modality(rec: Records, visit: Visit, mode: str, *, by: str | None, auto: bool = False) -> bool:
+async def change_modality(
+    rec: Records, visit: Visit, mode: str, *, by: str | None, auto: bool = False
+) -> bool:
     """Record a switch (video → audio, … → phone); False when it is already the current one.
     ``auto``: the page switched by itself because the connection's stats said video could not
     hold (``by`` is then whose connection it was); the entry says ``how: auto``."""
@@ -569,7 +571,9 @@ def may_open_files(role: str | None, visit: Visit) -> bool:
     return role == "clinician" or (role == "patient" and visit.status in ("in-progress", "finished"))
 
 
-async def record_file(rec: Records, visit: Visit, file: attachments.File, *, sender: str | None) -> dict[str, Any]:
+async def record_file(
+    rec: Records, visit: Visit, file: attachments.File, *, sender: str | None
+) -> dict[str, Any]:
     """Store a file shared in the call as a chat entry of the visit: the bytes in a Binary kept for
     the patient's record (written as the system after the caller was checked, since people never
     reach Binary on the API, decision 0012), and a ``visit-chat`` Communication (as the sender)
@@ -605,7 +609,10 @@ async def shared_file(rec: Records, visit: Visit, message_id: str) -> tuple[byte
     if attachment is None or not url.startswith("Binary/") or visit.patient_id is None:
         return None
     binary = await as_system(rec, visit.patient_id).read("Binary", url.removeprefix("Binary/"))
-    if binary is None or (binary.get("securityContext") or {}).get("reference") != f"Patient/{visit.patient_id}":
+    if (
+        binary is None
+        or (binary.get("securityContext") or {}).get("reference") != f"Patient/{visit.patient_id}"
+    ):
         return None
     data = attachments.decode(binary)
     content_type = attachments.sniff(data)

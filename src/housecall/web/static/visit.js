@@ -223,8 +223,10 @@
           peers.forEach(function (_p, id) { dropPeer(id); });
           ready = null;
         }
+        var back = me !== null;
         me = m.you;
         admitted = m.admitted;
+        if (admitted && back && audioOnly) { sendState(autoStepped); } // the others' pages were reset too
         if (admitted) { status(text("in-call")); getReady(); } else {
           status(text("waiting-status"));
           show("visit-waiting", true);
