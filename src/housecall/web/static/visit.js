@@ -426,7 +426,7 @@
 
   // One sample of a peer connection from its stats and the previous counters.
   function sampleOf(stats, prev, sendingVideo, remoteSendsVideo) {
-    var now = {lost: 0, received: 0, at: Date.now()};
+    var now = {lost: 0, received: 0, decoded: 0, at: Date.now()};
     var sample = {rttMs: null, lossPct: null, bitrateKbps: null, fpsOut: null, fpsIn: null};
     var pairs = {};
     var selected = null;
@@ -456,13 +456,19 @@
       if (s.type === "inbound-rtp") {
         now.lost += s.packetsLost || 0;
         now.received += s.packetsReceived || 0;
-        if (s.kind === "video" && remoteSendsVideo && s.framesPerSecond != null) { sample.fpsIn = s.framesPerSecond; }
+        if (s.kind === "video") {
+          now.decoded += s.framesDecoded || 0;
+          if (remoteSendsVideo && s.framesPerSecond != null) { sample.fpsIn = s.framesPerSecond; }
+        }
       }
     });
     if (prev) {
       var lost = now.lost - prev.lost;
       var got = now.received - prev.received;
       if (lost + got > 20) { sample.lossPct = Math.max(0, 100 * lost / (lost + got)); }
+      // No frames at all is a peer that sends no video (audio only, a camera that failed), not a
+      // network that cannot carry it: only a trickle of frames counts against the connection.
+      if (now.decoded === prev.decoded) { sample.fpsIn = null; }
       if (now.framesSent != null && prev.framesSent != null && sample.fpsOut == null) {
         sample.fpsOut = 1000 * (now.framesSent - prev.framesSent) / Math.max(1, now.at - prev.at);
       }
