@@ -1,7 +1,8 @@
 """A whole video visit in two Chromium contexts (patient and clinician, fake camera and microphone)
-against ``housecall serve`` on 127.0.0.1 with a local coturn: check-in, the waiting room, admit,
-media both ways (decoded video frames and audio packets on both sides, read from getStats), chat,
-the patient's switch to audio only (no new video frames, audio still flowing), hang-up."""
+against ``housecall serve`` on 127.0.0.1 with a local coturn: the technology check, check-in, the
+waiting room, admit, media both ways (decoded video frames and audio packets on both sides, read
+from getStats), chat, a file shared, the patient's switch to audio only (no new video frames, audio
+still flowing), hang-up."""
 
 from __future__ import annotations
 
@@ -33,6 +34,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
     "--disable-gpu", "--allow-loopback-in-peer-connection",
 ]  # fmt: skip
+
+
+PHOTO = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(200)
 
 
 @pytest.fixture
@@ -122,6 +126,11 @@ async def test_a_whole_video_visit(server: LiveServer, browser: Browser, databas
     patient_ctx, patient = await _signed_in(browser, server.base, setup["patient"])
     doctor_ctx, doctor = await _signed_in(browser, server.base, setup["clinician"])
     try:
+        # Before the visit, the patient's technology check passes.
+        await patient.goto(server.base + "/visits/check")
+        await patient.get_by_role("button", name="Start the check").click()
+        await expect(patient.locator("#check-verdict")).to_have_text("Video should work.", timeout=30_000)
+
         # Check-in: where the patient is now, and a number for the fallback.
         await patient.goto(visit)
         await patient.get_by_label("Which US state are you in right now?").select_option("VT")
@@ -154,6 +163,25 @@ async def test_a_whole_video_visit(server: LiveServer, browser: Browser, databas
         await patient.get_by_label("Message").fill("Can you see my rash?")
         await patient.get_by_role("button", name="Send").click()
         await expect(doctor.locator("#visit-chat-log")).to_contain_text("Ana Reyes: Can you see my rash?")
+
+        # A photo shared in the call: announced in the chat with a link, downloaded by the clinician.
+        await patient.get_by_label("Share a file (photo or PDF, up to 5 MB)").set_input_files(
+            {"name": "rash.png", "mimeType": "image/png", "buffer": PHOTO}
+        )
+        await patient.get_by_role("button", name="Share", exact=True).click()
+        link = doctor.locator("#visit-chat-log").get_by_role("link", name="rash.png")
+        await expect(link).to_be_visible()
+        await expect(patient.locator("#visit-chat-log").get_by_role("link", name="rash.png")).to_be_visible()
+        async with doctor.expect_download() as download:
+            await link.click()
+        saved = await (await download.value).path()
+        assert saved is not None and saved.read_bytes() == PHOTO
+        # A file that is not a photo or PDF is refused beside the field, and the call goes on.
+        await patient.get_by_label("Share a file (photo or PDF, up to 5 MB)").set_input_files(
+            {"name": "notes.png", "mimeType": "image/png", "buffer": b"just some text"}
+        )
+        await patient.get_by_role("button", name="Share", exact=True).click()
+        await expect(patient.locator("#visit-file-error")).to_contain_text("PNG or JPEG")
 
         # The patient switches to audio only: no new video frames reach the clinician, audio goes on.
         await patient.get_by_role("button", name="Audio only").click()
@@ -194,7 +222,11 @@ async def test_a_whole_video_visit(server: LiveServer, browser: Browser, databas
         await db.close()
     assert encounter["status"] == "finished" and encounter["length"]["value"] >= 0
     assert [h["mode"] for h in service.modality_history(encounter)] == ["video", "audio"]
-    assert [m.resource()["payload"][0]["contentString"] for m in chat.matches] == ["Can you see my rash?"]
+    payloads = [m.resource()["payload"][0] for m in chat.matches]
+    assert sorted(p.get("contentString") or p["contentAttachment"]["title"] for p in payloads) == [
+        "Can you see my rash?",
+        "rash.png",
+    ]
 
 
 async def test_the_technology_check_calls_the_echo_peer(server: LiveServer, browser: Browser, database_url: str,

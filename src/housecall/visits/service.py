@@ -37,6 +37,8 @@ from housecall.access.policy import Access
 from housecall.fhir import interactions as ix
 from housecall.fhir.errors import FhirError
 from housecall.identity.clock import clock
+from housecall.messaging import attachments
+from housecall.messaging.model import as_system
 from housecall.web import nav
 from housecall.web.records import Records
 from housecall.workspace import inbox
@@ -197,7 +199,8 @@ class Visit:
 
 
 def modality_history(encounter: dict[str, Any] | None) -> list[dict[str, str]]:
-    """[{mode, start, by}] in the order they happened."""
+    """[{mode, start, by, how?}] in the order they happened (``how: auto`` when the page stepped
+    down to audio by itself on poor stats)."""
     out = []
     for ext in (encounter or {}).get("extension") or []:
         if ext.get("url") != MODALITY_EXT:
@@ -210,6 +213,8 @@ def modality_history(encounter: dict[str, Any] | None) -> list[dict[str, str]]:
                 entry["start"] = str(part.get("valueDateTime"))
             elif part.get("url") == "by":
                 entry["by"] = str((part.get("valueReference") or {}).get("reference", ""))
+            elif part.get("url") == "how":
+                entry["how"] = str(part.get("valueCode"))
         if "mode" in entry:
             out.append(entry)
     return out
@@ -307,13 +312,15 @@ async def _change_encounter(rec: Records, visit: Visit, change: Callable[[dict[s
     raise VisitError("busy")
 
 
-def _modality_entry(mode: str, when: str, by: str | None) -> dict[str, Any]:
+def _modality_entry(mode: str, when: str, by: str | None, *, auto: bool = False) -> dict[str, Any]:
     parts: list[dict[str, Any]] = [
         {"url": "mode", "valueCode": mode},
         {"url": "start", "valueDateTime": when},
     ]
     if by:
         parts.append({"url": "by", "valueReference": {"reference": by}})
+    if auto:
+        parts.append({"url": "how", "valueCode": "auto"})
     return {"url": MODALITY_EXT, "extension": parts}
 
 
@@ -429,8 +436,12 @@ async def add_participant(rec: Records, visit: Visit, *, label: str, individual:
     await _change_encounter(rec, visit, update)
 
 
-async def change_modality(rec: Records, visit: Visit, mode: str, *, by: str | None) -> bool:
-    """Record a switch (video → audio, … → phone); False when it is already the current one."""
+async def change_modality(
+    rec: Records, visit: Visit, mode: str, *, by: str | None, auto: bool = False
+) -> bool:
+    """Record a switch (video → audio, … → phone); False when it is already the current one.
+    ``auto``: the page switched by itself because the connection's stats said video could not
+    hold (``by`` is then whose connection it was); the entry says ``how: auto``."""
     if mode not in MODALITIES:
         raise VisitError("bad-modality")
     if visit.encounter is None:
@@ -439,7 +450,7 @@ async def change_modality(rec: Records, visit: Visit, mode: str, *, by: str | No
         return False
     when = iso(now_dt())
     await _change_encounter(
-        rec, visit, lambda e: e.setdefault("extension", []).append(_modality_entry(mode, when, by))
+        rec, visit, lambda e: e.setdefault("extension", []).append(_modality_entry(mode, when, by, auto=auto))
     )
     return True
 
@@ -522,6 +533,81 @@ async def record_notice(rec: Records, visit: Visit, text: str, *, sender: str | 
     return await rec.on_behalf().create(
         "Communication", _communication(visit, NOTICE_CATEGORY, text, sender, None)
     )
+
+
+def _patient_files(rec: Records, patient_id: str) -> Records:
+    """System access for the Binary holding a shared file (people never reach Binary on the API),
+    after the caller was checked; its audit events name the person and are filed in the patient's
+    record. The same door as message attachments (decision 0012)."""
+    return as_system(rec, patient_id)
+
+
+def may_share_files(role: str | None, visit: Visit) -> bool:
+    """Who may send a file into the call: a member admitted to it. Over HTTP there is no socket
+    to ask, so it is read from the record the way the signaling decides: a clinician of the visit
+    (in the call from the start), or the patient/proxy once the Encounter is in progress (a
+    waiting patient is not). Staff of the care team and a visit that ended: nobody."""
+    if visit.encounter is None or visit.status == "finished":
+        return False
+    return role == "clinician" or (role == "patient" and visit.status == "in-progress")
+
+
+def may_open_files(role: str | None, visit: Visit) -> bool:
+    """Who may download a file shared in the call: its clinicians, and the patient/proxy once
+    admitted (and after the visit: it is their record). A waiting patient may not."""
+    if visit.encounter is None:
+        return False
+    return role == "clinician" or (role == "patient" and visit.status in ("in-progress", "finished"))
+
+
+async def record_file(
+    rec: Records, visit: Visit, file: attachments.File, *, sender: str | None
+) -> dict[str, Any]:
+    """Store a file shared in the call as a chat entry of the visit: the bytes in a Binary kept for
+    the patient's record (written as the system after the caller was checked, since people never
+    reach Binary on the API, decision 0012), and a ``visit-chat`` Communication (as the sender)
+    whose payload is the attachment pointing at it."""
+    if visit.encounter is None or visit.patient_id is None:
+        raise VisitError("not-checked-in")
+    binary = await _patient_files(rec, visit.patient_id).create("Binary", file.binary(visit.patient_id))
+    comm = _communication(visit, CHAT_CATEGORY, "", sender, None)
+    comm["payload"] = [{"contentAttachment": file.attachment(binary["id"])}]
+    return await rec.create("Communication", comm)
+
+
+def file_of_message(comm: dict[str, Any]) -> dict[str, Any] | None:
+    """The attachment of a chat entry, or None for a line of text."""
+    for part in comm.get("payload") or []:
+        if isinstance(part.get("contentAttachment"), dict):
+            return part["contentAttachment"]  # type: ignore[no-any-return]
+    return None
+
+
+async def shared_file(rec: Records, visit: Visit, message_id: str) -> tuple[bytes, str, str] | None:
+    """(bytes, content type, file name) of a file shared in this visit's call, or None. The chat
+    entry is read as the person (their access to it is checked) and must belong to this visit's
+    Encounter; its Binary is read as the system and served only if it is kept for this patient's
+    record and its bytes still prove an accepted type."""
+    if visit.encounter is None or not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", message_id):
+        return None
+    comm = await rec.read("Communication", message_id)
+    if comm is None or (comm.get("encounter") or {}).get("reference") != f"Encounter/{visit.encounter['id']}":
+        return None
+    attachment = file_of_message(comm)
+    url = str((attachment or {}).get("url", ""))
+    if attachment is None or not url.startswith("Binary/") or visit.patient_id is None:
+        return None
+    binary = await _patient_files(rec, visit.patient_id).read("Binary", url.removeprefix("Binary/"))
+    if (
+        binary is None
+        or (binary.get("securityContext") or {}).get("reference") != f"Patient/{visit.patient_id}"
+    ):
+        return None
+    data = attachments.decode(binary)
+    content_type = attachments.sniff(data)
+    if content_type is None:
+        return None
+    return data, content_type, attachments.safe_name(str(attachment.get("title") or ""), content_type)
 
 
 async def chat_history(rec: Records, visit: Visit) -> list[dict[str, Any]]:

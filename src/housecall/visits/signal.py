@@ -13,12 +13,14 @@ clinicians are licensed in before the socket even opens.
 Messages (JSON objects with a ``type``):
 
 - client → server: ``offer``/``answer``/``candidate`` ``{to, data}`` (``data`` is relayed untouched:
-  the server never parses SDP), ``chat {text}``, ``state {data: {audio, video, mode}}``, ``turn``,
+  the server never parses SDP), ``chat {text}``, ``state {data: {audio, video, mode, auto}}`` (``auto``: the page's own step-down
+  to audio only on poor stats), ``turn``,
   ``admit {who}`` and ``notice {who, text}`` (clinicians), ``hangup``;
 - server → client: ``welcome``, ``waiting {position, ahead, minutes}`` (live), ``admitted``,
   ``peers``, ``joined``/``left``, ``lobby`` (clinicians: who waits, their state and check verdict),
   the relayed messages with ``from``/``fromName``/``fromRole`` stamped by the server, ``chat``,
-  ``notice``, ``turn {iceServers, expires}``, ``phone``, ``ended``, ``error {code}``.
+  ``notice``, ``chat`` with ``file {name, contentType, size, url}`` for a file shared over HTTP
+  (``push_file``), ``turn {iceServers, expires}``, ``phone``, ``ended``, ``error {code}``.
 
 Rooms live in this process (``HUB``); see decision 0018 for running several processes.
 """
@@ -362,9 +364,14 @@ async def _handle(ws: WebSocket, room: Room, member: Member, message: dict[str, 
         mode = data.get("mode")
         if mode in ("video", "audio"):
             clean["mode"] = mode
+            # The page stepped down by itself on poor stats: recorded as automatic (on whose
+            # connection), and the others are told so.
+            auto = mode == "audio" and data.get("auto") is True
+            if auto:
+                clean["auto"] = True
             async with room.lock, records.writing(_as_request(ws), member.actor) as rec:
                 visit = await _visit(rec, room)
-                await service.change_modality(rec, visit, str(mode), by=member.ref)
+                await service.change_modality(rec, visit, str(mode), by=member.ref, auto=auto)
         room.broadcast({"type": "state", **stamp, "data": clean}, but=member)
         return None
     if kind == "admit":
@@ -463,6 +470,17 @@ def push_phone(org_id: str, appointment_id: str, name: str) -> None:
         room.broadcast({"type": "phone", "by": name}, admitted_only=False)
         HUB.queue_changed(org_id, room.practitioners)
     sfu_relay.end_soon(org_id, appointment_id)  # the call is over: so is its SFU room
+
+
+def push_file(org_id: str, appointment_id: str, sender: str | None, name: str, role: str,
+              entry: dict[str, Any]) -> None:  # fmt: skip
+    """A file shared in the call (stored by ``POST /visits/{id}/files``) is announced as a chat
+    entry to the members admitted to the call, never to anyone still waiting."""
+    room = HUB.find(org_id, appointment_id)
+    if room is None:
+        return
+    who = next((m.id for m in room.admitted() if sender and m.ref == sender), None)
+    room.broadcast({"type": "chat", "from": who, "fromName": name, "fromRole": role, "text": "", **entry})
 
 
 def checked_in(org_id: str, practitioners: list[str]) -> None:

@@ -18,9 +18,11 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.datastructures import UploadFile
 
 from housecall.access.actor import Actor
 from housecall.core.settings import Settings
+from housecall.messaging import attachments
 from housecall.portal.views import portal_actor
 from housecall.visits import echo, guests, service, sfu_relay, signal, turn
 from housecall.visits.service import STATES, Visit, VisitError
@@ -302,6 +304,85 @@ async def notice(request: Request, appointment_id: str) -> Response:
         actor.org_id, appointment_id, me or _("The care team"), comm["payload"][0]["contentString"]
     )
     return RedirectResponse("/workspace/visits?sent=1", status_code=303)
+
+
+# -- files shared in the call -----------------------------------------------------------------------
+
+
+def _wants_json(request: Request) -> bool:
+    return "application/json" in request.headers.get("accept", "")
+
+
+def _file_refused(request: Request, appointment_id: str, status: int, message: str) -> Response:
+    """The page's script shows the reason beside the file field; without script, a page says it."""
+    if _wants_json(request):
+        return JSONResponse({"error": message}, status_code=status)
+    return render(request, "identity/error.html", status=status, title=_("Not possible"), message=message,
+                  back=f"/visits/{appointment_id}")  # fmt: skip
+
+
+@router.post("/visits/{appointment_id}/files")
+async def share_file(request: Request, appointment_id: str) -> Response:
+    # A member admitted to the call (a clinician of the visit, or the patient/proxy while the visit
+    # is in progress): a photo or PDF, checked by its content, stored as a chat entry of the visit
+    # and announced to everyone in the call. CSRF-checked like every form.
+    actor = await records.page_actor(request)
+    form = await request.form()
+    upload = form.get("file")
+    async with records.writing(request, actor) as rec:
+        found = await _visit_for(rec, actor, appointment_id)
+        if found is None:
+            return _not_found(request)
+        visit, role = found
+        if not service.may_share_files(role, visit):
+            return _file_refused(request, appointment_id, 403,
+                                 _("You can share files once you are in the call."))  # fmt: skip
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            return _file_refused(request, appointment_id, 400, _("Choose a file to share."))
+        try:
+            file = attachments.check(await upload.read(attachments.MAX_BYTES + 1), upload.filename)
+        except attachments.Refused as exc:
+            return _file_refused(request, appointment_id, 400, str(exc))
+        comm = await service.record_file(rec, visit, file, sender=actor.fhir_user)
+        me = person_name(await rec.read(*actor.fhir_user.split("/", 1))) if actor.fhir_user else ""
+    entry = _file_entry(appointment_id, comm)
+    signal.push_file(actor.org_id, appointment_id, actor.fhir_user, me or role, role, entry)
+    if _wants_json(request):
+        return JSONResponse(entry)
+    return RedirectResponse(f"/visits/{appointment_id}", status_code=303)
+
+
+def _file_entry(appointment_id: str, comm: dict[str, Any]) -> dict[str, Any]:
+    """What the call is told about a shared file: its name, type, size and where to download it."""
+    attachment = service.file_of_message(comm) or {}
+    return {"id": comm["id"], "sent": comm.get("sent"),
+            "file": {"name": attachment.get("title") or "", "contentType": attachment.get("contentType"),
+                     "size": attachment.get("size"), "url": f"/visits/{appointment_id}/files/{comm['id']}"}}  # fmt: skip
+
+
+@router.get("/visits/{appointment_id}/files/{message_id}")
+async def shared_file(request: Request, appointment_id: str, message_id: str) -> Response:
+    # The visit's clinicians, and its patient/proxy once admitted: a file shared in the call, as a
+    # download with the type its content proved. A waiting patient is refused; anyone else gets 404.
+    actor = await records.page_actor(request)
+    async with records.reading(request, actor) as rec:
+        found = await _visit_for(rec, actor, appointment_id)
+        if found is None:
+            return _not_found(request)
+        visit, role = found
+        if not service.may_open_files(role, visit):
+            if role == "patient":
+                return render(request, "identity/error.html", status=403, title=_("Not yet"),
+                              message=_("You can open files of the visit once you are in the call."),
+                              back=f"/visits/{appointment_id}")  # fmt: skip
+            return _not_found(request)
+        file = await service.shared_file(rec, visit, message_id)
+    if file is None:
+        return _not_found(request, f"/visits/{appointment_id}")
+    data, content_type, filename = file
+    return Response(data, media_type=content_type, headers={
+        "Content-Disposition": attachments.content_disposition(filename), "Cache-Control": "no-store",
+    })  # fmt: skip
 
 
 @router.post("/visits/{appointment_id}/guests")

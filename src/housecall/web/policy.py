@@ -127,6 +127,8 @@ ROUTES: dict[str, Policy] = {
     "/visits/{appointment_id}/notice": Policy.CLINICAL,
     "/visits/{appointment_id}/guests": Policy.CLINICAL,
     "/visits/{appointment_id}/signal": Policy.SIGNED_IN,
+    "/visits/{appointment_id}/files": Policy.SIGNED_IN,
+    "/visits/{appointment_id}/files/{message_id}": Policy.SIGNED_IN,
 }
 
 

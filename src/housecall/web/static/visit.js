@@ -1,5 +1,7 @@
 /* Housecall video visit: the waiting room, the call (peer to peer, TURN credentials from the
-   server once admitted), mute, camera off, audio only, chat and hang-up.
+   server once admitted), mute, camera off, audio only, chat, files and hang-up; the automatic
+   step-down to audio only when the connection's stats say video cannot hold; reconnecting after a
+   network drop (the signaling with backoff, the media with an ICE restart).
    The server enforces who may do what; this page only follows what it says. */
 (function () {
   "use strict";
@@ -18,14 +20,17 @@
   function show(id, on) { var el = $(id); if (el) { el.hidden = !on; } }
 
   var scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  var ws = new WebSocket(scheme + "//" + location.host + root.dataset.signal);
+  var ws = null;
+  var attempts = 0; // reconnections tried since the signaling last opened
   var me = null;
   var admitted = false;
   var ended = false;
   var iceServers = null;
   var local = null;
   var audioOnly = false;
-  var peers = new Map(); // peer id -> {pc, video, pending: [candidates]}
+  var autoStepped = false; // the last switch to audio only was the page's own, on poor stats
+  var remoteVideo = new Map(); // peer id -> false once they said they send no video
+  var peers = new Map(); // peer id -> {pc, video, pending: [candidates], samples, prev, since}
   var ready = null; // resolves once TURN credentials and the camera are in hand
   var turnWaiter = null;
 
@@ -39,6 +44,7 @@
       turnWaiter = resolve;
       send({type: "turn"});
     }).then(function () {
+      if (local) { return; } // back after a dropped connection: the camera is still ours
       return navigator.mediaDevices.getUserMedia({
         audio: true, video: {width: 320, height: 240}
       }).then(function (stream) {
@@ -65,7 +71,7 @@
     video.setAttribute("aria-label", name || "");
     video.className = "remote";
     $("visit-remotes").appendChild(video);
-    p = {pc: pc, video: video, pending: [], name: name};
+    p = {pc: pc, video: video, pending: [], name: name, samples: [], prev: null, since: 0};
     peers.set(id, p);
     local.getTracks().forEach(function (t) { pc.addTrack(t, local); });
     if (audioOnly) {
@@ -77,7 +83,37 @@
     pc.ontrack = function (e) {
       if (video.srcObject !== e.streams[0]) { video.srcObject = e.streams[0]; }
     };
+    pc.oniceconnectionstatechange = function () { iceChanged(id, p); };
     return p;
+  }
+
+  // -- the media path breaks: an ICE restart through the signaling -----------------------------------
+
+  function iceChanged(id, p) {
+    var state = p.pc.iceConnectionState;
+    if (state === "connected" || state === "completed") {
+      if (p.restarting) { p.restarting = false; status(text("reconnected")); }
+      if (!p.since) { p.since = Date.now(); }
+      return;
+    }
+    if (state === "failed") { restartIce(id); }
+    if (state === "disconnected") {
+      // Often a moment's loss that mends itself; if it does not, find a new path.
+      setTimeout(function () { if (p.pc.iceConnectionState === "disconnected") { restartIce(id); } }, 2000);
+    }
+  }
+
+  async function restartIce(id) {
+    var p = peers.get(id);
+    if (!p || ended || p.pc.signalingState !== "stable") { return false; }
+    p.restarting = true;
+    status(text("reconnecting"));
+    // Either side may offer again; if both do at once, the side with the larger id gives way
+    // (see "offer" below).
+    var offer = await p.pc.createOffer({iceRestart: true});
+    await p.pc.setLocalDescription(offer);
+    send({type: "offer", to: id, data: {type: offer.type, sdp: offer.sdp}});
+    return true;
   }
 
   function dropPeer(id) {
@@ -147,19 +183,28 @@
     });
   }
 
-  function addChat(who, line) {
+  function addChat(who, line, file) {
     var li = document.createElement("li");
     var strong = document.createElement("strong");
     strong.textContent = who + ": ";
     li.appendChild(strong);
-    li.appendChild(document.createTextNode(line));
+    if (file) {
+      // A file shared in the call: a download link (the server checks who may open it).
+      var a = document.createElement("a");
+      a.href = file.url;
+      a.setAttribute("download", "");
+      a.textContent = file.name;
+      li.appendChild(a);
+    } else {
+      li.appendChild(document.createTextNode(line));
+    }
     $("visit-chat-log").appendChild(li);
   }
 
   // Messages are handled one after another (a candidate must not overtake its offer); TURN
   // credentials are taken at once, since handling an offer waits for them.
   var chain = Promise.resolve();
-  ws.onmessage = function (event) {
+  function onMessage(event) {
     var m = JSON.parse(event.data);
     if (m.type === "turn") {
       iceServers = m.iceServers;
@@ -167,13 +212,21 @@
       return;
     }
     chain = chain.then(function () { return handle(m); }).catch(function (err) { console.error(err); });
-  };
+  }
 
   async function handle(m) {
     switch (m.type) {
       case "welcome":
+        if (me !== null) {
+          // Back after a dropped connection: the others were told we left, so every call is
+          // set up again with our new id (the camera and the visit are kept).
+          peers.forEach(function (_p, id) { dropPeer(id); });
+          ready = null;
+        }
+        var back = me !== null;
         me = m.you;
         admitted = m.admitted;
+        if (admitted && back && audioOnly) { sendState(autoStepped); } // the others' pages were reset too
         if (admitted) { status(text("in-call")); getReady(); } else {
           status(text("waiting-status"));
           show("visit-waiting", true);
@@ -203,7 +256,8 @@
       case "offer": {
         await getReady();
         var p = peerFor(m.from, m.fromName);
-        await p.pc.setRemoteDescription(m.data);
+        if (p.pc.signalingState !== "stable" && me < m.from) { break; } // both offered: ours stands
+        await p.pc.setRemoteDescription(m.data); // theirs stands: ours is rolled back
         await flush(p);
         var answer = await p.pc.createAnswer();
         await p.pc.setLocalDescription(answer);
@@ -212,7 +266,15 @@
       }
       case "answer": {
         var pa = peers.get(m.from);
-        if (pa) { await pa.pc.setRemoteDescription(m.data); await flush(pa); }
+        if (pa) {
+          await pa.pc.setRemoteDescription(m.data);
+          await flush(pa);
+          // A restart on a path that still works keeps its state: no change event to wait for.
+          if (pa.restarting && ["connected", "completed"].indexOf(pa.pc.iceConnectionState) >= 0) {
+            pa.restarting = false;
+            status(text("reconnected"));
+          }
+        }
         break;
       }
       case "candidate": {
@@ -228,7 +290,7 @@
         renderLobby(m.members);
         break;
       case "chat":
-        addChat(m.fromName, m.text);
+        addChat(m.fromName, m.text, m.file);
         break;
       case "notice": {
         var list = $("visit-notices");
@@ -240,7 +302,10 @@
         break;
       }
       case "state":
-        if (m.data && m.data.mode === "audio") { status(text("remote-audio-only", {name: m.fromName})); }
+        if (m.data && "video" in m.data) { remoteVideo.set(m.from, !!m.data.video); }
+        if (m.data && m.data.mode === "audio") {
+          status(text(m.data.auto ? "remote-auto-audio" : "remote-audio-only", {name: m.fromName}));
+        }
         break;
       case "ended":
         ended = true;
@@ -258,20 +323,178 @@
     }
   }
   // The server's refusals come as close codes (visits/signal.py); each has its own sentence.
+  // Any other close is a dropped connection: try again with growing pauses, keeping the visit.
   var CLOSED = {4401: "closed-signin", 4404: "closed-not-yours", 4409: "closed-check-in", 4410: "ended",
                 4451: "closed-unlicensed"};
-  ws.onclose = function (event) {
-    if (ended) { return; }
-    stopAll();
-    status(text(CLOSED[event.code] || "closed"));
-  };
+  var BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000];
+  var GIVE_UP_AFTER = 12; // about a minute and a quarter of trying
 
-  function sendState() {
+  function connect() {
+    ws = new WebSocket(scheme + "//" + location.host + root.dataset.signal);
+    ws.onmessage = onMessage;
+    ws.onopen = function () { attempts = 0; };
+    ws.onclose = function (event) {
+      if (ended) { return; }
+      if (CLOSED[event.code] || attempts >= GIVE_UP_AFTER) {
+        stopAll();
+        status(text(CLOSED[event.code] || "closed"));
+        return;
+      }
+      status(text("reconnecting"));
+      var wait = BACKOFF_MS[Math.min(attempts, BACKOFF_MS.length - 1)];
+      attempts += 1;
+      setTimeout(connect, wait + Math.floor(Math.random() * wait / 2));
+    };
+  }
+  connect();
+
+  function sendState(auto) {
     var a = local && local.getAudioTracks()[0];
     var v = local && local.getVideoTracks()[0];
-    send({type: "state", data: {audio: !!(a && a.enabled), video: !!(v && v.enabled && !audioOnly),
-                                mode: audioOnly ? "audio" : "video"}});
+    var data = {audio: !!(a && a.enabled), video: !!(v && v.enabled && !audioOnly), mode: audioOnly ? "audio" : "video"};
+    if (auto) { data.auto = true; }
+    send({type: "state", data: data});
   }
+
+  // -- audio only: by hand, or by the page when video cannot hold ----------------------------------
+
+  function toAudioOnly() {
+    // No renegotiation: the video sender sends nothing, and the camera is released.
+    audioOnly = true;
+    peers.forEach(function (p) {
+      p.pc.getSenders().forEach(function (s) { if (s.track && s.track.kind === "video") { s.replaceTrack(null); } });
+    });
+    local.getVideoTracks().forEach(function (t) { t.stop(); local.removeTrack(t); });
+    $("visit-local").hidden = true;
+    var button = $("visit-audio-only");
+    button.setAttribute("aria-pressed", "true");
+    button.textContent = text("video-again");
+  }
+
+  async function backToVideo() {
+    var stream = await navigator.mediaDevices.getUserMedia({video: {width: 320, height: 240}});
+    var track = stream.getVideoTracks()[0];
+    local.addTrack(track);
+    audioOnly = false;
+    autoStepped = false;
+    peers.forEach(function (p) {
+      p.samples = [];
+      p.since = Date.now(); // a new camera track ramps up: judge it after a fresh start
+      p.pc.getTransceivers().forEach(function (t) {
+        if (t.receiver.track && t.receiver.track.kind === "video") { t.sender.replaceTrack(track); }
+      });
+    });
+    $("visit-local").hidden = false;
+    show("visit-stepdown", false);
+    var button = $("visit-audio-only");
+    button.setAttribute("aria-pressed", "false");
+    button.textContent = text("audio-only");
+  }
+
+  function stepDown() {
+    if (audioOnly || ended) { return; }
+    autoStepped = true;
+    toAudioOnly();
+    show("visit-stepdown", true);
+    sendState(true);
+  }
+
+  // -- is the video holding? (a pure decision on samples read from getStats once a second) ----------
+
+  // The same limits as the technology check's verdict (visits/service.verdict): round trips over
+  // 400 ms, more than 5 % loss or under 300 kbit/s available mean audio only; and video that
+  // moves at under 5 frames a second is not video any more.
+  var LIMITS = {rttMs: 400, lossPct: 5, bitrateKbps: 300, fps: 5, holdSeconds: 6};
+
+  function poorReason(sample, limits) {
+    var l = limits || LIMITS;
+    if (sample.rttMs != null && sample.rttMs > l.rttMs) { return "rtt"; }
+    if (sample.lossPct != null && sample.lossPct > l.lossPct) { return "loss"; }
+    if (sample.bitrateKbps != null && sample.bitrateKbps < l.bitrateKbps) { return "bitrate"; }
+    if (sample.fpsOut != null && sample.fpsOut < l.fps) { return "fps-out"; }
+    if (sample.fpsIn != null && sample.fpsIn < l.fps) { return "fps-in"; }
+    return null;
+  }
+
+  // Samples are one a second, oldest first: step down only when every one of the last
+  // ``holdSeconds`` was poor (a moment's dip must not take the picture away).
+  function videoCannotHold(samples, limits) {
+    var l = limits || LIMITS;
+    if (samples.length < l.holdSeconds) { return false; }
+    return samples.slice(-l.holdSeconds).every(function (s) { return poorReason(s, l) !== null; });
+  }
+
+  // One sample of a peer connection from its stats and the previous counters.
+  function sampleOf(stats, prev, sendingVideo, remoteSendsVideo) {
+    var now = {lost: 0, received: 0, decoded: 0, at: Date.now()};
+    var sample = {rttMs: null, lossPct: null, bitrateKbps: null, fpsOut: null, fpsIn: null};
+    var pairs = {};
+    var selected = null;
+    stats.forEach(function (s) {
+      if (s.type === "transport" && s.selectedCandidatePairId) { selected = s.selectedCandidatePairId; }
+      if (s.type === "candidate-pair") { pairs[s.id] = s; }
+    });
+    var pair = selected ? pairs[selected] : null;
+    if (!pair) {
+      Object.keys(pairs).forEach(function (k) { if (pairs[k].nominated && pairs[k].state === "succeeded") { pair = pairs[k]; } });
+    }
+    if (pair) {
+      if (pair.currentRoundTripTime != null) { sample.rttMs = pair.currentRoundTripTime * 1000; }
+      if (pair.availableOutgoingBitrate != null && sendingVideo) { sample.bitrateKbps = pair.availableOutgoingBitrate / 1000; }
+    }
+    var outLoss = null;
+    stats.forEach(function (s) {
+      if (s.type === "outbound-rtp" && s.kind === "video" && sendingVideo && s.framesPerSecond != null) {
+        sample.fpsOut = s.framesPerSecond;
+      }
+      if (s.type === "outbound-rtp" && s.kind === "video" && sendingVideo && s.framesPerSecond == null && s.framesSent != null) {
+        now.framesSent = s.framesSent;
+      }
+      if (s.type === "remote-inbound-rtp" && s.fractionLost != null) {
+        outLoss = Math.max(outLoss || 0, s.fractionLost * 100);
+      }
+      if (s.type === "inbound-rtp") {
+        now.lost += s.packetsLost || 0;
+        now.received += s.packetsReceived || 0;
+        if (s.kind === "video") {
+          now.decoded += s.framesDecoded || 0;
+          if (remoteSendsVideo && s.framesPerSecond != null) { sample.fpsIn = s.framesPerSecond; }
+        }
+      }
+    });
+    if (prev) {
+      var lost = now.lost - prev.lost;
+      var got = now.received - prev.received;
+      if (lost + got > 20) { sample.lossPct = Math.max(0, 100 * lost / (lost + got)); }
+      // No frames at all is a peer that sends no video (audio only, a camera that failed), not a
+      // network that cannot carry it: only a trickle of frames counts against the connection.
+      if (now.decoded === prev.decoded) { sample.fpsIn = null; }
+      if (now.framesSent != null && prev.framesSent != null && sample.fpsOut == null) {
+        sample.fpsOut = 1000 * (now.framesSent - prev.framesSent) / Math.max(1, now.at - prev.at);
+      }
+    }
+    if (outLoss != null) { sample.lossPct = Math.max(sample.lossPct || 0, outLoss); }
+    return {sample: sample, counters: now};
+  }
+
+  var WARM_UP_MS = 5000; // a new connection's bandwidth estimate starts low and ramps up
+  async function watchStats() {
+    if (ended || !admitted || audioOnly) { return; }
+    var v = local && local.getVideoTracks()[0];
+    var sendingVideo = !!(v && v.enabled && v.readyState === "live");
+    for (var entry of peers) {
+      var id = entry[0];
+      var p = entry[1];
+      if (!p.since || Date.now() - p.since < WARM_UP_MS) { continue; }
+      if (p.pc.iceConnectionState !== "connected" && p.pc.iceConnectionState !== "completed") { continue; }
+      var read = sampleOf(await p.pc.getStats(), p.prev, sendingVideo, remoteVideo.get(id) !== false);
+      p.prev = read.counters;
+      p.samples.push(read.sample);
+      if (p.samples.length > 30) { p.samples.shift(); }
+      if (videoCannotHold(p.samples)) { stepDown(); return; }
+    }
+  }
+  setInterval(function () { watchStats().catch(function (err) { console.error(err); }); }, 1000);
 
   $("visit-mute").addEventListener("click", function () {
     var a = local && local.getAudioTracks()[0];
@@ -290,32 +513,18 @@
     sendState();
   });
   $("visit-audio-only").addEventListener("click", async function () {
-    var button = this;
     if (!audioOnly) {
-      // No renegotiation: the video sender sends nothing, and the camera is released.
-      audioOnly = true;
-      peers.forEach(function (p) {
-        p.pc.getSenders().forEach(function (s) { if (s.track && s.track.kind === "video") { s.replaceTrack(null); } });
-      });
-      local.getVideoTracks().forEach(function (t) { t.stop(); local.removeTrack(t); });
-      $("visit-local").hidden = true;
-      button.setAttribute("aria-pressed", "true");
-      button.textContent = text("video-again");
+      toAudioOnly();
+      show("visit-stepdown", false);
     } else {
-      var stream = await navigator.mediaDevices.getUserMedia({video: {width: 320, height: 240}});
-      var track = stream.getVideoTracks()[0];
-      local.addTrack(track);
-      audioOnly = false;
-      peers.forEach(function (p) {
-        p.pc.getTransceivers().forEach(function (t) {
-          if (t.receiver.track && t.receiver.track.kind === "video") { t.sender.replaceTrack(track); }
-        });
-      });
-      $("visit-local").hidden = false;
-      button.setAttribute("aria-pressed", "false");
-      button.textContent = text("audio-only");
+      await backToVideo();
     }
     sendState();
+  });
+  $("visit-try-video").addEventListener("click", async function () {
+    await backToVideo();
+    sendState();
+    $("visit-audio-only").focus();
   });
   $("visit-hangup").addEventListener("click", function () {
     ended = true;
@@ -329,11 +538,46 @@
     if (input.value.trim()) { send({type: "chat", text: input.value}); }
     input.value = "";
   });
+  // A file goes up over HTTP (the form's CSRF token in it); the server announces it in the call.
+  $("visit-file-form").addEventListener("submit", async function (e) {
+    e.preventDefault();
+    var form = this;
+    var error = $("visit-file-error");
+    var input = $("visit-file");
+    error.hidden = true;
+    input.removeAttribute("aria-invalid");
+    if (!input.files.length) { error.textContent = text("choose-file"); error.hidden = false; return; }
+    try {
+      var response = await fetch(form.action, {method: "POST", body: new FormData(form),
+                                               headers: {"Accept": "application/json"}, credentials: "same-origin"});
+      var body = await response.json();
+      if (!response.ok) { throw new Error(body.error || text("file-failed")); }
+      form.reset();
+    } catch (err) {
+      error.textContent = err.message || text("file-failed");
+      error.hidden = false;
+      input.setAttribute("aria-invalid", "true");
+    }
+  });
 
   // For people and tests alike: what is arriving from each peer right now.
   window.housecallVisit = {
     me: function () { return me; },
     admitted: function () { return admitted; },
+    audioOnly: function () { return audioOnly; },
+    autoStepped: function () { return autoStepped; },
+    signal: function () { return ws; },
+    restartIce: async function () {
+      var n = 0;
+      for (var id of Array.from(peers.keys())) { if (await restartIce(id)) { n += 1; } }
+      return n;
+    },
+    connections: function () { return Array.from(peers.values()).map(function (p) { return p.pc; }); },
+    // The step-down decision, pure, so it can be checked on made-up samples.
+    limits: LIMITS,
+    poorReason: poorReason,
+    videoCannotHold: videoCannotHold,
+    samples: function () { return Array.from(peers.values()).map(function (p) { return p.samples.slice(); }); },
     inbound: async function () {
       var out = [];
       for (var entry of peers) {
