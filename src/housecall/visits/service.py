@@ -38,7 +38,6 @@ from housecall.fhir import interactions as ix
 from housecall.fhir.errors import FhirError
 from housecall.identity.clock import clock
 from housecall.messaging import attachments
-from housecall.messaging.model import as_system
 from housecall.web import nav
 from housecall.web.records import Records
 from housecall.workspace import inbox
@@ -539,7 +538,7 @@ def _patient_files(rec: Records, patient_id: str) -> Records:
     """System access for the Binary holding a shared file (people never reach Binary on the API),
     after the caller was checked; its audit events name the person and are filed in the patient's
     record. The same door as message attachments (decision 0012)."""
-    return as_system(rec, patient_id)
+    return rec.on_behalf(patient_id)
 
 
 def may_share_files(role: str | None, visit: Visit) -> bool:
