@@ -534,13 +534,6 @@ async def record_notice(rec: Records, visit: Visit, text: str, *, sender: str | 
     )
 
 
-def _patient_files(rec: Records, patient_id: str) -> Records:
-    """System access for the Binary holding a shared file (people never reach Binary on the API),
-    after the caller was checked; its audit events name the person and are filed in the patient's
-    record. The same door as message attachments (decision 0012)."""
-    return rec.on_behalf(patient_id)
-
-
 def may_share_files(role: str | None, visit: Visit) -> bool:
     """Who may send a file into the call: a member admitted to it. Over HTTP there is no socket
     to ask, so it is read from the record the way the signaling decides: a clinician of the visit
@@ -568,7 +561,7 @@ async def record_file(
     whose payload is the attachment pointing at it."""
     if visit.encounter is None or visit.patient_id is None:
         raise VisitError("not-checked-in")
-    binary = await _patient_files(rec, visit.patient_id).create("Binary", file.binary(visit.patient_id))
+    binary = await rec.on_behalf(visit.patient_id).create("Binary", file.binary(visit.patient_id))
     comm = _communication(visit, CHAT_CATEGORY, "", sender, None)
     comm["payload"] = [{"contentAttachment": file.attachment(binary["id"])}]
     return await rec.create("Communication", comm)
@@ -596,7 +589,7 @@ async def shared_file(rec: Records, visit: Visit, message_id: str) -> tuple[byte
     url = str((attachment or {}).get("url", ""))
     if attachment is None or not url.startswith("Binary/") or visit.patient_id is None:
         return None
-    binary = await _patient_files(rec, visit.patient_id).read("Binary", url.removeprefix("Binary/"))
+    binary = await rec.on_behalf(visit.patient_id).read("Binary", url.removeprefix("Binary/"))
     if (
         binary is None
         or (binary.get("securityContext") or {}).get("reference") != f"Patient/{visit.patient_id}"
