@@ -2,8 +2,10 @@
 waiting room enforced here, on the server.
 
 ``/visits/{appointment_id}/signal`` accepts the page session of the visit's patient (or a proxy
-acting for them), of a clinician on the Appointment, or of another care-team member (who may see
-the waiting room and write to it, never join the call), or a guest link's token (``?guest=``).
+acting for them; signed in, or by the visit-only session a join link started), of a clinician on
+the Appointment, or of another care-team member (who may see the waiting room and write to it,
+never join the call), or a guest: the browser that first opened a guest link, known by its guest
+cookie (never by the link's token, so a forwarded link reaches nobody; decision 0021).
 Everyone except the visit's clinicians starts **waiting**; until a clinician admits them the server
 refuses their ``offer``/``answer``/``candidate``, ``chat``, ``state`` and ``turn`` messages (an
 ``error`` with code ``not-admitted`` comes back, and nothing reaches anyone), and nobody may send
@@ -43,7 +45,7 @@ from housecall.core.db import Database
 from housecall.core.settings import Settings
 from housecall.fhir.errors import FhirError
 from housecall.identity import sessions
-from housecall.visits import guests, service, turn
+from housecall.visits import guests, join, service, turn
 from housecall.visits.service import Visit, VisitError
 from housecall.web import records
 from housecall.workspace.inbox import person_name
@@ -179,17 +181,19 @@ def same_origin(ws: WebSocket) -> bool:
     return parts.netloc == ws.headers.get("host", "")
 
 
-async def _who(
-    ws: WebSocket, appointment_id: str, guest_token: str
-) -> tuple[Actor, str, str, str | None, Visit] | int:
+async def _guest(ws: WebSocket, appointment_id: str) -> guests.Guest | None:
+    """The visit's guest this browser is (its guest cookie), or None."""
+    async with _db(ws).reader() as conn:
+        return await guests.guest_of_browser(conn, ws.cookies.get(guests.COOKIE), appointment_id)
+
+
+async def _who(ws: WebSocket, appointment_id: str) -> tuple[Actor, str, str, str | None, Visit] | int:
     """(actor, role, display name, reference, visit) or the close code to refuse with."""
-    actor = await sessions.actor_for_request(_as_request(ws))
+    request = _as_request(ws)
+    actor = await sessions.actor_for_request(request) or await join.visit_actor(_db(ws), request, appointment_id)
     guest = None
     if actor is None:
-        if not guest_token:
-            return 4401
-        async with _db(ws).reader() as conn:
-            guest = await guests.guest_for(conn, guest_token, appointment_id)
+        guest = await _guest(ws, appointment_id)
         if guest is None:
             return 4401
         actor = system_actor(guest.org_id)  # the guest reads nothing; the visit is looked up for them
@@ -200,10 +204,15 @@ async def _who(
         if visit.status == "finished":
             return 4410
         if guest is not None:
-            return actor, "guest", guest.label, None, visit
+            return actor, "guest", guest.display, None, visit
         role = service.role_in(actor, visit)
         if role is None:
-            return 4404
+            # Signed in as someone else, yet this browser is the visit's guest (a family member's
+            # own portal session): it joins as the guest.
+            guest = await _guest(ws, appointment_id)
+            if guest is None or guest.org_id != actor.org_id:
+                return 4404
+            return system_actor(guest.org_id), "guest", guest.display, None, visit
         name = ""
         if actor.fhir_user and role in ("patient", "clinician"):
             kind, _, rid = actor.fhir_user.partition("/")
@@ -243,11 +252,12 @@ async def _waiting_updates(ws: WebSocket, room: Room, member: Member, visit: Vis
 
 @router.websocket("/visits/{appointment_id}/signal")
 async def signal(ws: WebSocket, appointment_id: str) -> None:
-    # Signed-in patient/proxy of the visit, its clinicians, care-team staff, or a guest link token.
+    # Signed-in patient/proxy of the visit (or a join link's visit-only session), its clinicians,
+    # care-team staff, or the browser a guest link was bound to.
     if not same_origin(ws):
         await ws.close(code=4403)  # before the handshake: the browser gets a plain 403
         return
-    who = await _who(ws, appointment_id, ws.query_params.get("guest", ""))
+    who = await _who(ws, appointment_id)
     await ws.accept()
     if isinstance(who, int):
         # Accepted, then closed with a code the page can explain (4401 sign in, 4404 no such
