@@ -78,7 +78,9 @@ async def test_a_mailed_join_link_opens_the_visit_once_and_only_that_visit(booke
     assert phone.cookies.get(join.COOKIE)
     page = await phone.get(f"/visits/{appt}")
     assert page.status_code == 200 and 'action="/visits/' + appt + '/checkin"' in page.text
-    r = await post_form(phone, f"/visits/{appt}", f"/visits/{appt}/checkin", {"state": "VT", "phone": "802-555-0100"})
+    r = await post_form(
+        phone, f"/visits/{appt}", f"/visits/{appt}/checkin", {"state": "VT", "phone": "802-555-0100"}
+    )
     assert r.status_code == 303, r.text[:300]
     # The same session reaches the visit's signaling as the patient …
     async with connect(live, appt, f"{join.COOKIE}={phone.cookies.get(join.COOKIE)}") as sock:
@@ -205,7 +207,9 @@ async def test_the_guest_page_asks_a_name_and_shows_nothing_of_the_record(booked
         while not any(m["role"] == "guest" for m in lobby["members"]):
             lobby = await doctor.next("lobby")
         card = next(m for m in lobby["members"] if m["role"] == "guest")
-        assert card["name"] == "Rosa Díaz (Interpreter)" and card["admitted"] is False and card["state"] is None
+        assert (
+            card["name"] == "Rosa Díaz (Interpreter)" and card["admitted"] is False and card["state"] is None
+        )
 
 
 async def test_the_clinician_invites_a_guest_by_email(booked: Booked) -> None:
@@ -215,7 +219,9 @@ async def test_the_clinician_invites_a_guest_by_email(booked: Booked) -> None:
     assert r.status_code == 400 and 'id="email-error"' in r.text and 'value="not-an-address"' in r.text
     r = await c.form_post("patient", f"/visits/{appt}/guests", {"label": "family"}, form_from="/account")
     assert r.status_code == 403  # only the visit's clinicians invite
-    r = await c.form_post("nurse", f"/visits/{appt}/guests", {"label": "family"}, form_from="/workspace/visits")
+    r = await c.form_post(
+        "nurse", f"/visits/{appt}/guests", {"label": "family"}, form_from="/workspace/visits"
+    )
     assert r.status_code == 404  # care team, but not the visit's clinician
     address = f"cousin-{c.env.org_id}@example.org"
     r = await c.form_post("clinician", f"/visits/{appt}/guests", {"label": "family", "email": address},

@@ -216,7 +216,10 @@ async def test_a_guest_by_link_waits_then_calls_the_clinician_relay_only(
     c.env.settings.turn_secret = coturn.secret
     assert (await booked.check_in()).status_code == 303
     guest_cookie = await open_guest_link(c, await make_guest_link(c, appt, "Interpreter"))
-    async with connect(live, appt, cookie_of(c, "clinician")) as doctor, connect(live, appt, guest_cookie) as guest:
+    async with (
+        connect(live, appt, cookie_of(c, "clinician")) as doctor,
+        connect(live, appt, guest_cookie) as guest,
+    ):
         doctor_id = (await doctor.next("welcome"))["you"]
         hello = await guest.next("welcome")
         guest_id = hello["you"]
@@ -236,7 +239,11 @@ async def test_a_guest_by_link_waits_then_calls_the_clinician_relay_only(
                 {"type": "turn"},
             ):
                 await guest.send(**message)
-                assert await guest.next("error") == {"type": "error", "code": "not-admitted", "refused": message["type"]}
+                assert await guest.next("error") == {
+                    "type": "error",
+                    "code": "not-admitted",
+                    "refused": message["type"],
+                }
         finally:
             await early.close()
         assert [m for m in await doctor.drain(0.5) if m["type"] in ("offer", "candidate", "chat")] == []
@@ -264,9 +271,15 @@ async def test_a_guest_by_link_waits_then_calls_the_clinician_relay_only(
             pc.on("track", on_track)
         try:
             await guest_pc.setLocalDescription(await guest_pc.createOffer())
-            await guest.send(type="offer", to=doctor_id, data={"type": "offer", "sdp": guest_pc.localDescription.sdp})
+            await guest.send(
+                type="offer", to=doctor_id, data={"type": "offer", "sdp": guest_pc.localDescription.sdp}
+            )
             offer = await doctor.next("offer")
-            assert offer["from"] == guest_id and offer["fromRole"] == "guest" and offer["fromName"] == "Interpreter"
+            assert (
+                offer["from"] == guest_id
+                and offer["fromRole"] == "guest"
+                and offer["fromName"] == "Interpreter"
+            )
             await doctor_pc.setRemoteDescription(RTCSessionDescription(**offer["data"]))
             await doctor_pc.setLocalDescription(await doctor_pc.createAnswer())
             await doctor.send(type="answer", to=guest_id,
@@ -280,7 +293,9 @@ async def test_a_guest_by_link_waits_then_calls_the_clinician_relay_only(
                 assert (await asyncio.wait_for(video.recv(), 10)).width > 0
                 audio = await asyncio.wait_for(received[name]["audio"], 10)
                 assert (await asyncio.wait_for(audio.recv(), 10)).samples > 0
-            assert _selected_local_type(guest_pc) == {"relay"} and _selected_local_type(doctor_pc) == {"relay"}
+            assert _selected_local_type(guest_pc) == {"relay"} and _selected_local_type(doctor_pc) == {
+                "relay"
+            }
         finally:
             await guest_pc.close()
             await doctor_pc.close()

@@ -98,7 +98,11 @@ async def open_link(conn: Conn, raw: str, browser_secret: str | None) -> tuple[s
     if int(row[1]) <= clock.now_us():
         raise LinkRefused("expired")
     if row[2] is not None:
-        if browser_secret and len(browser_secret) <= 100 and secrets.compare_digest(row[2], _cookie_hash(browser_secret)):
+        if (
+            browser_secret
+            and len(browser_secret) <= 100
+            and secrets.compare_digest(row[2], _cookie_hash(browser_secret))
+        ):
             return str(row[0]), None
         raise LinkRefused("taken")
     secret = secrets.token_urlsafe(32)

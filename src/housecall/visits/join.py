@@ -66,7 +66,9 @@ async def make(conn: Conn, *, org_id: str, appointment_id: str, patient_id: str,
     return raw
 
 
-async def send_links(conn: Conn, org_id: str, appointment_id: str, patient_id: str, *, end_us: int = 0) -> list[str]:
+async def send_links(
+    conn: Conn, org_id: str, appointment_id: str, patient_id: str, *, end_us: int = 0
+) -> list[str]:
     """A fresh join link to everyone who reads the patient's portal (the patient, active proxies),
     each by the channels they chose; in the caller's unit of work. Returns the accounts told."""
     told = []
@@ -188,7 +190,9 @@ async def visit_actor(db: Database, request: Request, appointment_id: str) -> Ac
             return None
         fhir_user, patient_id = account.fhir_user, account.patient_id
         if account.kind is ActorKind.PROXY:
-            grant = next((g for g in await identity.proxy_grants(conn, account.id) if g.patient_id == row[3]), None)
+            grant = next(
+                (g for g in await identity.proxy_grants(conn, account.id) if g.patient_id == row[3]), None
+            )
             if grant is None:
                 return None  # the grant was revoked since the link was sent
             patient_id = grant.patient_id

@@ -114,7 +114,9 @@ async def send_join_link(request: Request, appointment_id: str) -> Response:
             return render(request, "identity/error.html", status=409, title=_("Not possible"),
                           message=_("This visit has ended."), back=f"/visits/{appointment_id}")  # fmt: skip
         end = join.instant_us(visit.appointment.get("end"))
-        told = await join.send_links(rec.conn, actor.org_id, appointment_id, str(visit.patient_id), end_us=end)
+        told = await join.send_links(
+            rec.conn, actor.org_id, appointment_id, str(visit.patient_id), end_us=end
+        )
     return RedirectResponse(f"/visits/{appointment_id}?joinsent={1 if told else 0}", status_code=303)
 
 

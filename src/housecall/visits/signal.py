@@ -190,7 +190,9 @@ async def _guest(ws: WebSocket, appointment_id: str) -> guests.Guest | None:
 async def _who(ws: WebSocket, appointment_id: str) -> tuple[Actor, str, str, str | None, Visit] | int:
     """(actor, role, display name, reference, visit) or the close code to refuse with."""
     request = _as_request(ws)
-    actor = await sessions.actor_for_request(request) or await join.visit_actor(_db(ws), request, appointment_id)
+    actor = await sessions.actor_for_request(request) or await join.visit_actor(
+        _db(ws), request, appointment_id
+    )
     guest = None
     if actor is None:
         guest = await _guest(ws, appointment_id)
