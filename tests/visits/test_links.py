@@ -13,6 +13,8 @@ import httpx
 
 from housecall.core import jobs
 from housecall.identity.clock import clock
+from housecall.scheduling import model as scheduling_model
+from housecall.scheduling import service as scheduling
 from housecall.visits import guests, join
 from tests.clinic import Clinic
 from tests.identity.conftest import CSRF
@@ -143,6 +145,28 @@ async def test_join_links_go_out_shortly_before_a_booked_video_visit(booked: Boo
     assert r.status_code == 303
 
 
+async def test_booking_a_video_visit_queues_its_join_links_a_quarter_hour_before(booked: Booked) -> None:
+    c = booked.clinic
+    appt = await book(c, start_in=3 * 60)  # in three hours
+    appointment = await c.read("Appointment", appt)
+    visit = scheduling_model.visit_of(appointment)
+    assert visit is not None and visit.mode == scheduling_model.VIDEO
+    async with c.env.db.transaction() as conn:
+        await scheduling.enqueue_reminders(conn, c.env.org_id, visit, c.env.settings)
+    async with c.env.db.reader() as conn:
+        run_at = await conn.fetchval(
+            "SELECT run_at FROM job WHERE name = $1 AND dedupe_key = $2",
+            join.SEND, f"join:{appt}:{visit.start_us}",
+        )  # fmt: skip
+    assert run_at == visit.start_us - join.LEAD_MINUTES * 60 * 1_000_000
+    await run_jobs(c)
+    assert c.env.mail.for_address(c.accounts["patient"].email) == []  # not due yet
+    clock.advance(3 * 3600 - join.LEAD_MINUTES * 60 + 1)
+    await run_jobs(c)
+    mails = c.env.mail.wait_for(c.accounts["patient"].email, 2)  # the two-hour reminder, then the link
+    assert [bool(LINK.search(body(m))) for m in mails] == [False, True]
+
+
 # -- guests -----------------------------------------------------------------------------------------
 
 
@@ -214,6 +238,10 @@ async def test_the_guest_page_asks_a_name_and_shows_nothing_of_the_record(booked
 
 async def test_the_clinician_invites_a_guest_by_email(booked: Booked) -> None:
     c, appt = booked.clinic, booked.appointment
+    page = (await c.browsers["clinician"].get(f"/visits/{appt}")).text
+    assert f'action="/visits/{appt}/guests"' in page and f'action="/visits/{appt}/join-link"' in page
+    page = (await c.browsers["patient"].get(f"/visits/{appt}")).text
+    assert "/guests" not in page and "/join-link" not in page
     r = await c.form_post("clinician", f"/visits/{appt}/guests", {"label": "family", "email": "not-an-address"},
                           form_from=f"/visits/{appt}")  # fmt: skip
     assert r.status_code == 400 and 'id="email-error"' in r.text and 'value="not-an-address"' in r.text
