@@ -278,6 +278,8 @@ async def chromium() -> AsyncIterator[Browser]:
         await browser.close()
 
 
+# Every page, twice per language and size: several minutes on a shared two-core machine.
+@pytest.mark.timeout(900)
 async def test_every_page_is_accessible_light_and_photographed_in_english_and_spanish(
     clinic: Clinic,
     chromium: Browser,

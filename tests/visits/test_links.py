@@ -192,6 +192,22 @@ async def test_a_forwarded_guest_link_lets_nobody_else_in(booked: Booked, live: 
         assert (await sock.next("welcome"))["role"] == "guest"
 
 
+async def test_a_guest_signed_in_to_their_own_portal_still_joins_as_the_guest(
+    booked: Booked, live: str
+) -> None:
+    c, appt = booked.clinic, booked.appointment
+    assert (await booked.check_in()).status_code == 303
+    cousin = await c.env.account("patient", patient_id=c.other_patient)  # a patient of the clinic too
+    browser = c.env.client()
+    assert (await c.env.signin(browser, cousin.email, next="/portal")).status_code == 303
+    session = f"__Host-hc_session={browser.cookies.get('__Host-hc_session')}"
+    assert await close_code(live, appt, session) == 4404  # their session alone is not of this visit
+    guest_cookie = await open_guest_link(c, await make_guest_link(c, appt, "Family member"), browser)
+    async with connect(live, appt, f"{session}; {guest_cookie}") as sock:
+        hello = await sock.next("welcome")
+        assert hello["role"] == "guest" and hello["admitted"] is False
+
+
 async def test_an_expired_guest_link_fails(booked: Booked, live: str) -> None:
     c, appt = booked.clinic, booked.appointment
     token = await make_guest_link(c, appt)

@@ -166,7 +166,10 @@ async def _guest_page(request: Request, guest: guests.Guest, appointment_id: str
     if visit is None:
         return _not_a_guest(request)
     ended = visit.status == "finished" or visit.modality == "phone"
-    return render(request, "visits/guest.html", status=status, guest=guest, appointment_id=appointment_id,
+    # The label was stored in the inviting clinician's language; shown in the guest's when known.
+    label = _(guest.label)
+    shown = f"{guest.name} ({label})" if guest.name else label
+    return render(request, "visits/guest.html", status=status, label=label, shown=shown, appointment_id=appointment_id,
                   ended=ended, errors=errors or FormErrors(), values={"name": name or (guest.name or "")},
                   in_call=bool(guest.name) and not ended and not errors)  # fmt: skip
 

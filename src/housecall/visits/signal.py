@@ -193,37 +193,42 @@ async def _who(ws: WebSocket, appointment_id: str) -> tuple[Actor, str, str, str
     actor = await sessions.actor_for_request(request) or await join.visit_actor(
         _db(ws), request, appointment_id
     )
-    guest = None
-    if actor is None:
-        guest = await _guest(ws, appointment_id)
-        if guest is None:
-            return 4401
-        actor = system_actor(guest.org_id)  # the guest reads nothing; the visit is looked up for them
-    async with records.reading(_as_request(ws), actor) as rec:
+    if actor is not None:
+        async with records.reading(request, actor) as rec:
+            visit = await service.load_visit(rec, appointment_id)
+            role = service.role_in(actor, visit) if visit is not None else None
+            if visit is not None and role is not None:
+                return await _person(rec, actor, role, visit)
+    # No one of the visit by their session: the browser a guest link was bound to, if it is one
+    # (a family member signed in to their own portal in the same browser is still the guest).
+    guest = await _guest(ws, appointment_id)
+    if guest is None or (actor is not None and actor.org_id != guest.org_id):
+        return 4401 if actor is None else 4404
+    system = system_actor(guest.org_id)  # the guest reads nothing; the visit is looked up for them
+    async with records.reading(request, system) as rec:
         visit = await service.load_visit(rec, appointment_id)
-        if visit is None:
-            return 4404
-        if visit.status == "finished":
-            return 4410
-        if guest is not None:
-            return actor, "guest", guest.display, None, visit
-        role = service.role_in(actor, visit)
-        if role is None:
-            # Signed in as someone else, yet this browser is the visit's guest (a family member's
-            # own portal session): it joins as the guest.
-            guest = await _guest(ws, appointment_id)
-            if guest is None or guest.org_id != actor.org_id:
-                return 4404
-            return system_actor(guest.org_id), "guest", guest.display, None, visit
-        name = ""
-        if actor.fhir_user and role in ("patient", "clinician"):
-            kind, _, rid = actor.fhir_user.partition("/")
-            name = person_name(await rec.read(kind, rid))
-        if role == "patient":
-            if visit.status == "booked" or visit.location_state is None:
-                return 4409  # check in first (state and phone), on the page
-            if await service.unlicensed(rec, visit, visit.location_state):
-                return 4451  # not licensed where the patient is: the visit cannot start
+    if visit is None:
+        return 4404
+    if visit.status == "finished":
+        return 4410
+    return system, "guest", guest.display, None, visit
+
+
+async def _person(
+    rec: records.Records, actor: Actor, role: str, visit: Visit
+) -> tuple[Actor, str, str, str | None, Visit] | int:
+    """A person of the visit (patient or proxy, clinician, care team), or why they may not come in."""
+    if visit.status == "finished":
+        return 4410
+    name = ""
+    if actor.fhir_user and role in ("patient", "clinician"):
+        kind, _, rid = actor.fhir_user.partition("/")
+        name = person_name(await rec.read(kind, rid))
+    if role == "patient":
+        if visit.status == "booked" or visit.location_state is None:
+            return 4409  # check in first (state and phone), on the page
+        if await service.unlicensed(rec, visit, visit.location_state):
+            return 4451  # not licensed where the patient is: the visit cannot start
     return actor, role, name or role, actor.fhir_user, visit
 
 
