@@ -61,18 +61,6 @@ async def make_link(conn: Conn, *, org_id: str, appointment_id: str, label: str,
     return raw
 
 
-async def guest_for(conn: Conn, raw: str, appointment_id: str) -> Guest | None:
-    """The guest a live token names for this visit, or None (unknown, expired, another visit)."""
-    if not raw or len(raw) > 100:
-        return None
-    row = await conn.fetchrow(
-        "SELECT org_id, appointment_id, label, expires FROM visit_guest WHERE token_hash = $1", _hash(raw)
-    )
-    if row is None or int(row[3]) <= clock.now_us() or row[1] != appointment_id:
-        return None
-    return Guest(row[0], row[1], row[2])
-
-
 class LinkRefused(Exception):
     """The link cannot be opened here: ``code`` is ``unknown``, ``expired`` or ``taken`` (opened by
     another browser first)."""
