@@ -6,7 +6,8 @@ A feature that adds a page adds its path here, under each role that uses it. ``{
 is filled from the test world (``World.values`` in ``test_pages_in_browser.py``: ids and links that
 exist only once the world is built); a page that needs something new in the world adds it there.
 Each role is one signed-in browser: ``anonymous`` has no session, ``second-step`` is half-way
-through sign-in (password given, code not yet). A page answered with another status than 200 (the
+through sign-in (password given, code not yet), ``guest`` and ``new-guest`` hold a visit's guest
+cookie and no session. A page answered with another status than 200 (the
 pages that refuse someone) is written ``(path, status)``.
 
 ``FORMS`` names the pages whose first form (``main form[novalidate]``) is also sent empty, to
@@ -22,7 +23,13 @@ PAGES: dict[str, list[str | tuple[str, int]]] = {
         "/password/reset?token={reset_token}",
         "/verify?token={verify_token}",
         ("/password/reset?token=used-up", 400),
+        ("/join/used-up", 404),
+        ("/guest/used-up", 404),
     ],
+    # A visit's guests (no account: the cookie of a guest link they opened); "new-guest" has not
+    # given a name yet.
+    "guest": ["/visits/{visit}/guest", ("/visits/{other_visit}/guest", 404)],
+    "new-guest": ["/visits/{visit}/guest"],
     "second-step": ["/signin/mfa"],
     "patient": [
         "/portal",
@@ -53,6 +60,7 @@ PAGES: dict[str, list[str | tuple[str, int]]] = {
         "/workspace/schedule",
         "/workspace/schedule?view=week",
         "/workspace/visits",
+        "/visits/{visit}",
         "/account",
         "/signin/confirm",
         "/break-glass",
@@ -67,6 +75,7 @@ PAGES: dict[str, list[str | tuple[str, int]]] = {
 FORMS: dict[str, list[str]] = {
     "anonymous": ["/signin", "/password/forgot"],
     "second-step": ["/signin/mfa"],
+    "new-guest": ["/visits/{visit}/guest"],
     "clinician": ["/break-glass"],
     "admin": ["/admin/accounts"],
 }

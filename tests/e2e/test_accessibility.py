@@ -31,11 +31,13 @@ from housecall.core.mail import Outbox
 from housecall.identity import service, sessions
 from housecall.identity.service import Account
 from housecall.smart import clients, tokens
+from housecall.visits import guests
 from housecall.web import i18n
 from housecall.workspace import inbox
 from tests.clinic import Clinic
 from tests.e2e.pages import FORMS, PAGES
 from tests.support import REPO, LiveServer
+from tests.visits.conftest import book
 
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = "/usr/bin/chromium"
@@ -90,6 +92,7 @@ class World:
 
     people: dict[str, tuple[Account, str, str | None]] = field(default_factory=dict)
     values: dict[str, str] = field(default_factory=dict)
+    cookies: dict[str, tuple[str, str]] = field(default_factory=dict)  # a role's cookie other than a session
 
 
 @dataclass
@@ -168,6 +171,19 @@ async def build_world(clinic: Clinic, base: str) -> World:
         "code_challenge_method": "S256",
     })  # fmt: skip
 
+    # A booked video visit, and its guests: one who gave a name (the waiting room), one who has not.
+    world.values["visit"] = await book(clinic)
+    world.values["other_visit"] = await book(clinic)
+    async with setup.db.transaction() as conn:
+        for role, name in (("guest", "Rosa Díaz"), ("new-guest", None)):
+            link = await guests.make_link(conn, org_id=setup.org_id, appointment_id=world.values["visit"],
+                                          label="Interpreter", account_id=clinician.id)  # fmt: skip
+            _visit, secret = await guests.open_link(conn, link, None)
+            assert secret
+            if name:
+                await guests.set_name(conn, secret, name)
+            world.cookies[role] = (guests.COOKIE, secret)
+
     world.people["patient"] = (patient, sessions.FULL, None)
     world.people["proxy"] = (proxy, sessions.FULL, clinic.patient)
     world.people["clinician"] = (clinician, sessions.FULL, None)
@@ -188,14 +204,21 @@ def slug(path: str) -> str:
 
 
 async def new_context(
-    browser: Browser, base: str, viewport: str, lang: str, raw: str | None
+    browser: Browser,
+    base: str,
+    viewport: str,
+    lang: str,
+    raw: str | None,
+    other: tuple[str, str] | None = None,
 ) -> BrowserContext:
     context = await browser.new_context(**VIEWPORTS[viewport])
     cookies: list[Any] = [{"name": i18n.COOKIE, "value": lang, "url": base + "/"}]
-    if raw is not None:
+    for name, value in ([(sessions.SESSION_COOKIE, raw)] if raw is not None else []) + (
+        [other] if other else []
+    ):
         # Secure, as the server sets it (Chromium sends it to 127.0.0.1 over http; the DevTools
         # protocol only takes it with an https address - cookies do not depend on the scheme).
-        cookies.append({"name": sessions.SESSION_COOKIE, "value": raw, "secure": True, "httpOnly": True,
+        cookies.append({"name": name, "value": value, "secure": True, "httpOnly": True,
                         "url": base.replace("http://", "https://") + "/", "sameSite": "Lax"})  # fmt: skip
     await context.add_cookies(cookies)
     return context
@@ -255,6 +278,8 @@ async def chromium() -> AsyncIterator[Browser]:
         await browser.close()
 
 
+# Every page, twice per language and size: several minutes on a shared two-core machine.
+@pytest.mark.timeout(900)
 async def test_every_page_is_accessible_light_and_photographed_in_english_and_spanish(
     clinic: Clinic,
     chromium: Browser,
@@ -277,10 +302,12 @@ async def test_every_page_is_accessible_light_and_photographed_in_english_and_sp
 
     try:
         for role, entries in PAGES.items():
-            raw = None if role == "anonymous" else await start_session(clinic, *world.people[role])
+            raw = None if role not in world.people else await start_session(clinic, *world.people[role])
             for viewport in VIEWPORTS:
                 for lang in LANGUAGES:
-                    context = await new_context(chromium, server.base, viewport, lang, raw)
+                    context = await new_context(
+                        chromium, server.base, viewport, lang, raw, world.cookies.get(role)
+                    )
                     page = await context.new_page()
                     csp_errors: list[str] = []
                     page.on("console", lambda m, errs=csp_errors: errs.append(m.text)

@@ -66,7 +66,8 @@ def test_every_kind_has_a_sentence_in_every_language() -> None:
     for language in Language:
         assert set(WORDING[language]) == set(Kind), language
         for wording in WORDING[language].values():
-            assert "{" not in wording.sentence and wording.sentence.endswith(".")
+            # A whole sentence; one that introduces the link it is sent with ends in a colon.
+            assert "{" not in wording.sentence and wording.sentence.endswith((".", ":"))
     sentences = [w.sentence for lang in Language for w in WORDING[lang].values()]
     assert len(set(sentences)) == len(sentences)
 

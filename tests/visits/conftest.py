@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aioice.ice
+import httpx
 import orjson
 import pytest
 import uvicorn
@@ -28,7 +29,7 @@ import websockets
 
 from housecall.access.policy import Access
 from housecall.fhir import interactions as ix
-from housecall.visits import service
+from housecall.visits import guests, service
 from tests.clinic import Clinic, clinic  # noqa: F401
 from tests.identity.conftest import _clock_back, env, smtp  # noqa: F401
 from tests.support import free_port
@@ -169,15 +170,33 @@ def cookie_of(c: Clinic, who: str) -> str:
     return f"{SESSION_COOKIE}={value}"
 
 
+async def make_guest_link(c: Clinic, appointment: str, label: str = "Interpreter") -> str:
+    """A guest link's token, as the clinician's invitation makes one."""
+    async with c.env.db.transaction() as conn:
+        return await guests.make_link(conn, org_id=c.env.org_id, appointment_id=appointment, label=label,
+                                      account_id=c.accounts["clinician"].id)  # fmt: skip
+
+
+async def open_guest_link(c: Clinic, token: str, browser: httpx.AsyncClient | None = None) -> str:
+    """Open the guest link in a browser of its own (a new one unless given), as a guest does;
+    returns the ``Cookie`` header of the guest cookie the first opening bound."""
+    browser = browser or c.env.client()
+    r = await browser.get(f"/guest/{token}")
+    assert r.status_code == 303, (r.status_code, r.text[:300])
+    value = browser.cookies.get(guests.COOKIE)
+    assert value
+    return f"{guests.COOKIE}={value}"
+
+
 @contextlib.asynccontextmanager
-async def connect(live: str, appointment: str, cookie: str | None = None, *, guest: str | None = None,
+async def connect(live: str, appointment: str, cookie: str | None = None, *,
                   origin: str | None = None) -> AsyncIterator[Socket]:  # fmt: skip
     headers = {}
     if cookie:
         headers["Cookie"] = cookie
     if origin:
         headers["Origin"] = origin
-    url = f"ws://{live}/visits/{appointment}/signal" + (f"?guest={guest}" if guest else "")
+    url = f"ws://{live}/visits/{appointment}/signal"
     async with websockets.connect(url, additional_headers=headers, open_timeout=5) as ws:
         yield Socket(ws)
 

@@ -26,14 +26,14 @@ from aiortc import RTCConfiguration, RTCPeerConnection
 
 from housecall.access.actor import system_actor
 from housecall.core.settings import Settings
-from housecall.visits import guests, sfu_relay
 from housecall.visits import sfu as sfu_module
+from housecall.visits import sfu_relay
 from housecall.visits.janus import JanusSfu
 from housecall.visits.sfu import JoinGrant, NotAdmitted, SfuNoSuchRoom, SfuRefused, SfuRooms, SfuUnavailable
 from housecall.visits.signal import Member, Room
 from tests.support import free_port
 from tests.visits import janus_server
-from tests.visits.conftest import Booked, connect, cookie_of
+from tests.visits.conftest import Booked, connect, cookie_of, make_guest_link, open_guest_link
 
 ROOT = Path(__file__).resolve().parents[2]
 ORG, VISIT = "org-1", "appointment-7"
@@ -310,15 +310,13 @@ async def test_the_visit_signaling_moves_a_grown_call_to_janus(
     s.sfu, s.sfu_threshold = "janus", 2
     s.janus_url, s.janus_api_secret, s.janus_admin_key = janus.url, janus.api_secret, janus.admin_key
     assert (await booked.check_in()).status_code == 303
-    async with c.env.db.transaction() as conn:
-        token = await guests.make_link(conn, org_id=c.env.org_id, appointment_id=appt, label="Interpreter",
-                                       account_id=c.accounts["clinician"].id)  # fmt: skip
+    guest_cookie = await open_guest_link(c, await make_guest_link(c, appt))
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         async with (
             connect(live, appt, cookie_of(c, "clinician")) as doctor,
             connect(live, appt, cookie_of(c, "patient")) as patient,
-            connect(live, appt, guest=token) as guest,
+            connect(live, appt, guest_cookie) as guest,
         ):
             await doctor.next("welcome")
             patient_id = (await patient.next("welcome"))["you"]

@@ -1,6 +1,7 @@
 """TURN: credentials in the TURN REST scheme, minted per participant and only once admitted, that a
-real coturn (Debian's, on 127.0.0.1, with a generated secret) accepts until they expire; and a
-relay-only call between two aiortc peers signaled through the visit."""
+real coturn (Debian's, on 127.0.0.1, with a generated secret) accepts until they expire; a
+relay-only call between two aiortc peers signaled through the visit; and a guest who came by a
+guest link, refused until admitted, then in a relay-only call with the clinician, media both ways."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
 
 from housecall.visits import turn
-from tests.visits.conftest import Booked, Turn, connect, cookie_of
+from tests.visits.conftest import Booked, Turn, connect, cookie_of, make_guest_link, open_guest_link
 
 
 def test_credentials_follow_the_turn_rest_scheme() -> None:
@@ -74,6 +75,15 @@ def _pc(ice: list[dict[str, Any]]) -> RTCPeerConnection:
     return RTCPeerConnection(
         RTCConfiguration(iceServers=servers, iceTransportPolicy=RTCIceTransportPolicy.RELAY)
     )
+
+
+def _selected_local_type(pc: RTCPeerConnection) -> set[str]:
+    """The types of the local candidates of the pairs ICE nominated (aioice's own record)."""
+    types = set()
+    for transceiver in pc.getTransceivers():
+        ice = transceiver.sender.transport.transport
+        types |= {pair.local_candidate.type for pair in ice._connection._nominated.values()}
+    return types
 
 
 async def _connected(pc: RTCPeerConnection, within: float = 15) -> None:
@@ -141,6 +151,7 @@ async def test_a_relay_only_call_through_coturn_with_credentials_from_the_visit(
             track = await asyncio.wait_for(got, 10)
             frame = await asyncio.wait_for(track.recv(), 10)
             assert frame.width > 0
+            assert _selected_local_type(caller) == {"relay"} and _selected_local_type(callee) == {"relay"}
         finally:
             await caller.close()
             await callee.close()
@@ -191,4 +202,100 @@ async def test_an_aiortc_peer_cannot_reach_the_clinician_before_admission(booked
             assert frame.width > 0
         finally:
             await waiting_pc.close()
+            await doctor_pc.close()
+
+
+async def test_a_guest_by_link_waits_then_calls_the_clinician_relay_only(
+    booked: Booked, live: str, coturn: Turn
+) -> None:
+    """An aiortc guest who opened a guest link: everything it sends before admission is refused and
+    reaches nobody; once admitted it gets its own TURN credentials and a relay-only call with the
+    clinician carries video and audio both ways through coturn."""
+    c, appt = booked.clinic, booked.appointment
+    c.env.settings.turn_urls = coturn.urls
+    c.env.settings.turn_secret = coturn.secret
+    assert (await booked.check_in()).status_code == 303
+    guest_cookie = await open_guest_link(c, await make_guest_link(c, appt, "Interpreter"))
+    async with (
+        connect(live, appt, cookie_of(c, "clinician")) as doctor,
+        connect(live, appt, guest_cookie) as guest,
+    ):
+        doctor_id = (await doctor.next("welcome"))["you"]
+        hello = await guest.next("welcome")
+        guest_id = hello["you"]
+        assert hello["role"] == "guest" and hello["admitted"] is False
+        assert (await guest.next("waiting"))["position"] >= 1
+
+        early = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        early.addTrack(VideoStreamTrack())
+        try:
+            await early.setLocalDescription(await early.createOffer())
+            sdp = early.localDescription.sdp
+            line = next(x for x in sdp.splitlines() if x.startswith("a=candidate:"))
+            for message in (
+                {"type": "offer", "to": doctor_id, "data": {"type": "offer", "sdp": sdp}},
+                {"type": "candidate", "to": doctor_id, "data": {"candidate": line[2:], "sdpMid": "0"}},
+                {"type": "chat", "text": "let me in"},
+                {"type": "turn"},
+            ):
+                await guest.send(**message)
+                assert await guest.next("error") == {
+                    "type": "error",
+                    "code": "not-admitted",
+                    "refused": message["type"],
+                }
+        finally:
+            await early.close()
+        assert [m for m in await doctor.drain(0.5) if m["type"] in ("offer", "candidate", "chat")] == []
+
+        await doctor.send(type="admit", who=guest_id)
+        assert (await guest.next("admitted"))["by"] == "Maya Carter"
+        ice = {}
+        for who, sock in (("doctor", doctor), ("guest", guest)):
+            await sock.send(type="turn")
+            ice[who] = (await sock.next("turn"))["iceServers"]
+        assert ice["guest"][0]["username"].endswith(":" + guest_id)
+
+        guest_pc, doctor_pc = _pc(ice["guest"]), _pc(ice["doctor"])
+        received: dict[str, dict[str, asyncio.Future[Any]]] = {}
+        for name, pc in (("guest", guest_pc), ("doctor", doctor_pc)):
+            pc.addTrack(VideoStreamTrack())
+            pc.addTrack(AudioStreamTrack())
+            futures = {kind: asyncio.get_running_loop().create_future() for kind in ("video", "audio")}
+            received[name] = futures
+
+            def on_track(track: Any, futures: dict[str, asyncio.Future[Any]] = futures) -> None:
+                if not futures[track.kind].done():
+                    futures[track.kind].set_result(track)
+
+            pc.on("track", on_track)
+        try:
+            await guest_pc.setLocalDescription(await guest_pc.createOffer())
+            await guest.send(
+                type="offer", to=doctor_id, data={"type": "offer", "sdp": guest_pc.localDescription.sdp}
+            )
+            offer = await doctor.next("offer")
+            assert (
+                offer["from"] == guest_id
+                and offer["fromRole"] == "guest"
+                and offer["fromName"] == "Interpreter"
+            )
+            await doctor_pc.setRemoteDescription(RTCSessionDescription(**offer["data"]))
+            await doctor_pc.setLocalDescription(await doctor_pc.createAnswer())
+            await doctor.send(type="answer", to=guest_id,
+                              data={"type": "answer", "sdp": doctor_pc.localDescription.sdp})  # fmt: skip
+            answer = await guest.next("answer")
+            await guest_pc.setRemoteDescription(RTCSessionDescription(**answer["data"]))
+            await _connected(guest_pc)
+            await _connected(doctor_pc)
+            for name in ("guest", "doctor"):
+                video = await asyncio.wait_for(received[name]["video"], 10)
+                assert (await asyncio.wait_for(video.recv(), 10)).width > 0
+                audio = await asyncio.wait_for(received[name]["audio"], 10)
+                assert (await asyncio.wait_for(audio.recv(), 10)).samples > 0
+            assert _selected_local_type(guest_pc) == {"relay"} and _selected_local_type(doctor_pc) == {
+                "relay"
+            }
+        finally:
+            await guest_pc.close()
             await doctor_pc.close()

@@ -9,7 +9,17 @@ from typing import Any
 
 from housecall.visits import guests, service, signal
 from tests.clinic import Clinic
-from tests.visits.conftest import Booked, book, close_code, connect, cookie_of, system_update, when
+from tests.visits.conftest import (
+    Booked,
+    book,
+    close_code,
+    connect,
+    cookie_of,
+    make_guest_link,
+    open_guest_link,
+    system_update,
+    when,
+)
 
 
 async def _encounter(c: Clinic, appointment: str) -> dict[str, Any]:
@@ -21,7 +31,7 @@ async def _encounter(c: Clinic, appointment: str) -> dict[str, Any]:
 async def test_nobody_reaches_the_socket_without_the_right_to(booked: Booked, live: str) -> None:
     c, appt = booked.clinic, booked.appointment
     assert await close_code(live, appt) == 4401  # no session at all
-    assert await close_code(live, appt, guest="not-a-real-token") == 4401
+    assert await close_code(live, appt, f"{guests.COOKIE}=not-a-real-guest") == 4401
     # The patient has not checked in (state, phone) yet: the socket does not open for them.
     assert await close_code(live, appt, cookie_of(c, "patient")) == 4409
     # Another patient's visit, or one that does not exist: the same answer.
@@ -114,14 +124,13 @@ async def test_a_waiting_patient_can_send_nothing_until_admitted(booked: Booked,
 async def test_a_guest_waits_too_and_the_clinician_hangs_up(booked: Booked, live: str) -> None:
     c, appt = booked.clinic, booked.appointment
     assert (await booked.check_in()).status_code == 303
-    async with c.env.db.transaction() as conn:
-        token = await guests.make_link(conn, org_id=c.env.org_id, appointment_id=appt, label="Interpreter",
-                                       account_id=c.accounts["clinician"].id)  # fmt: skip
+    token = await make_guest_link(c, appt)
+    guest_cookie = await open_guest_link(c, token)
     other = await book(c)
-    assert await close_code(live, other, guest=token) == 4401  # bound to its own visit
+    assert await close_code(live, other, guest_cookie) == 4401  # bound to its own visit
     async with (
         connect(live, appt, cookie_of(c, "clinician")) as doctor,
-        connect(live, appt, guest=token) as guest,
+        connect(live, appt, guest_cookie) as guest,
     ):
         hello = await guest.next("welcome")
         assert hello["role"] == "guest" and hello["admitted"] is False
@@ -144,7 +153,7 @@ async def test_a_guest_waits_too_and_the_clinician_hangs_up(booked: Booked, live
     assert all("end" in p["period"] for p in encounter["participant"])
     # A finished visit does not open again, for anyone.
     assert await close_code(live, appt, cookie_of(c, "patient")) == 4410
-    assert await close_code(live, appt, guest=token) == 4410
+    assert await close_code(live, appt, guest_cookie) == 4410
 
 
 async def test_the_place_in_line_comes_from_the_clinicians_real_queue(booked: Booked, live: str) -> None:

@@ -24,6 +24,7 @@ class Kind(StrEnum):
     APPOINTMENT_CHANGED = "appointment_changed"  # booked, moved or cancelled
     STATEMENT_READY = "statement_ready"  # a bill or statement is ready
     VISIT_STARTING = "visit_starting"  # the clinician has opened the video visit
+    VISIT_JOIN = "visit_join"  # a single-use link into the person's own visit (visits/join.py)
 
 
 class Language(StrEnum):
@@ -49,6 +50,7 @@ WORDING: dict[Language, dict[Kind, Wording]] = {
         Kind.APPOINTMENT_CHANGED: Wording("Appointment update", "One of your appointments has changed. See the details in Housecall."),
         Kind.STATEMENT_READY: Wording("New statement", "You have a new statement in Housecall."),
         Kind.VISIT_STARTING: Wording("Your visit is ready", "Your visit is ready to start. Join it from Housecall."),
+        Kind.VISIT_JOIN: Wording("Your visit is ready to join", "Your Housecall visit is ready to join:"),
     },
     Language.ES: {
         Kind.NEW_MESSAGE: Wording("Mensaje nuevo", "Tiene un mensaje nuevo en Housecall."),
@@ -58,6 +60,7 @@ WORDING: dict[Language, dict[Kind, Wording]] = {
         Kind.APPOINTMENT_CHANGED: Wording("Cambio en una cita", "Una de sus citas ha cambiado. Vea los detalles en Housecall."),
         Kind.STATEMENT_READY: Wording("Estado de cuenta nuevo", "Tiene un estado de cuenta nuevo en Housecall."),
         Kind.VISIT_STARTING: Wording("Su consulta está lista", "Su consulta está lista para comenzar. Únase desde Housecall."),
+        Kind.VISIT_JOIN: Wording("Ya puede unirse a su consulta", "Ya puede unirse a su consulta de Housecall:"),
     },
 }  # fmt: skip
 
@@ -71,6 +74,22 @@ _EMAIL_BODY = {
     Language.ES: (
         "{sentence}\n\n"
         "Inicie sesión para verlo:\n{url}\n\n"
+        "Recibe este correo porque tiene activados los avisos por correo en su cuenta de Housecall.\n"
+        "Para cambiar cómo le avisamos: {settings_url}\n"
+    ),
+}
+
+# A join link is the way in itself (no sign-in needed), and it works once, for a short time.
+_EMAIL_JOIN_BODY = {
+    Language.EN: (
+        "{sentence}\n{url}\n\n"
+        "The link works once and for a short time. If it has expired, sign in to Housecall to join.\n\n"
+        "You get this e-mail because e-mail notifications are on for your Housecall account.\n"
+        "To change how we tell you: {settings_url}\n"
+    ),
+    Language.ES: (
+        "{sentence}\n{url}\n\n"
+        "El enlace funciona una sola vez y por poco tiempo. Si ha caducado, inicie sesión en Housecall para unirse.\n\n"
         "Recibe este correo porque tiene activados los avisos por correo en su cuenta de Housecall.\n"
         "Para cambiar cómo le avisamos: {settings_url}\n"
     ),
@@ -106,5 +125,6 @@ def short_text(kind: Kind, language: Language, url: str) -> str:
 def email_text(kind: Kind, language: Language, url: str, settings_url: str) -> tuple[str, str]:
     """(subject, body) of the e-mail."""
     w = wording(kind, language)
-    body = _EMAIL_BODY[language].format(sentence=w.sentence, url=url, settings_url=settings_url)
+    template = _EMAIL_JOIN_BODY if kind is Kind.VISIT_JOIN else _EMAIL_BODY
+    body = template[language].format(sentence=w.sentence, url=url, settings_url=settings_url)
     return f"Housecall: {w.subject}", body

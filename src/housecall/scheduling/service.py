@@ -524,9 +524,16 @@ async def set_blocked(rec: Records, slot_id: str, version: int, blocked: bool) -
 
 
 async def enqueue_reminders(conn: Conn, org_id: str, v: Visit, settings: Settings) -> list[str]:
-    """One job per reminder offset still ahead; returns the ids queued."""
+    """One job per reminder offset still ahead, and for a video visit the job that sends its
+    single-use join links shortly before it starts (visits/join.py); returns the ids queued."""
     out = []
     now = clock.now_us()
+    if v.mode == model.VIDEO:
+        from housecall.visits import join  # the visits package registers the job; imported late
+
+        job = await join.enqueue(conn, org_id, v.id, v.start_us)
+        if job:
+            out.append(job)
     for hours in model.reminder_offsets(settings.reminder_hours):
         run_at = v.start_us - hours * 3600 * US
         if run_at <= now:

@@ -2,8 +2,10 @@
 waiting room enforced here, on the server.
 
 ``/visits/{appointment_id}/signal`` accepts the page session of the visit's patient (or a proxy
-acting for them), of a clinician on the Appointment, or of another care-team member (who may see
-the waiting room and write to it, never join the call), or a guest link's token (``?guest=``).
+acting for them; signed in, or by the visit-only session a join link started), of a clinician on
+the Appointment, or of another care-team member (who may see the waiting room and write to it,
+never join the call), or a guest: the browser that first opened a guest link, known by its guest
+cookie (never by the link's token, so a forwarded link reaches nobody; decision 0021).
 Everyone except the visit's clinicians starts **waiting**; until a clinician admits them the server
 refuses their ``offer``/``answer``/``candidate``, ``chat``, ``state`` and ``turn`` messages (an
 ``error`` with code ``not-admitted`` comes back, and nothing reaches anyone), and nobody may send
@@ -45,7 +47,7 @@ from housecall.core.db import Database
 from housecall.core.settings import Settings
 from housecall.fhir.errors import FhirError
 from housecall.identity import sessions
-from housecall.visits import guests, service, sfu_relay, turn
+from housecall.visits import guests, join, service, sfu_relay, turn
 from housecall.visits.service import Visit, VisitError
 from housecall.web import records
 from housecall.workspace.inbox import person_name
@@ -181,40 +183,54 @@ def same_origin(ws: WebSocket) -> bool:
     return parts.netloc == ws.headers.get("host", "")
 
 
-async def _who(
-    ws: WebSocket, appointment_id: str, guest_token: str
-) -> tuple[Actor, str, str, str | None, Visit] | int:
+async def _guest(ws: WebSocket, appointment_id: str) -> guests.Guest | None:
+    """The visit's guest this browser is (its guest cookie), or None."""
+    async with _db(ws).reader() as conn:
+        return await guests.guest_of_browser(conn, ws.cookies.get(guests.COOKIE), appointment_id)
+
+
+async def _who(ws: WebSocket, appointment_id: str) -> tuple[Actor, str, str, str | None, Visit] | int:
     """(actor, role, display name, reference, visit) or the close code to refuse with."""
-    actor = await sessions.actor_for_request(_as_request(ws))
-    guest = None
-    if actor is None:
-        if not guest_token:
-            return 4401
-        async with _db(ws).reader() as conn:
-            guest = await guests.guest_for(conn, guest_token, appointment_id)
-        if guest is None:
-            return 4401
-        actor = system_actor(guest.org_id)  # the guest reads nothing; the visit is looked up for them
-    async with records.reading(_as_request(ws), actor) as rec:
+    request = _as_request(ws)
+    actor = await sessions.actor_for_request(request) or await join.visit_actor(
+        _db(ws), request, appointment_id
+    )
+    if actor is not None:
+        async with records.reading(request, actor) as rec:
+            visit = await service.load_visit(rec, appointment_id)
+            role = service.role_in(actor, visit) if visit is not None else None
+            if visit is not None and role is not None:
+                return await _person(rec, actor, role, visit)
+    # No one of the visit by their session: the browser a guest link was bound to, if it is one
+    # (a family member signed in to their own portal in the same browser is still the guest).
+    guest = await _guest(ws, appointment_id)
+    if guest is None or (actor is not None and actor.org_id != guest.org_id):
+        return 4401 if actor is None else 4404
+    system = system_actor(guest.org_id)  # the guest reads nothing; the visit is looked up for them
+    async with records.reading(request, system) as rec:
         visit = await service.load_visit(rec, appointment_id)
-        if visit is None:
-            return 4404
-        if visit.status == "finished":
-            return 4410
-        if guest is not None:
-            return actor, "guest", guest.label, None, visit
-        role = service.role_in(actor, visit)
-        if role is None:
-            return 4404
-        name = ""
-        if actor.fhir_user and role in ("patient", "clinician"):
-            kind, _, rid = actor.fhir_user.partition("/")
-            name = person_name(await rec.read(kind, rid))
-        if role == "patient":
-            if visit.status == "booked" or visit.location_state is None:
-                return 4409  # check in first (state and phone), on the page
-            if await service.unlicensed(rec, visit, visit.location_state):
-                return 4451  # not licensed where the patient is: the visit cannot start
+    if visit is None:
+        return 4404
+    if visit.status == "finished":
+        return 4410
+    return system, "guest", guest.display, None, visit
+
+
+async def _person(
+    rec: records.Records, actor: Actor, role: str, visit: Visit
+) -> tuple[Actor, str, str, str | None, Visit] | int:
+    """A person of the visit (patient or proxy, clinician, care team), or why they may not come in."""
+    if visit.status == "finished":
+        return 4410
+    name = ""
+    if actor.fhir_user and role in ("patient", "clinician"):
+        kind, _, rid = actor.fhir_user.partition("/")
+        name = person_name(await rec.read(kind, rid))
+    if role == "patient":
+        if visit.status == "booked" or visit.location_state is None:
+            return 4409  # check in first (state and phone), on the page
+        if await service.unlicensed(rec, visit, visit.location_state):
+            return 4451  # not licensed where the patient is: the visit cannot start
     return actor, role, name or role, actor.fhir_user, visit
 
 
@@ -245,11 +261,12 @@ async def _waiting_updates(ws: WebSocket, room: Room, member: Member, visit: Vis
 
 @router.websocket("/visits/{appointment_id}/signal")
 async def signal(ws: WebSocket, appointment_id: str) -> None:
-    # Signed-in patient/proxy of the visit, its clinicians, care-team staff, or a guest link token.
+    # Signed-in patient/proxy of the visit (or a join link's visit-only session), its clinicians,
+    # care-team staff, or the browser a guest link was bound to.
     if not same_origin(ws):
         await ws.close(code=4403)  # before the handshake: the browser gets a plain 403
         return
-    who = await _who(ws, appointment_id, ws.query_params.get("guest", ""))
+    who = await _who(ws, appointment_id)
     await ws.accept()
     if isinstance(who, int):
         # Accepted, then closed with a code the page can explain (4401 sign in, 4404 no such

@@ -24,7 +24,7 @@ from housecall.access.actor import Actor
 from housecall.core.settings import Settings
 from housecall.messaging import attachments
 from housecall.portal.views import portal_actor
-from housecall.visits import echo, guests, service, sfu_relay, signal, turn
+from housecall.visits import echo, links, service, sfu_relay, signal, turn
 from housecall.visits.service import STATES, Visit, VisitError
 from housecall.web import csrf, records
 from housecall.web.i18n import _
@@ -40,6 +40,10 @@ VERDICT_TEXT = {
     "video": lambda: _("Video should work."),
     "audio": lambda: _("Use audio only: your connection is too weak for video."),
     "phone": lambda: _("Your network blocks video — we will call you by phone instead."),
+}
+JOIN_SENT = {
+    "1": lambda: _("A join link was sent to the patient by the way they chose to be told."),
+    "0": lambda: _("Nobody could be sent a join link: the patient has no portal account."),
 }
 ERRORS = {
     "ended": lambda: _("This visit has ended."),
@@ -186,8 +190,9 @@ async def waiting_room_page(request: Request) -> Response:
 
 @router.get("/visits/{appointment_id}")
 async def visit_page(request: Request, appointment_id: str) -> Response:
-    # The visit's patient (or proxy), its clinicians, and care-team staff who may see the patient.
-    actor = await records.page_actor(request)
+    # The visit's patient (or proxy; signed in, or by a join link's visit-only session), its
+    # clinicians, and care-team staff who may see the patient.
+    actor = await links.person(request, appointment_id)
     async with records.reading(request, actor) as rec:
         found = await _visit_for(rec, actor, appointment_id)
         if found is None:
@@ -197,9 +202,11 @@ async def visit_page(request: Request, appointment_id: str) -> Response:
         chat = await service.chat_history(rec, visit) if role != "staff" else []
         patient = await rec.read("Patient", str(visit.patient_id))
     values = {"state": visit.location_state or "", "phone": visit.callback_phone or _phone_of(patient)}
+    sent = request.query_params.get("joinsent")
     return _render_visit(request, visit, role, missing=missing, chat=chat, values=values,
                          patient_name=person_name(patient),
-                         changing=request.query_params.get("change") == "1")  # fmt: skip
+                         changing=request.query_params.get("change") == "1",
+                         notice=JOIN_SENT.get(sent or "", lambda: None)())  # fmt: skip
 
 
 def _phone_of(patient: dict[str, Any] | None) -> str:
@@ -211,7 +218,7 @@ def _phone_of(patient: dict[str, Any] | None) -> str:
 
 def _render_visit(request: Request, visit: Visit, role: str, *, missing: list[str], chat: list[dict[str, Any]],
                   values: dict[str, str], patient_name: str, changing: bool = False,
-                  errors: FormErrors | None = None, status: int = 200) -> Response:  # fmt: skip
+                  errors: FormErrors | None = None, status: int = 200, notice: str | None = None) -> Response:  # fmt: skip
     checked_in = visit.location_state is not None and visit.status != "booked"
     show_checkin = (
         role == "patient" and visit.status != "finished" and (not checked_in or bool(missing) or changing)
@@ -224,13 +231,15 @@ def _render_visit(request: Request, visit: Visit, role: str, *, missing: list[st
     return render(request, "visits/visit.html", status=status, visit=visit, role=role, missing=missing, chat=chat,
                   values=values, errors=errors or FormErrors(), states=STATES, show_checkin=show_checkin,
                   in_call=in_call, patient_name=patient_name, tz=TZ, booking=BOOKING,
-                  state_name=STATES.get(visit.location_state or "", ""))  # fmt: skip
+                  state_name=STATES.get(visit.location_state or "", ""), notice=notice,
+                  guest_labels=links.LABELS)  # fmt: skip
 
 
 @router.post("/visits/{appointment_id}/checkin")
 async def check_in(request: Request, appointment_id: str) -> Response:
-    # The visit's patient or proxy: where they are now and a number to call; licensure decides.
-    actor = await portal_actor(request)
+    # The visit's patient or proxy (signed in, or by a join link's visit-only session): where they
+    # are now and a number to call; licensure decides.
+    actor = await links.visit_only(request, appointment_id) or await portal_actor(request)
     if isinstance(actor, Response):
         return actor
     form = await request.form()
@@ -262,9 +271,9 @@ async def check_in(request: Request, appointment_id: str) -> Response:
 
 @router.post("/visits/{appointment_id}/phone")
 async def phone_instead(request: Request, appointment_id: str) -> Response:
-    # The visit's patient (or proxy) or clinician: the visit moves to the phone; a callback Task
-    # goes to the care team's inbox.
-    actor = await records.page_actor(request)
+    # The visit's patient (or proxy; signed in or by a join link) or clinician: the visit moves to
+    # the phone; a callback Task goes to the care team's inbox.
+    actor = await links.person(request, appointment_id)
     form = await request.form()
     typed = str(form.get("phone") or "").strip()
     phone = service.clean_phone(typed) if typed else None
@@ -326,7 +335,7 @@ async def share_file(request: Request, appointment_id: str) -> Response:
     # A member admitted to the call (a clinician of the visit, or the patient/proxy while the visit
     # is in progress): a photo or PDF, checked by its content, stored as a chat entry of the visit
     # and announced to everyone in the call. CSRF-checked like every form.
-    actor = await records.page_actor(request)
+    actor = await links.person(request, appointment_id)
     form = await request.form()
     upload = form.get("file")
     async with records.writing(request, actor) as rec:
@@ -364,7 +373,7 @@ def _file_entry(appointment_id: str, comm: dict[str, Any]) -> dict[str, Any]:
 async def shared_file(request: Request, appointment_id: str, message_id: str) -> Response:
     # The visit's clinicians, and its patient/proxy once admitted: a file shared in the call, as a
     # download with the type its content proved. A waiting patient is refused; anyone else gets 404.
-    actor = await records.page_actor(request)
+    actor = await links.person(request, appointment_id)
     async with records.reading(request, actor) as rec:
         found = await _visit_for(rec, actor, appointment_id)
         if found is None:
@@ -385,25 +394,6 @@ async def shared_file(request: Request, appointment_id: str, message_id: str) ->
     })  # fmt: skip
 
 
-@router.post("/visits/{appointment_id}/guests")
-async def guest_link(request: Request, appointment_id: str) -> Response:
-    # The visit's clinicians: a link for a third party (interpreter, family), who still waits to
-    # be admitted.
-    actor = await care_actor(request)
-    if isinstance(actor, Response):
-        return actor
-    form = await request.form()
-    label = str(form.get("label") or "").strip()[:100] or _("Guest")
-    async with records.writing(request, actor) as rec:
-        found = await _visit_for(rec, actor, appointment_id)
-        if found is None or found[1] != "clinician" or actor.account_id is None:
-            return _not_found(request, "/workspace/visits")
-        raw = await guests.make_link(rec.conn, org_id=actor.org_id, appointment_id=appointment_id, label=label,
-                                     account_id=actor.account_id)  # fmt: skip
-    link = f"{_settings(request).public_url.rstrip('/')}/visits/{appointment_id}/signal?guest={raw}"
-    return render(request, "visits/guest_link.html", link=link, label=label, appointment_id=appointment_id)
-
-
 @router.get("/visits/{appointment_id}/signal")
 async def signal_over_http(request: Request, appointment_id: str) -> Response:
     # Signed in: this address is the visit's WebSocket; a plain request is told to upgrade.
@@ -422,4 +412,5 @@ async def shutdown(app: FastAPI) -> None:
 
 def install(app: FastAPI) -> None:
     app.include_router(router)
+    app.include_router(links.router)
     app.include_router(signal.router)

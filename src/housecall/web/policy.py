@@ -18,6 +18,7 @@ class Policy(StrEnum):
     FHIR = "fhir"  # bearer token (or a page session for reads); the access path decides per resource
     OAUTH_CLIENT = "oauth-client"  # OAuth client authentication (the token, revoke, introspect endpoints)
     SIGN_IN_STEP = "sign-in-step"  # a half-finished sign-in (second factor, enrolment, e-mailed links)
+    VISIT_GUEST = "visit-guest"  # the browser a visit's guest link was bound to (its cookie), that visit only
     SIGNED_IN = "signed-in"  # any fully signed-in person, acting on their own account
     PORTAL = "portal"  # patients and proxies, about the patient chosen in their session
     CLINICAL = "clinical"  # clinicians and nurses
@@ -129,6 +130,11 @@ ROUTES: dict[str, Policy] = {
     "/visits/{appointment_id}/signal": Policy.SIGNED_IN,
     "/visits/{appointment_id}/files": Policy.SIGNED_IN,
     "/visits/{appointment_id}/files/{message_id}": Policy.SIGNED_IN,
+    # Links into a visit (decision 0021): a patient's single-use join link, a guest's link and page.
+    "/join/{token}": Policy.SIGN_IN_STEP,
+    "/visits/{appointment_id}/join-link": Policy.CLINICAL,
+    "/guest/{token}": Policy.SIGN_IN_STEP,
+    "/visits/{appointment_id}/guest": Policy.VISIT_GUEST,
 }
 
 
