@@ -14,7 +14,7 @@ from housecall.fhir import interactions as ix
 from housecall.visits import after, service
 from housecall.web.records import Records
 from housecall.workspace import inbox
-from tests.clinic import Clinic, text_of, told  # noqa: F401
+from tests.clinic import Clinic, text_of
 from tests.visits.conftest import Booked, system_update
 
 VERSION = re.compile(r'name="version" value="(\d*)"')
@@ -96,7 +96,9 @@ async def test_the_note_is_written_from_the_template_saved_as_draft_and_signed(b
     first = {"action": "draft", "version": seen, "subjective": "Sore throat 3 days, no fever."}
     assert (await c.browsers["clinician"].post(note, data={**first, "csrf": _csrf(await c.browsers["clinician"].get(note))})).status_code == 303  # fmt: skip
     stale = {"action": "draft", "version": seen, "subjective": "Someone else's text"}
-    r = await c.browsers["clinician"].post(note, data={**stale, "csrf": _csrf(await c.browsers["clinician"].get(note))})
+    r = await c.browsers["clinician"].post(
+        note, data={**stale, "csrf": _csrf(await c.browsers["clinician"].get(note))}
+    )
     assert r.status_code == 409 and "Someone else changed this" in text_of(r.text)
     assert "no fever" in r.text
     # Signing needs an assessment and a plan: the error sits beside the field, what was typed stays.
@@ -130,7 +132,9 @@ async def test_only_the_visits_clinicians_write_it(booked: Booked) -> None:
     # Before check-in there is no record of the visit to write in.
     assert (await c.browsers["clinician"].get(f"/visits/{appt}/note")).status_code == 409
     await ended(booked)
-    assert (await c.browsers["nurse"].get(f"/visits/{appt}/note")).status_code == 404  # care team, not the visit's
+    assert (
+        await c.browsers["nurse"].get(f"/visits/{appt}/note")
+    ).status_code == 404  # care team, not the visit's
     assert (await c.browsers["patient"].get(f"/visits/{appt}/note")).status_code in (303, 403)
     r = await c.form_post("nurse", f"/visits/{appt}/summary", {"action": "draft", "instructions": "x"},
                           form_from="/workspace")  # fmt: skip
@@ -191,7 +195,9 @@ async def test_the_signed_summary_records_what_was_decided_and_reaches_the_porta
     assert r.status_code == 303, r.text[:500]
     # The Encounter's diagnoses, prescription and orders.
     conditions = await c.search("Condition", [("encounter", ref)])
-    coded = sorted((cc["code"].get("coding") or [{}])[0].get("code", "") + "|" + cc["code"]["text"] for cc in conditions)
+    coded = sorted(
+        (cc["code"].get("coding") or [{}])[0].get("code", "") + "|" + cc["code"]["text"] for cc in conditions
+    )
     assert coded == ["J02.9|Acute pharyngitis, unspecified", "J20.9|Acute bronchitis", "|Poor sleep"]
     assert all(cc["category"][0]["coding"][0]["code"] == "encounter-diagnosis" for cc in conditions)
     meds = await c.search("MedicationRequest", [("encounter", ref)])
@@ -200,7 +206,11 @@ async def test_the_signed_summary_records_what_was_decided_and_reaches_the_porta
     ]
     assert meds[0]["requester"]["reference"] == f"Practitioner/{c.clinician}" and meds[0]["intent"] == "order"
     orders = await c.search("ServiceRequest", [("encounter", ref)])
-    assert sorted(o["code"]["text"] for o in orders) == ["Follow-up visit", "Rapid strep test", "Throat culture"]
+    assert sorted(o["code"]["text"] for o in orders) == [
+        "Follow-up visit",
+        "Rapid strep test",
+        "Throat culture",
+    ]
     follow = next(o for o in orders if o["code"]["text"] == "Follow-up visit")
     assert follow["code"]["coding"][0]["code"] == "390906007" and follow["performer"][0]["reference"] == (
         f"Practitioner/{c.clinician}"
@@ -214,7 +224,11 @@ async def test_the_signed_summary_records_what_was_decided_and_reaches_the_porta
     assert summary["id"] in listed.text and "After-visit summary" in listed.text
     pdf = await c.browsers["patient"].get(f"/portal/documents/{summary['id']}.pdf")
     assert pdf.status_code == 200 and pdf.headers["content-type"] == "application/pdf"
-    assert pdf.content.startswith(b"%PDF") and b"Amoxicillin 500 mg" in pdf.content and b"Throat culture" in pdf.content
+    assert (
+        pdf.content.startswith(b"%PDF")
+        and b"Amoxicillin 500 mg" in pdf.content
+        and b"Throat culture" in pdf.content
+    )
     mine = text_of((await c.browsers["patient"].get(f"/visits/{appt}/after")).text)
     assert "Drink fluids and rest" in mine and "Acute bronchitis" in mine
     assert "Book the follow-up visit" in mine and "To check the throat again." in mine
@@ -225,7 +239,9 @@ async def test_the_signed_summary_records_what_was_decided_and_reaches_the_porta
             if inbox.kind_of(t) == "visit-summary"] == []  # fmt: skip
 
 
-async def test_a_draft_summary_stays_with_the_clinician(booked: Booked, told: list[tuple[str, str, str]]) -> None:
+async def test_a_draft_summary_stays_with_the_clinician(
+    booked: Booked, told: list[tuple[str, str, str]]
+) -> None:
     c, appt = booked.clinic, booked.appointment
     encounter = await ended(booked)
     path = f"/visits/{appt}/summary"
@@ -297,7 +313,7 @@ async def test_the_patient_rates_the_visit_and_technical_problems_reach_the_care
     assert qr["questionnaire"] == after.QUESTIONNAIRE and qr["status"] == "completed"
     assert after.rating_of(qr) == (3, "The sound cut out", ["no-sound", "dropped"])
     assert qr["author"]["reference"] == f"Patient/{c.patient}"
-    tasks = [t for t in await c.search("Task", [("focus", f"QuestionnaireResponse/{qr['id']}")])]
+    tasks = await c.search("Task", [("focus", f"QuestionnaireResponse/{qr['id']}")])
     assert len(tasks) == 1 and inbox.kind_of(tasks[0]) == "tech-problem" and inbox.pool_of(tasks[0]) == c.pool
     assert "No sound, The call dropped" in tasks[0]["description"]
     # Once per visit; the clinician sees it on the visit's write-up.
@@ -313,9 +329,13 @@ async def test_a_rating_without_problems_opens_no_task_and_others_cannot_rate(bo
     # Another patient of the clinic does not reach this visit.
     other, _account = await c.env.patient_session()
     assert (await other.get(f"/visits/{appt}/after")).status_code == 404
-    r = await other.post(f"/visits/{appt}/feedback", data={"rating": "1", "csrf": _csrf(await other.get("/portal"))})
+    r = await other.post(
+        f"/visits/{appt}/feedback", data={"rating": "1", "csrf": _csrf(await other.get("/portal"))}
+    )
     assert r.status_code == 404
-    r = await c.form_post("patient", f"/visits/{appt}/feedback", {"rating": "5"}, form_from=f"/visits/{appt}/after")
+    r = await c.form_post(
+        "patient", f"/visits/{appt}/feedback", {"rating": "5"}, form_from=f"/visits/{appt}/after"
+    )
     assert r.status_code == 303
     tasks = await c.search("Task", [("patient", f"Patient/{c.patient}")])
     assert [t for t in tasks if inbox.kind_of(t) == "tech-problem"] == []
