@@ -36,6 +36,7 @@ from housecall.workspace import inbox
 from tests.clinic import Clinic
 from tests.e2e.pages import FORMS, PAGES
 from tests.support import REPO, LiveServer
+from tests.visits.ended import ended_visit
 
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = "/usr/bin/chromium"
@@ -167,6 +168,17 @@ async def build_world(clinic: Clinic, base: str) -> World:
         "state": secrets.token_urlsafe(8), "aud": f"{base}/fhir", "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
         "code_challenge_method": "S256",
     })  # fmt: skip
+
+    # After a video visit (decision 0019): one written up and signed, one still to write.
+    world.values["visit_written"], _encounter = await ended_visit(clinic, minutes_ago=90)
+    world.values["visit_ended"], _encounter = await ended_visit(clinic)
+    summary = f"/visits/{world.values['visit_written']}/summary"
+    signed = await clinic.form_post(
+        "clinician", summary,
+        {"action": "sign", "diagnoses": "J02.9", "instructions": "Rest and drink fluids.", "follow_up_weeks": "2"},
+        form_from=summary,
+    )  # fmt: skip
+    assert signed.status_code == 303, signed.text[:500]
 
     world.people["patient"] = (patient, sessions.FULL, None)
     world.people["proxy"] = (proxy, sessions.FULL, clinic.patient)

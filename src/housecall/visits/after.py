@@ -354,6 +354,8 @@ def check_summary(form: SummaryForm, *, final: bool) -> dict[str, str]:
     for name in ("prescriptions", "orders"):
         if len(getattr(form, name).splitlines()) > LINES_LIMIT:
             errors[name] = "too-many"
+    if not final and not any(form.as_fields().values()):
+        errors["instructions"] = "empty"
     if final:
         if not diagnosis_concepts(form):
             errors.setdefault("diagnoses", "missing")

@@ -286,6 +286,7 @@ SUMMARY_ERRORS = {
     ("diagnoses", "missing"): lambda: _("Pick or type at least one diagnosis before signing."),
     ("diagnoses", "unknown"): lambda: _("Pick diagnoses from the list, or type them below."),
     ("instructions", "missing"): lambda: _("Write what the patient should do before signing."),
+    ("instructions", "empty"): lambda: _("Write something first."),
     ("follow_up_weeks", "unknown"): lambda: _("Choose when the follow-up should be."),
     ("other_diagnoses", "too-many"): lambda: _("At most 20 lines."),
     ("prescriptions", "too-many"): lambda: _("At most 20 lines."),
