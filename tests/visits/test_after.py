@@ -341,3 +341,26 @@ async def test_a_rating_without_problems_opens_no_task_and_others_cannot_rate(bo
     assert [t for t in tasks if inbox.kind_of(t) == "tech-problem"] == []
     r = await c.form_post("clinician", f"/visits/{appt}/feedback", {"rating": "1"}, form_from="/workspace")
     assert r.status_code in (303, 403) and len(await c.search("QuestionnaireResponse", [])) == 1
+
+
+async def test_the_follow_up_link_books_the_same_kind_of_visit_with_the_same_clinician(
+    booked: Booked,
+) -> None:
+    c, appt = booked.clinic, booked.appointment
+    kind = await c.create({"resourceType": "HealthcareService", "active": True, "name": "Sick visit",
+                           "appointmentRequired": True})  # fmt: skip
+    role = await c.create({"resourceType": "PractitionerRole", "active": True,
+                           "practitioner": {"reference": f"Practitioner/{c.clinician}"},
+                           "healthcareService": [{"reference": f"HealthcareService/{kind['id']}"}]})  # fmt: skip
+    appointment = await c.read("Appointment", appt)
+    appointment["serviceType"] = [{"text": "Sick visit"}]
+    await system_update(c, appointment)
+    await ended(booked)
+    assert (await sign_summary(c, appt, follow_up_weeks="4")).status_code == 303
+    page = await c.browsers["patient"].get(f"/visits/{appt}/after")
+    link = re.search(r'href="(/portal/appointments/book\?[^"]+)" id="book-follow-up"', page.text)
+    assert link, page.text[:2000]
+    href = link.group(1).replace("&amp;", "&")
+    assert f"service_id={kind['id']}" in href and f"role={role['id']}" in href and "week=2" in href
+    booking = text_of((await c.browsers["patient"].get(href)).text)
+    assert "Carter" in booking
