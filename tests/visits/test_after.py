@@ -321,6 +321,8 @@ async def test_the_patient_rates_the_visit_and_technical_problems_reach_the_care
     assert r.status_code == 409
     staff = text_of((await c.browsers["clinician"].get(f"/visits/{appt}/after")).text)
     assert "3 out of 5." in staff and "No sound" in staff
+    listed = text_of((await c.browsers["nurse"].get("/workspace/visits/ended")).text)
+    assert "3 out of 5." in listed and "Technical problems reported: No sound, The call dropped" in listed
 
 
 async def test_a_rating_without_problems_opens_no_task_and_others_cannot_rate(booked: Booked) -> None:

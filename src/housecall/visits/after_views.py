@@ -90,11 +90,12 @@ async def ended_page(request: Request) -> Response:
                 continue
             visit = Visit(appt, enc)
             docs = await after.documents(rec, visit)
+            rating = after.rating_of(await after.feedback_of(rec, visit))
             rows.append({"visit": visit, "name": person_name(page.included.get(f"Patient/{visit.patient_id}")),
-                         "note": docs.get(after.NOTE), "summary": docs.get(after.SUMMARY),
+                         "note": docs.get(after.NOTE), "summary": docs.get(after.SUMMARY), "rating": rating,
                          "mine": actor.fhir_user in visit.practitioners})  # fmt: skip
     rows.sort(key=lambda r: r["visit"].start or service.now_dt(), reverse=True)
-    return render(request, "visits/ended.html", rows=rows, tz=TZ)
+    return render(request, "visits/ended.html", rows=rows, tz=TZ, problems=after.TECH_PROBLEMS)
 
 
 # -- the visit's after page ---------------------------------------------------------------------------
