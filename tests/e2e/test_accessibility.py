@@ -38,6 +38,7 @@ from tests.clinic import Clinic
 from tests.e2e.pages import FORMS, PAGES
 from tests.support import REPO, LiveServer
 from tests.visits.conftest import book
+from tests.visits.ended import ended_visit
 
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = "/usr/bin/chromium"
@@ -183,6 +184,16 @@ async def build_world(clinic: Clinic, base: str) -> World:
             if name:
                 await guests.set_name(conn, secret, name)
             world.cookies[role] = (guests.COOKIE, secret)
+    # After a video visit (decision 0019): one written up and signed, one still to write.
+    world.values["visit_written"], _encounter = await ended_visit(clinic, minutes_ago=90)
+    world.values["visit_ended"], _encounter = await ended_visit(clinic)
+    summary = f"/visits/{world.values['visit_written']}/summary"
+    signed = await clinic.form_post(
+        "clinician", summary,
+        {"action": "sign", "diagnoses": "J02.9", "instructions": "Rest and drink fluids.", "follow_up_weeks": "2"},
+        form_from=summary,
+    )  # fmt: skip
+    assert signed.status_code == 303, signed.text[:500]
 
     world.people["patient"] = (patient, sessions.FULL, None)
     world.people["proxy"] = (proxy, sessions.FULL, clinic.patient)

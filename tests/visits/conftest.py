@@ -30,7 +30,7 @@ import websockets
 from housecall.access.policy import Access
 from housecall.fhir import interactions as ix
 from housecall.visits import guests, service
-from tests.clinic import Clinic, clinic  # noqa: F401
+from tests.clinic import Clinic, clinic, told  # noqa: F401
 from tests.identity.conftest import _clock_back, env, smtp  # noqa: F401
 from tests.support import free_port
 

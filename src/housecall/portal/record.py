@@ -140,7 +140,9 @@ def _brief(doc: dict[str, Any], authors: dict[str, dict[str, Any]]) -> Document:
 
 
 def _listed(doc: dict[str, Any]) -> bool:
-    return doc.get("status") == "current" and doc.get("docStatus") != "entered-in-error"
+    """Current documents, not drafts (``preliminary``: a note or summary the clinician has not
+    signed yet) nor ones entered in error."""
+    return doc.get("status") == "current" and doc.get("docStatus") not in ("entered-in-error", "preliminary")
 
 
 async def documents(rec: Records, patient_id: str, *, limit: int = 50) -> list[Document]:

@@ -59,7 +59,9 @@ class Names:
             todo = sorted(i for i in ids if i and f"{res_type}/{i}" not in self.cache)
             for n in range(0, len(todo), PREFETCH_CHUNK):
                 chunk = todo[n : n + PREFETCH_CHUNK]
-                page = await self.rec.search(res_type, [("_id", ",".join(chunk)), ("_count", str(len(chunk)))])
+                page = await self.rec.search(
+                    res_type, [("_id", ",".join(chunk)), ("_count", str(len(chunk)))]
+                )
                 found = {r["id"]: r for r in page}
                 for i in chunk:  # unknown or not visible: None, as a read would give
                     self.cache[f"{res_type}/{i}"] = found.get(i)

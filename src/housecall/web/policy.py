@@ -135,6 +135,13 @@ ROUTES: dict[str, Policy] = {
     "/visits/{appointment_id}/join-link": Policy.CLINICAL,
     "/guest/{token}": Policy.SIGN_IN_STEP,
     "/visits/{appointment_id}/guest": Policy.VISIT_GUEST,
+    # After the visit (decision 0019): the visit's clinicians write the note and summary; the patient
+    # or proxy reads the summary, books the follow-up and rates the visit; the care team sees the list.
+    "/workspace/visits/ended": Policy.CLINICAL,
+    "/visits/{appointment_id}/after": Policy.SIGNED_IN,
+    "/visits/{appointment_id}/note": Policy.CLINICAL,
+    "/visits/{appointment_id}/summary": Policy.CLINICAL,
+    "/visits/{appointment_id}/feedback": Policy.PORTAL,
 }
 
 
