@@ -24,6 +24,7 @@ class Kind(StrEnum):
     APPOINTMENT_CHANGED = "appointment_changed"  # booked, moved or cancelled
     STATEMENT_READY = "statement_ready"  # a bill or statement is ready
     VISIT_STARTING = "visit_starting"  # the clinician has opened the video visit
+    FORMS_DUE = "forms_due"  # forms to fill in before a visit are still missing
 
 
 class Language(StrEnum):
@@ -49,6 +50,7 @@ WORDING: dict[Language, dict[Kind, Wording]] = {
         Kind.APPOINTMENT_CHANGED: Wording("Appointment update", "One of your appointments has changed. See the details in Housecall."),
         Kind.STATEMENT_READY: Wording("New statement", "You have a new statement in Housecall."),
         Kind.VISIT_STARTING: Wording("Your visit is ready", "Your visit is ready to start. Join it from Housecall."),
+        Kind.FORMS_DUE: Wording("Forms to fill in", "Please fill in your forms before your visit. Do it in Housecall."),
     },
     Language.ES: {
         Kind.NEW_MESSAGE: Wording("Mensaje nuevo", "Tiene un mensaje nuevo en Housecall."),
@@ -58,6 +60,7 @@ WORDING: dict[Language, dict[Kind, Wording]] = {
         Kind.APPOINTMENT_CHANGED: Wording("Cambio en una cita", "Una de sus citas ha cambiado. Vea los detalles en Housecall."),
         Kind.STATEMENT_READY: Wording("Estado de cuenta nuevo", "Tiene un estado de cuenta nuevo en Housecall."),
         Kind.VISIT_STARTING: Wording("Su consulta está lista", "Su consulta está lista para comenzar. Únase desde Housecall."),
+        Kind.FORMS_DUE: Wording("Formularios pendientes", "Complete sus formularios antes de su consulta. Hágalo en Housecall."),
     },
 }  # fmt: skip
 

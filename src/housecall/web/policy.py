@@ -127,6 +127,11 @@ ROUTES: dict[str, Policy] = {
     "/visits/{appointment_id}/notice": Policy.CLINICAL,
     "/visits/{appointment_id}/guests": Policy.CLINICAL,
     "/visits/{appointment_id}/signal": Policy.SIGNED_IN,
+    # Before the visit (decision 0020): forms sent ahead, the answers for the care team, join help.
+    "/portal/appointments/{appointment_id}/forms": Policy.PORTAL,
+    "/portal/appointments/{appointment_id}/forms/{form}": Policy.PORTAL,
+    "/visits/{appointment_id}/intake": Policy.SIGNED_IN,
+    "/help/visits": Policy.PUBLIC,
 }
 
 
