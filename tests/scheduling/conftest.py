@@ -14,10 +14,10 @@ import pytest
 
 from housecall.access.policy import Access
 from housecall.core import jobs
-from housecall.fhir import interactions as ix
-from housecall.visits import service as visits
 from housecall.core.settings import get_settings
+from housecall.fhir import interactions as ix
 from housecall.identity.clock import clock
+from housecall.visits import service as visits
 from tests.clinic import Clinic, clinic  # noqa: F401
 from tests.identity.conftest import Mailbox, _clock_back, env, smtp  # noqa: F401
 

@@ -328,7 +328,9 @@ async def _licensed_where(rec: Records, who: Clinician, patient_id: str, state: 
         raise SchedulingError(_("Choose the state you will be in during the visit."), "state")
     if where not in who.states:
         raise SchedulingError(
-            _("%(name)s is not licensed in %(state)s, so cannot see you by video or phone there. Choose a clinician licensed there, or an in-person visit.")
+            _(
+                "%(name)s is not licensed in %(state)s, so cannot see you by video or phone there. Choose a clinician licensed there, or an in-person visit."
+            )
             % {"name": who.name, "state": before.STATES[where]},
             "role",
         )

@@ -147,7 +147,9 @@ async def enqueue_form_reminders(conn: Conn, org_id: str, v: Any) -> list[str]:
         if run_at <= now:
             continue
         args = {"org": org_id, "appointment": v.id, "start": v.start_us, "hours": hours}
-        job = await jobs.enqueue(conn, FORMS_REMIND, args, run_at=run_at, key=f"forms:{v.id}:{v.start_us}:{hours}")
+        job = await jobs.enqueue(
+            conn, FORMS_REMIND, args, run_at=run_at, key=f"forms:{v.id}:{v.start_us}:{hours}"
+        )
         if job:
             out.append(job)
     return out

@@ -3,7 +3,7 @@ type and the consent to telehealth.
 
 - **Questionnaires are FHIR ``Questionnaire`` resources of the organization**, seeded on first use
   (``ensure_questionnaires``): the general intake (``visit-intake``) with conditional questions
-  (``enableWhen``: "Do you have pain?" → where, how bad 0–10) and the telehealth consent
+  (``enableWhen``: "Do you have pain?" → where, how bad 0 to 10) and the telehealth consent
   (``telehealth-consent``). An organization may add an intake of its own for one kind of visit: a
   Questionnaire whose ``useContext`` (code ``focus``) names the visit's service type as text is
   used instead of the general one.
@@ -143,7 +143,9 @@ def _for_service(q: dict[str, Any], services: set[str]) -> bool:
     """Whether the Questionnaire's ``useContext`` (UsageContext.code is a Coding) names one of the
     visit's services as its focus."""
     for ctx in q.get("useContext") or []:
-        if (ctx.get("code") or {}).get("code") == "focus" and (ctx.get("valueCodeableConcept") or {}).get("text") in services:
+        if (ctx.get("code") or {}).get("code") == "focus" and (ctx.get("valueCodeableConcept") or {}).get(
+            "text"
+        ) in services:
             return True
     return False
 
@@ -188,15 +190,24 @@ async def forms_for(rec: Records, appointment: dict[str, Any]) -> list[Form]:
     covers the visit's start. Other visits have none."""
     patient = patient_of(appointment)
     start = _when_dt(appointment.get("start"))
-    if appointment.get("status") != "booked" or not is_virtual(appointment) or patient is None or start is None:
+    if (
+        appointment.get("status") != "booked"
+        or not is_virtual(appointment)
+        or patient is None
+        or start is None
+    ):
         return []
     found = await questionnaires(rec, appointment)
     forms = []
     if INTAKE in found:
         ident = f"{FORMS_SYSTEM}|{_identifier(appointment['id'], INTAKE)}"
-        page = await rec.search("QuestionnaireResponse", [("identifier", ident), ("subject", f"Patient/{patient}")])
+        page = await rec.search(
+            "QuestionnaireResponse", [("identifier", ident), ("subject", f"Patient/{patient}")]
+        )
         response = page.resources[0] if page.resources else None
-        forms.append(Form(INTAKE, found[INTAKE], response, bool(response and response.get("status") == "completed")))
+        forms.append(
+            Form(INTAKE, found[INTAKE], response, bool(response and response.get("status") == "completed"))
+        )
     if CONSENT in found:
         page = await rec.search("Consent", [("patient", f"Patient/{patient}"), ("category", f"{CONSENT_CATEGORY}|telehealth"),
                                             ("status", "active"), ("_count", "50")])  # fmt: skip
@@ -238,7 +249,9 @@ SUPPORTED = {"boolean", "integer", "string", "text", "choice", "display"}
 
 def _bound(item: dict[str, Any], name: str) -> int | None:
     for ext in item.get("extension") or []:
-        if ext.get("url") == f"http://hl7.org/fhir/StructureDefinition/{name}" and isinstance(ext.get("valueInteger"), int):
+        if ext.get("url") == f"http://hl7.org/fhir/StructureDefinition/{name}" and isinstance(
+            ext.get("valueInteger"), int
+        ):
             return int(ext["valueInteger"])
     return None
 

@@ -154,7 +154,7 @@ async def help_page(request: Request) -> Response:
 
 @home.provider
 async def forms_due(rec: Records, patient_id: str) -> list[home.Attention]:
-    """"Forms to complete before your visit" for each upcoming video or phone visit with forms
+    """The "Forms to complete before your visit" line for each upcoming video or phone visit with forms
     still missing."""
     now = dt.datetime.fromtimestamp(clock.now(), dt.UTC)
     page = await rec.search("Appointment", [("patient", f"Patient/{patient_id}"), ("status", "booked"),
