@@ -59,7 +59,9 @@ async def test_the_intake_is_checked_on_the_server_with_its_conditional_question
     c = cal.c
     appt = await booked(cal)
     page = (await c.browsers["patient"].get(forms_page(appt, "intake"))).text
-    assert 'data-when="pain"' in page and "Answer only if you said “Yes” to: Do you have pain?" in text_of(page)
+    assert 'data-when="pain"' in page and "Answer only if you said “Yes” to: Do you have pain?" in text_of(
+        page
+    )
     # Nothing answered: each required question says so beside its field.
     r = await fill(c, appt, "intake", {"q-reason": "", "q-pain-where": "knee"})
     assert r.status_code == 400
@@ -67,7 +69,9 @@ async def test_the_intake_is_checked_on_the_server_with_its_conditional_question
     assert 'href="#q-reason"' in r.text and 'id="q-pain-error"' in r.text
     assert 'value="knee"' in r.text  # what was typed is kept
     # Pain: yes, so where and how bad are now required, and the score is checked against 0 to 10.
-    r = await fill(c, appt, "intake", {"q-reason": "Cough for a week", "q-pain": "true", "q-pain-score": "11"})
+    r = await fill(
+        c, appt, "intake", {"q-reason": "Cough for a week", "q-pain": "true", "q-pain-score": "11"}
+    )
     assert r.status_code == 400
     assert 'id="q-pain-where-error"' in r.text and "Enter a whole number from 0 to 10." in text_of(r.text)
     assert "Cough for a week</textarea>" in r.text and 'value="true" checked' in r.text
@@ -83,7 +87,9 @@ async def test_the_intake_is_checked_on_the_server_with_its_conditional_question
     (qr,) = await c.search("QuestionnaireResponse", [("subject", f"Patient/{c.patient}")])
     assert qr["status"] == "completed" and qr["questionnaire"] == forms.INTAKE_URL + "|1"
     assert qr["identifier"] == {"system": forms.FORMS_SYSTEM, "value": f"{appt}/intake"}
-    assert qr["extension"] == [{"url": forms.APPOINTMENT_EXT, "valueReference": {"reference": f"Appointment/{appt}"}}]
+    assert qr["extension"] == [
+        {"url": forms.APPOINTMENT_EXT, "valueReference": {"reference": f"Appointment/{appt}"}}
+    ]
     assert qr["subject"] == {"reference": f"Patient/{c.patient}"}
     answers = {i["linkId"]: i["answer"][0] for i in qr["item"]}
     assert answers == {"reason": {"valueString": "Cough"}, "pain": {"valueBoolean": True},
@@ -176,7 +182,9 @@ async def test_reminders_go_48_and_24_hours_before_only_while_forms_are_missing(
     await run_worker(c)
     assert forms_due() == [forms_page(appt)]
     mail = c.env.mail.wait_for(c.accounts["patient"].email, 1)
-    body = next(str(m.get_payload(decode=True).decode()) for m in mail if "forms" in str(m["Subject"]).lower())
+    body = next(
+        str(m.get_payload(decode=True).decode()) for m in mail if "forms" in str(m["Subject"]).lower()
+    )
     assert forms_page(appt) in body and "Carter" not in body and "Primary care" not in body
     # The patient signs in again (a day has passed) and fills both forms; the 24-hour reminder then
     # sends nothing.
@@ -193,7 +201,9 @@ async def test_reminders_go_48_and_24_hours_before_only_while_forms_are_missing(
     assert [r[0] for r in rows if appt in r[1]] == ["done", "done"]  # the 24-hour job ran, and sent nothing
 
 
-async def test_a_cancelled_visit_gets_no_forms_reminder(cal: Calendar, told: list[tuple[str, str, str]]) -> None:  # noqa: F811
+async def test_a_cancelled_visit_gets_no_forms_reminder(
+    cal: Calendar, told: list[tuple[str, str, str]]
+) -> None:  # noqa: F811
     c = cal.c
     appt = await booked(cal)
     r = await c.form_post("patient", f"/portal/appointments/{appt}/cancel", {},
