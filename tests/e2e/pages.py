@@ -22,6 +22,7 @@ PAGES: dict[str, list[str | tuple[str, int]]] = {
         "/password/reset?token={reset_token}",
         "/verify?token={verify_token}",
         ("/password/reset?token=used-up", 400),
+        "/help/visits",
     ],
     "second-step": ["/signin/mfa"],
     "patient": [
@@ -36,6 +37,10 @@ PAGES: dict[str, list[str | tuple[str, int]]] = {
         "/portal/record",
         "/account/notifications",
         "/visits/check",
+        "/portal/appointments/{visit}/forms",
+        "/portal/appointments/{visit}/forms/intake",
+        "/portal/appointments/{visit}/forms/consent",
+        "/help/visits",
         "/account",
         "/account/password",
         "/account/apps",
@@ -53,6 +58,7 @@ PAGES: dict[str, list[str | tuple[str, int]]] = {
         "/workspace/schedule",
         "/workspace/schedule?view=week",
         "/workspace/visits",
+        "/visits/{visit}/intake",
         "/account",
         "/signin/confirm",
         "/break-glass",
@@ -67,6 +73,7 @@ PAGES: dict[str, list[str | tuple[str, int]]] = {
 FORMS: dict[str, list[str]] = {
     "anonymous": ["/signin", "/password/forgot"],
     "second-step": ["/signin/mfa"],
+    "patient": ["/portal/appointments/{visit}/forms/intake"],
     "clinician": ["/break-glass"],
     "admin": ["/admin/accounts"],
 }

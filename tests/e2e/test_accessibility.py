@@ -15,6 +15,7 @@ The pages keep their strict CSP: axe's source is run through the DevTools protoc
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import re
 import secrets
@@ -167,6 +168,17 @@ async def build_world(clinic: Clinic, base: str) -> World:
         "state": secrets.token_urlsafe(8), "aud": f"{base}/fhir", "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
         "code_challenge_method": "S256",
     })  # fmt: skip
+
+    # A video visit with Dr Carter tomorrow: its forms, and the clinician's view of the answers (0020).
+    tomorrow = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(days=1)
+    visit = await clinic.create({
+        "resourceType": "Appointment", "status": "booked", "appointmentType": {"coding": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "VR"}]},
+        "start": tomorrow.isoformat(), "end": (tomorrow + dt.timedelta(minutes=20)).isoformat(),
+        "participant": [{"actor": {"reference": f"Patient/{clinic.patient}"}, "status": "accepted"},
+                        {"actor": {"reference": f"Practitioner/{clinic.clinician}"}, "status": "accepted"}],
+    })  # fmt: skip
+    world.values["visit"] = visit["id"]
 
     world.people["patient"] = (patient, sessions.FULL, None)
     world.people["proxy"] = (proxy, sessions.FULL, clinic.patient)

@@ -149,7 +149,7 @@ async def test_a_video_visit_is_booked_with_a_licensed_clinician_and_its_intake_
     await expect(where).to_be_visible()
     await page.get_by_role("button", name="Save my answers").click()
     # Not answered: the server says so beside the field, and keeps what was typed.
-    await expect(page.locator("#q-pain-where-error")).to_contain_text("Answer this question.")
+    await expect(page.locator("#q-pain-where-error")).to_contain_text("Answer this question: Where is the pain?")
     await expect(page.get_by_label("What would you like to talk about at this visit?")).to_have_value(
         "A cough for a week"
     )

@@ -361,7 +361,7 @@ def read_answers(
         if q.name in errors:
             continue
         if value is None and q.required:
-            errors[q.name] = _("Answer this question.")
+            errors[q.name] = _("Answer this question: %(question)s") % {"question": q.text}
             continue
         if consent and q.link_id == "agree" and value is not True:
             errors[q.name] = _("To have a visit by video, phone or chat you need to agree. If you do not, please call the clinic to book a visit in person.")  # fmt: skip
