@@ -38,8 +38,9 @@ VR = {
 
 @pytest.fixture
 def server(
-    database_url: str, smtp: tuple[Mailbox, int], monkeypatch: pytest.MonkeyPatch
-) -> Iterator[LiveServer]:  # noqa: F811
+    database_url: str,
+    smtp: tuple[Mailbox, int],  # noqa: F811
+) -> Iterator[LiveServer]:
     port = free_port()
     extra = {"HOUSECALL_PUBLIC_URL": f"http://127.0.0.1:{port}", "HOUSECALL_SMTP_PORT": str(smtp[1]),
              "HOUSECALL_ARGON2_TIME_COST": "1", "HOUSECALL_ARGON2_MEMORY_KIB": "1024",
@@ -149,7 +150,9 @@ async def test_a_video_visit_is_booked_with_a_licensed_clinician_and_its_intake_
     await expect(where).to_be_visible()
     await page.get_by_role("button", name="Save my answers").click()
     # Not answered: the server says so beside the field, and keeps what was typed.
-    await expect(page.locator("#q-pain-where-error")).to_contain_text("Answer this question: Where is the pain?")
+    await expect(page.locator("#q-pain-where-error")).to_contain_text(
+        "Answer this question: Where is the pain?"
+    )
     await expect(page.get_by_label("What would you like to talk about at this visit?")).to_have_value(
         "A cough for a week"
     )

@@ -202,8 +202,9 @@ async def test_reminders_go_48_and_24_hours_before_only_while_forms_are_missing(
 
 
 async def test_a_cancelled_visit_gets_no_forms_reminder(
-    cal: Calendar, told: list[tuple[str, str, str]]
-) -> None:  # noqa: F811
+    cal: Calendar,  # noqa: F811
+    told: list[tuple[str, str, str]],  # noqa: F811
+) -> None:
     c = cal.c
     appt = await booked(cal)
     r = await c.form_post("patient", f"/portal/appointments/{appt}/cancel", {},
