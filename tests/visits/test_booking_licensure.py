@@ -170,3 +170,17 @@ async def test_licence_states_drop_a_lapsed_licence_for_booking(two: Two) -> Non
     await license_clinician(c, license_("VT", end="2020-12-31"), license_("ME"))
     page = (await c.browsers["patient"].get(page_of(two, two.cal.role))).text
     assert all(f'value="{s}"' not in page for s in two.cal.slots)
+
+
+async def test_moving_an_in_person_visit_to_an_unlicensed_video_time_is_refused(two: Two) -> None:
+    c = two.cal.c
+    data = {"service_id": two.cal.service, "role": two.lee_role, "slot": two.in_person}
+    r = await c.form_post("patient", BOOK, data, form_from=page_of(two, two.lee_role))
+    assert r.status_code == 303
+    appt = r.headers["location"].split("?")[0].rsplit("/", 1)[1]
+    move = f"/portal/appointments/{appt}/reschedule"
+    assert f'value="{two.video[0]}"' not in (await c.browsers["patient"].get(move)).text  # not offered …
+    r = await c.form_post("patient", move, {"slot": two.video[0]}, form_from=move)
+    assert r.status_code == 409 and "Priya Lee is not licensed in Vermont" in text_of(r.text)  # … nor taken
+    assert (await c.read("Slot", two.video[0]))["status"] == "free"
+    assert (await c.read("Slot", two.in_person))["status"] == "busy"

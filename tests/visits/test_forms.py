@@ -213,3 +213,37 @@ async def test_a_cancelled_visit_gets_no_forms_reminder(
     clock.advance((local(cal.day, 10) - dt.datetime.fromtimestamp(clock.now(), dt.UTC)).total_seconds() - 60)
     await run_worker(c)
     assert [k for _a, k, p in told if k == "forms_due" and appt in p] == []
+
+
+async def test_a_proxy_fills_in_the_forms_for_the_patient(cal: Calendar) -> None:  # noqa: F811
+    from housecall.identity import service
+
+    c = cal.c
+    appt = await booked(cal)
+    proxy = await c.env.account("proxy")
+    async with c.env.db.transaction() as conn:
+        await service.grant_proxy(conn, proxy.id, c.patient, granted_by="system:test", relationship="parent",
+                                  settings=c.env.settings)  # fmt: skip
+    browser = c.env.client()
+    await c.env.signin(browser, proxy.email, next="/portal")
+    c.browsers["proxy"] = browser
+    r = await c.form_post("proxy", "/account/acting-for", {"patient": c.patient, "next": "/portal"},
+                          form_from="/portal/choose")  # fmt: skip
+    assert r.status_code == 303
+    assert "Forms to complete before your visit" in text_of((await browser.get("/portal")).text)
+    r = await c.form_post("proxy", forms_page(appt, "intake"), {"q-reason": "Fever", "q-pain": "false"},
+                          form_from=forms_page(appt, "intake"))  # fmt: skip
+    assert r.status_code == 303
+    (qr,) = await c.search("QuestionnaireResponse", [("subject", f"Patient/{c.patient}")])
+    assert qr["subject"] == {"reference": f"Patient/{c.patient}"}
+    assert qr["author"]["reference"].split("/")[0] in ("RelatedPerson", "Patient")
+    # Another patient's visit is not theirs to fill in (nor the patient's), and says nothing of it.
+    mine = await c.read("Appointment", appt)
+    other = await c.create({k: v for k, v in mine.items() if k not in ("id", "meta")} | {"participant": [
+        {"actor": {"reference": f"Patient/{c.other_patient}"}, "status": "accepted"}]})  # fmt: skip
+    for who in ("proxy", "patient"):
+        assert (await c.browsers[who].get(forms_page(other["id"], "intake"))).status_code == 404
+        r = await c.form_post(who, forms_page(other["id"], "intake"), {"q-reason": "x", "q-pain": "false"},
+                              form_from=forms_page(appt, "intake"))  # fmt: skip
+        assert r.status_code == 404
+    assert await c.search("QuestionnaireResponse", [("subject", f"Patient/{c.other_patient}")]) == []

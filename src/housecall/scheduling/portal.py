@@ -215,6 +215,10 @@ async def _reschedule_page(
         shown = await names.shown(v)
         roles = await service.roles_of(rec, v.practitioner or "")
         days, more = await _week_of_slots(rec, settings, [r.role_id for r in roles], week)
+        if roles:  # video and phone times only where the clinician may see the patient (0020)
+            appt = await rec.read("Appointment", v.id) or {}
+            where = before.planned_state(appt) or before.home_state(await rec.read("Patient", str(v.patient)))
+            days = _licensed_only(days, roles[0], where)
         places = {o.id: await names.place(o.mode, o.location) for _d, day in days for o in day}
     return render(request, "scheduling/reschedule.html", status=status, a=shown, v=v, days=days, more=more,
                   week=week, places=places, tz=settings.clinic_timezone, mode_label=model.mode_label,
