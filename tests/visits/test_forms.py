@@ -247,3 +247,18 @@ async def test_a_proxy_fills_in_the_forms_for_the_patient(cal: Calendar) -> None
                               form_from=forms_page(appt, "intake"))  # fmt: skip
         assert r.status_code == 404
     assert await c.search("QuestionnaireResponse", [("subject", f"Patient/{c.other_patient}")]) == []
+
+
+async def test_a_visit_booked_before_the_forms_existed_gets_them_and_they_are_stored_when_answered(
+    clinic: Clinic,
+) -> None:
+    """A video visit made without the booking pages (imported, or from before): Housecall's own
+    forms are asked for, and the Questionnaires join the organization's store with the answers."""
+    from tests.visits.conftest import book as make_visit
+
+    c = clinic
+    appt = await make_visit(c, start_in=3 * 24 * 60)
+    assert await c.search("Questionnaire", []) == []
+    assert "Forms to complete before your visit" in text_of((await c.browsers["patient"].get("/portal")).text)
+    assert (await fill(c, appt, "consent", {"q-agree": "true"})).status_code == 303
+    assert {q["url"] for q in await c.search("Questionnaire", [])} == {forms.INTAKE_URL, forms.CONSENT_URL}

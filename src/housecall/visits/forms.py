@@ -181,6 +181,10 @@ async def questionnaires(rec: Records, appointment: dict[str, Any]) -> dict[str,
             out[INTAKE] = q
         elif q.get("url") == INTAKE_URL:
             out.setdefault(INTAKE, q)
+    # Not seeded yet (an organization whose first video visit was booked before forms existed, or
+    # by import): Housecall's own forms, stored with the first answer (``ensure_questionnaires``).
+    for q in SEED:
+        out.setdefault(INTAKE if q["url"] == INTAKE_URL else CONSENT, _plain(q))
     return out
 
 

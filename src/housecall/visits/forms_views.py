@@ -43,16 +43,6 @@ async def _appointment(rec: Records, actor: Any, appointment_id: str) -> dict[st
     return appt if appt is not None and forms.patient_of(appt) == actor.patient_id else None
 
 
-async def _forms(request: Request, rec: Records, appt: dict[str, Any]) -> list[forms.Form]:
-    """The visit's forms; the organization's Questionnaires are seeded the first time."""
-    found = await forms.forms_for(rec, appt)
-    if not found and appt.get("status") == "booked" and before.is_virtual(appt):
-        async with request.app.state.db.transaction() as conn:
-            await forms.ensure_questionnaires(conn, request.app.state.settings, rec.actor.org_id)
-        found = await forms.forms_for(rec, appt)
-    return found
-
-
 @router.get("/portal/appointments/{appointment_id}/forms")
 async def forms_page(request: Request, appointment_id: str) -> Response:
     # Patients and proxies: the forms of the session patient's visit, done or to do.
@@ -61,7 +51,7 @@ async def forms_page(request: Request, appointment_id: str) -> Response:
         return actor
     async with records.reading(request, actor) as rec:
         appt = await _appointment(rec, actor, appointment_id)
-        found = await _forms(request, rec, appt) if appt else []
+        found = await forms.forms_for(rec, appt) if appt else []
     if appt is None:
         return _not_found(request)
     return render(request, "visits/forms.html", appt=appt, forms=found, tz=TZ, help=HELP,
@@ -75,7 +65,7 @@ async def _form_page(
 ) -> Response:  # fmt: skip
     async with records.reading(request, actor) as rec:
         appt = await _appointment(rec, actor, appointment_id)
-        found = await _forms(request, rec, appt) if appt else []
+        found = await forms.forms_for(rec, appt) if appt else []
     form = next((f for f in found if f.slug == slug), None)
     if appt is None or form is None:
         return _not_found(request)
@@ -111,6 +101,7 @@ async def form_submit(request: Request, appointment_id: str, form: str) -> Respo
         qs = forms.questions(chosen.questionnaire)
         answers, problems = forms.read_answers(qs, values, consent=chosen.slug == forms.CONSENT)
         if not problems:
+            await forms.ensure_questionnaires(rec.conn, rec.ctx.settings, actor.org_id)  # what was answered
             await forms.save(rec, chosen, qs, answers, appt)
     if problems:
         errors = FormErrors()
@@ -172,11 +163,6 @@ async def forms_due(rec: Records, patient_id: str) -> list[home.Attention]:
                                       f"/portal/appointments/{appt['id']}/forms", count=len(missing),
                                       action=_("Fill in the forms"), urgent=True))  # fmt: skip
     return out
-
-
-async def visit_forms(rec: Records, appointment: dict[str, Any]) -> list[forms.Form]:
-    """The visit's forms for the visit page and the appointment page (empty when none apply)."""
-    return await forms.forms_for(rec, appointment)
 
 
 def install(app: FastAPI) -> None:
