@@ -169,9 +169,21 @@ def _consent_covers(consent: dict[str, Any], at: dt.datetime) -> bool:
     return (start is None or start <= at) and (end is None or at <= end)
 
 
-async def questionnaires(rec: Records, appointment: dict[str, Any]) -> dict[str, dict[str, Any]]:
+async def active_questionnaires(rec: Records) -> list[dict[str, Any]]:
+    return (await rec.search("Questionnaire", [("status", "active"), ("_count", "100")])).resources
+
+
+async def telehealth_consents(rec: Records, patient_id: str) -> list[dict[str, Any]]:
+    page = await rec.search("Consent", [("patient", f"Patient/{patient_id}"), ("category", f"{CONSENT_CATEGORY}|telehealth"),
+                                        ("status", "active"), ("_count", "50")])  # fmt: skip
+    return page.resources
+
+
+async def questionnaires(
+    rec: Records, appointment: dict[str, Any], known: list[dict[str, Any]] | None = None
+) -> dict[str, dict[str, Any]]:
     """The intake (the one for the visit's service, else the general one) and the consent form."""
-    page = await rec.search("Questionnaire", [("status", "active"), ("_count", "100")])
+    page = known if known is not None else await active_questionnaires(rec)
     services = _service_texts(appointment)
     out: dict[str, dict[str, Any]] = {}
     for q in page:
@@ -188,10 +200,15 @@ async def questionnaires(rec: Records, appointment: dict[str, Any]) -> dict[str,
     return out
 
 
-async def forms_for(rec: Records, appointment: dict[str, Any]) -> list[Form]:
+async def forms_for(
+    rec: Records, appointment: dict[str, Any], *, known: list[dict[str, Any]] | None = None,
+    consents: list[dict[str, Any]] | None = None,
+) -> list[Form]:  # fmt: skip
     """The forms of a booked video or phone visit, each with whether it is done: the intake when
     this visit has a completed response, the consent when a telehealth Consent of the patient
-    covers the visit's start. Other visits have none."""
+    covers the visit's start. Other visits have none. ``known``/``consents``: the organization's
+    active Questionnaires and the patient's telehealth Consents, when already read (one list of
+    several visits)."""
     patient = patient_of(appointment)
     start = _when_dt(appointment.get("start"))
     if (
@@ -201,7 +218,7 @@ async def forms_for(rec: Records, appointment: dict[str, Any]) -> list[Form]:
         or start is None
     ):
         return []
-    found = await questionnaires(rec, appointment)
+    found = await questionnaires(rec, appointment, known)
     forms = []
     if INTAKE in found:
         ident = f"{FORMS_SYSTEM}|{_identifier(appointment['id'], INTAKE)}"
@@ -213,9 +230,8 @@ async def forms_for(rec: Records, appointment: dict[str, Any]) -> list[Form]:
             Form(INTAKE, found[INTAKE], response, bool(response and response.get("status") == "completed"))
         )
     if CONSENT in found:
-        page = await rec.search("Consent", [("patient", f"Patient/{patient}"), ("category", f"{CONSENT_CATEGORY}|telehealth"),
-                                            ("status", "active"), ("_count", "50")])  # fmt: skip
-        done = any(_consent_covers(c, start) for c in page)
+        given = consents if consents is not None else await telehealth_consents(rec, patient)
+        done = any(_consent_covers(c, start) for c in given)
         forms.append(Form(CONSENT, found[CONSENT], None, done))
     return forms
 

@@ -151,11 +151,14 @@ async def forms_due(rec: Records, patient_id: str) -> list[home.Attention]:
     page = await rec.search("Appointment", [("patient", f"Patient/{patient_id}"), ("status", "booked"),
                                             ("date", "ge" + now.strftime("%Y-%m-%dT%H:%M:%SZ")),
                                             ("_sort", "date"), ("_count", "10")])  # fmt: skip
-    out = []
-    for appt in page:
-        if not before.is_virtual(appt):
-            continue
-        missing = [f for f in await forms.forms_for(rec, appt) if not f.done]
+    out: list[home.Attention] = []
+    virtual = [a for a in page if before.is_virtual(a)]
+    if not virtual:
+        return out
+    known = await forms.active_questionnaires(rec)  # read once for all the visits listed
+    consents = await forms.telehealth_consents(rec, patient_id)
+    for appt in virtual:
+        missing = [f for f in await forms.forms_for(rec, appt, known=known, consents=consents) if not f.done]
         start = service.parse_time(appt.get("start"))
         if missing and start:
             when = i18n.datetime_text(start, rec.ctx.settings.clinic_timezone, "medium")
