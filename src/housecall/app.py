@@ -29,6 +29,7 @@ from housecall.scheduling import views as scheduling_views
 from housecall.smart import admin as smart_admin
 from housecall.smart import views as smart_views
 from housecall.visits import after_views as visits_after
+from housecall.visits import forms_views as visits_forms
 from housecall.visits import views as visits_views
 from housecall.web import i18n, nav, security
 from housecall.workspace import chart as workspace_chart
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     results_views.install(app)  # test results, released to the patient (docs/decisions/0013)
     workspace_views.install(app)  # the care team's workspace
     notify_views.install(app)  # notification choices, the staff outbox (docs/decisions/0011)
+    visits_forms.install(app)  # before a visit: forms sent ahead, intake answers, join help (0020)
     visits_views.install(app)  # virtual visits: check-in, waiting room, signaling, tech check (0018)
     visits_after.install(app)  # after the visit: note, summary, follow-up, rating (0019)
     security.install(app, settings.cors_origins)

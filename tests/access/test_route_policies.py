@@ -15,7 +15,8 @@ SAMPLE = {"{path:path}": "Patient", "{opening_id}": "0" * 32, "{account_id}": "0
           "{client_id}": "x" * 24, "{task_id}": "0" * 32,
           "{appointment_id}": "0" * 32, "{slot_id}": "0" * 32,
           "{thread_id}": "0" * 32, "{message_id}": "0" * 32,
-          "{report_id}": "0" * 32, "{code}": "4548-4", "{token}": "x" * 32}  # fmt: skip
+          "{report_id}": "0" * 32, "{code}": "4548-4", "{token}": "x" * 32,
+          "{form}": "intake"}  # fmt: skip
 # Bills and records (issue 4)
 SAMPLE.update(
     {"{invoice_id}": "x" * 8, "{receipt_id}": "x" * 8, "{doc_id}": "x" * 8, "{patient_id}": "x" * 8}

@@ -25,6 +25,7 @@ PAGES: dict[str, list[str | tuple[str, int]]] = {
         ("/password/reset?token=used-up", 400),
         ("/join/used-up", 404),
         ("/guest/used-up", 404),
+        "/help/visits",
     ],
     # A visit's guests (no account: the cookie of a guest link they opened); "new-guest" has not
     # given a name yet.
@@ -45,6 +46,10 @@ PAGES: dict[str, list[str | tuple[str, int]]] = {
         "/visits/check",
         "/visits/{visit_written}/after",
         "/visits/{visit_ended}/after",
+        "/portal/appointments/{visit}/forms",
+        "/portal/appointments/{visit}/forms/intake",
+        "/portal/appointments/{visit}/forms/consent",
+        "/help/visits",
         "/account",
         "/account/password",
         "/account/apps",
@@ -69,6 +74,7 @@ PAGES: dict[str, list[str | tuple[str, int]]] = {
         "/visits/{visit_ended}/summary",
         "/visits/{visit_written}/summary",
         "/visits/{visit_written}/after",
+        "/visits/{visit}/intake",
         "/account",
         "/signin/confirm",
         "/break-glass",
@@ -84,7 +90,7 @@ FORMS: dict[str, list[str]] = {
     "anonymous": ["/signin", "/password/forgot"],
     "second-step": ["/signin/mfa"],
     "new-guest": ["/visits/{visit}/guest"],
-    "patient": ["/visits/{visit_ended}/after"],
+    "patient": ["/visits/{visit_ended}/after", "/portal/appointments/{visit}/forms/intake"],
     "clinician": ["/break-glass", "/visits/{visit_ended}/note", "/visits/{visit_ended}/summary"],
     "admin": ["/admin/accounts"],
 }

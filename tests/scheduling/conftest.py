@@ -12,9 +12,12 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from housecall.access.policy import Access
 from housecall.core import jobs
 from housecall.core.settings import get_settings
+from housecall.fhir import interactions as ix
 from housecall.identity.clock import clock
+from housecall.visits import service as visits
 from tests.clinic import Clinic, clinic  # noqa: F401
 from tests.identity.conftest import Mailbox, _clock_back, env, smtp  # noqa: F401
 
@@ -84,9 +87,38 @@ class Calendar:
         return str(made["id"])
 
 
+async def update(c: Clinic, resource: dict[str, Any]) -> dict[str, Any]:
+    """Store a new version as the organization's system (test set-up)."""
+    async with c.env.db.transaction() as conn:
+        ctx = ix.Ctx(conn, c.env.settings, "https://testserver/fhir", Access.system(c.env.org_id))
+        out = await ix.update(ctx, resource["resourceType"], resource["id"], resource)
+    assert out.stored is not None
+    return out.stored.resource()
+
+
+def licence(state: str) -> dict[str, Any]:
+    """A current state licence the way demo/generate.py writes one."""
+    return {"extension": [{"url": visits.LICENSE_STATE_EXT,
+                           "valueCodeableConcept": {"coding": [{"system": visits.USPS, "code": state}]}}],
+            "code": {"text": "State medical license"}, "period": {"start": "2020-01-01", "end": "2099-12-31"}}  # fmt: skip
+
+
+async def license_in(c: Clinic, practitioner: str, *states: str) -> None:
+    prac = await c.read("Practitioner", practitioner)
+    prac["qualification"] = [licence(s) for s in states]
+    await update(c, prac)
+
+
 @pytest.fixture
 async def cal(clinic: Clinic) -> Calendar:  # noqa: F811
     c = clinic
+    # Video visits need a clinician licensed where the patient is (decision 0020): Dr Carter holds a
+    # Vermont licence and both patients live in Vermont.
+    await license_in(c, c.clinician, "VT")
+    for pid in (c.patient, c.other_patient):
+        patient = await c.read("Patient", pid)
+        patient["address"] = [{"use": "home", "city": "Burlington", "state": "VT", "postalCode": "05401"}]
+        await update(c, patient)
     svc = await c.create({"resourceType": "HealthcareService", "active": True, "name": "Primary care visit",
                           "appointmentRequired": True, "type": [{"text": "Primary care visit"}]})  # fmt: skip
     other_svc = await c.create({"resourceType": "HealthcareService", "active": True, "name": "Skin check",

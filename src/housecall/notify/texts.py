@@ -25,6 +25,7 @@ class Kind(StrEnum):
     STATEMENT_READY = "statement_ready"  # a bill or statement is ready
     VISIT_STARTING = "visit_starting"  # the clinician has opened the video visit
     VISIT_JOIN = "visit_join"  # a single-use link into the person's own visit (visits/join.py)
+    FORMS_DUE = "forms_due"  # forms to fill in before a visit are still missing
 
 
 class Language(StrEnum):
@@ -51,6 +52,7 @@ WORDING: dict[Language, dict[Kind, Wording]] = {
         Kind.STATEMENT_READY: Wording("New statement", "You have a new statement in Housecall."),
         Kind.VISIT_STARTING: Wording("Your visit is ready", "Your visit is ready to start. Join it from Housecall."),
         Kind.VISIT_JOIN: Wording("Your visit is ready to join", "Your Housecall visit is ready to join:"),
+        Kind.FORMS_DUE: Wording("Forms to fill in", "Please fill in your forms before your visit. Do it in Housecall."),
     },
     Language.ES: {
         Kind.NEW_MESSAGE: Wording("Mensaje nuevo", "Tiene un mensaje nuevo en Housecall."),
@@ -61,6 +63,7 @@ WORDING: dict[Language, dict[Kind, Wording]] = {
         Kind.STATEMENT_READY: Wording("Estado de cuenta nuevo", "Tiene un estado de cuenta nuevo en Housecall."),
         Kind.VISIT_STARTING: Wording("Su consulta está lista", "Su consulta está lista para comenzar. Únase desde Housecall."),
         Kind.VISIT_JOIN: Wording("Ya puede unirse a su consulta", "Ya puede unirse a su consulta de Housecall:"),
+        Kind.FORMS_DUE: Wording("Formularios pendientes", "Complete sus formularios antes de su consulta. Hágalo en Housecall."),
     },
 }  # fmt: skip
 

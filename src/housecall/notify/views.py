@@ -51,6 +51,7 @@ def kind_labels() -> dict[str, str]:
         Kind.RESULT_RELEASED: _("Record updated"), Kind.APPOINTMENT_REMINDER: _("Appointment reminder"),
         Kind.APPOINTMENT_CHANGED: _("Appointment changed"), Kind.STATEMENT_READY: _("Statement ready"),
         Kind.VISIT_STARTING: _("Visit starting"), Kind.VISIT_JOIN: _("Visit join link"),
+        Kind.FORMS_DUE: _("Forms before a visit"),
     }  # fmt: skip
 
 

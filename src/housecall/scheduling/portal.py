@@ -24,6 +24,7 @@ from housecall.portal import home
 from housecall.portal.views import portal_actor
 from housecall.scheduling import ics, model, service
 from housecall.scheduling.display import Names
+from housecall.visits import before, forms
 from housecall.web import csrf, i18n, records
 from housecall.web.i18n import _
 from housecall.web.pages import FormErrors, render
@@ -87,22 +88,37 @@ async def _week_of_slots(
 
 
 @router.get("/portal/appointments/book")
-async def book_page(request: Request, service_id: str = "", role: str = "", week: str = "0") -> Response:
-    # Patients and proxies: choose a kind of visit, a clinician who offers it, then a free time.
+async def book_page(
+    request: Request, service_id: str = "", role: str = "", week: str = "0", state: str = ""
+) -> Response:
+    # Patients and proxies: choose a kind of visit and where they will be, a clinician who offers
+    # it (licensed there for video and phone), then a free time.
     actor = await portal_actor(request)
     if isinstance(actor, Response):
         return actor
-    return await _book_page(request, actor, service_id, role, _int(week, 0, 0, 52))
+    return await _book_page(request, actor, service_id, role, _int(week, 0, 0, 52), state=state[:2].upper())
+
+
+def _licensed_only(
+    days: list[tuple[dt.date, list[model.Opening]]], who: service.Clinician, where: str | None
+) -> list[tuple[dt.date, list[model.Opening]]]:
+    """The free times that may be booked where the patient will be: video and phone times only
+    when the clinician is licensed in that state; in-person times always."""
+    licensed = where is not None and where in who.states
+    kept = [(d, [o for o in day if licensed or o.mode == model.IN_PERSON]) for d, day in days]
+    return [(d, day) for d, day in kept if day]
 
 
 async def _book_page(
     request: Request, actor: Any, service_id: str, role: str, week: int,
-    errors: FormErrors | None = None, status: int = 200,
+    errors: FormErrors | None = None, status: int = 200, state: str = "", values: dict[str, str] | None = None,
 ) -> Response:  # fmt: skip
     settings = _settings(request)
     async with records.reading(request, actor) as rec:
         services = await service.bookable_services(rec)
         chosen = next((s for s in services if s["id"] == service_id), None)
+        home_state = before.home_state(await rec.read("Patient", str(actor.patient_id)))
+        where = state if state in before.STATES else home_state
         people = await service.clinicians_for(rec, chosen["id"]) if chosen else []
         who = next((c for c in people if c.role_id == role), None)
         days, more = (
@@ -110,12 +126,18 @@ async def _book_page(
             if who and chosen
             else ([], False)
         )
+        if who:
+            days = _licensed_only(days, who, where)
         names = Names(rec)
         places = {o.id: await names.place(o.mode, o.location) for _d, day in days for o in day}
+    licensed = [c for c in people if where and where in c.states]
+    in_person_only = [c for c in people if c not in licensed]
     return render(request, "scheduling/book.html", status=status, services=services, chosen=chosen,
-                  people=people, who=who, days=days, more=more, week=week, places=places,
-                  tz=settings.clinic_timezone, service_name=model.service_name,
-                  mode_label=model.mode_label, errors=errors or FormErrors())  # fmt: skip
+                  people=people, licensed=licensed, in_person_only=in_person_only, who=who, days=days, more=more,
+                  week=week, places=places, tz=settings.clinic_timezone, service_name=model.service_name,
+                  mode_label=model.mode_label, errors=errors or FormErrors(), states=before.STATES, where=where or "",
+                  where_name=before.STATES.get(where or "", ""), home_state=home_state,
+                  languages=before.language_choices(), values=values or {})  # fmt: skip
 
 
 @router.post("/portal/appointments/book")
@@ -126,19 +148,22 @@ async def book(request: Request) -> Response:
         return actor
     assert actor.patient_id is not None
     form = await request.form()
-    service_id, role, slot = (str(form.get(k) or "")[:64] for k in ("service_id", "role", "slot"))
+    service_id, role, slot, state, interpreter = (
+        str(form.get(k) or "")[:64] for k in ("service_id", "role", "slot", "state", "interpreter"))  # fmt: skip
+    values = {"interpreter": interpreter}
     if not slot:
         errors = FormErrors()
         errors.add("slot", _("Choose a time."))
-        return await _book_page(request, actor, service_id, role, 0, errors, 400)
+        return await _book_page(request, actor, service_id, role, 0, errors, 400, state=state, values=values)
     try:
         async with records.writing(request, actor) as rec:
             v = await service.book(rec, _settings(request), patient_id=actor.patient_id, slot_id=slot,
-                                   role_id=role, service_id=service_id)  # fmt: skip
+                                   role_id=role, service_id=service_id, state=state or None,
+                                   interpreter=interpreter or None)  # fmt: skip
     except service.SchedulingError as exc:
         errors = FormErrors()
         errors.add(exc.field, exc.message)
-        return await _book_page(request, actor, service_id, role, 0, errors, 409)
+        return await _book_page(request, actor, service_id, role, 0, errors, 409, state=state, values=values)
     return RedirectResponse(f"/portal/appointments/{v.id}?done=booked", status_code=303)
 
 
@@ -157,13 +182,16 @@ async def appointment_page(request: Request, appointment_id: str, done: str = ""
     async with records.reading(request, actor) as rec:
         v = await _mine(rec, actor, appointment_id)
         shown = await Names(rec).shown(v) if v else None
+        appt = await rec.read("Appointment", v.id) if v else None
+        visit_forms = await forms.forms_for(rec, appt) if appt else []
     if v is None or shown is None:
         return not_found(request)
     notices = {"booked": _("Your appointment is booked."), "moved": _("Your appointment has been moved."),
                "cancelled": _("Your appointment is cancelled.")}  # fmt: skip
     return render(request, "scheduling/appointment.html", a=shown, v=v, tz=settings.clinic_timezone,
                   can_change=service.may_change_online(v, settings), upcoming=v.booked and v.end >= _now(),
-                  cutoff=settings.cancel_cutoff_hours, notice=notices.get(done))  # fmt: skip
+                  cutoff=settings.cancel_cutoff_hours, notice=notices.get(done), visit_forms=visit_forms,
+                  interpreter=before.interpreter_of(appt))  # fmt: skip
 
 
 @router.get("/portal/appointments/{appointment_id}/reschedule")
@@ -188,6 +216,10 @@ async def _reschedule_page(
         shown = await names.shown(v)
         roles = await service.roles_of(rec, v.practitioner or "")
         days, more = await _week_of_slots(rec, settings, [r.role_id for r in roles], week)
+        if roles:  # video and phone times only where the clinician may see the patient (0020)
+            appt = await rec.read("Appointment", v.id) or {}
+            where = before.planned_state(appt) or before.home_state(await rec.read("Patient", str(v.patient)))
+            days = _licensed_only(days, roles[0], where)
         places = {o.id: await names.place(o.mode, o.location) for _d, day in days for o in day}
     return render(request, "scheduling/reschedule.html", status=status, a=shown, v=v, days=days, more=more,
                   week=week, places=places, tz=settings.clinic_timezone, mode_label=model.mode_label,

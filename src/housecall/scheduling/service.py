@@ -42,6 +42,7 @@ from housecall.identity.clock import clock
 from housecall.identity.service import accounts_for_patient
 from housecall.scheduling import model
 from housecall.scheduling.model import Opening, Visit
+from housecall.visits import before, forms
 from housecall.web.i18n import _
 from housecall.web.records import Records
 from housecall.workspace.inbox import person_name
@@ -107,6 +108,7 @@ class Clinician:
     name: str
     location_ids: tuple[str, ...]
     service_ids: tuple[str, ...]
+    states: frozenset[str] = frozenset()  # US states of the licences current today (video, phone)
 
 
 async def bookable_services(rec: Records) -> list[dict[str, Any]]:
@@ -119,10 +121,12 @@ def _clinician(role: dict[str, Any], practitioners: dict[str, dict[str, Any]]) -
     prac = model.ref_id((role.get("practitioner") or {}).get("reference"), "Practitioner")
     if prac is None:
         return None
+    practitioner = practitioners.get(f"Practitioner/{prac}")
     return Clinician(
         role_id=role["id"],
         practitioner_id=prac,
-        name=person_name(practitioners.get(f"Practitioner/{prac}")) or prac,
+        name=person_name(practitioner) or prac,
+        states=frozenset(before.license_states(practitioner or {}, _now().date())),
         location_ids=tuple(
             x
             for x in (model.ref_id(loc.get("reference"), "Location") for loc in role.get("location") or [])
@@ -247,9 +251,15 @@ async def _location_for(rec: Records, opening: Opening, who: Clinician) -> str |
 
 
 async def book(
-    rec: Records, settings: Settings, *, patient_id: str, slot_id: str, role_id: str, service_id: str
-) -> Visit:
-    """Book the slot for the patient: the Slot busy, the Appointment booked, reminders queued."""
+    rec: Records, settings: Settings, *, patient_id: str, slot_id: str, role_id: str, service_id: str,
+    state: str | None = None, interpreter: str | None = None,
+) -> Visit:  # fmt: skip
+    """Book the slot for the patient: the Slot busy, the Appointment booked, reminders queued.
+
+    A video or phone visit needs the clinician licensed in the state the patient will be in
+    (``state``, else the patient's home address): the same rule the booking page applies when it
+    lists clinicians and times, checked here again so that no crafted request gets round it.
+    ``interpreter`` (a language code of ``before.LANGUAGES``) asks for an interpreter."""
     who = await clinician(rec, role_id)
     if who is None or service_id not in who.service_ids:
         raise SchedulingError(_("Choose a clinician who offers this kind of visit."), "role")
@@ -261,6 +271,11 @@ async def book(
         opening = model.opening_of(slot)
         if not model.fits(opening, service):
             raise SlotTaken(_("That time is for another kind of visit. Please choose another."), "slot")
+        where = None
+        if opening.mode != model.IN_PERSON:
+            where = await _licensed_where(rec, who, patient_id, state)
+        if interpreter and interpreter not in before.LANGUAGES:
+            raise SchedulingError(_("Choose a language from the list."), "interpreter")
         await _take(rec, slot, version)
         location = await _location_for(rec, opening, who)
         participants = [
@@ -286,11 +301,40 @@ async def book(
         }
         if service.get("category"):
             appt["serviceCategory"] = service["category"]
+        if where:
+            appt["extension"] = [before.planned_state_ext(where)]
+        if interpreter:
+            participants.append(before.interpreter_participant(interpreter))
         stored = await rec.create("Appointment", appt)
     visit = model.visit_of(stored)
     assert visit is not None
     await enqueue_reminders(rec.conn, rec.actor.org_id, visit, settings)
+    if visit.mode != model.IN_PERSON:
+        await forms.ensure_questionnaires(rec.conn, settings, rec.actor.org_id)  # the forms sent ahead
+        await before.enqueue_form_reminders(rec.conn, rec.actor.org_id, visit)
     return visit
+
+
+async def _licensed_where(rec: Records, who: Clinician, patient_id: str, state: str | None) -> str:
+    """The state the patient will be in for a video or phone visit (chosen, else their home), if
+    the clinician is licensed there; otherwise the booking is refused with a clear reason."""
+    if state:
+        if state not in before.STATES:
+            raise SchedulingError(_("Choose the state you will be in during the visit."), "state")
+        where: str | None = state
+    else:
+        where = before.home_state(await rec.read("Patient", patient_id))
+    if where is None:
+        raise SchedulingError(_("Choose the state you will be in during the visit."), "state")
+    if where not in who.states:
+        raise SchedulingError(
+            _(
+                "%(name)s is not licensed in %(state)s, so cannot see you by video or phone there. Choose a clinician licensed there, or an in-person visit."
+            )
+            % {"name": who.name, "state": before.STATES[where]},
+            "role",
+        )
+    return where
 
 
 async def visit(rec: Records, appointment_id: str) -> Visit | None:
@@ -362,9 +406,11 @@ async def reschedule(
         slot, slot_version, who = await _slot_of(rec, new_slot_id, roles)
         if new_slot_id == v.slot:
             raise SlotTaken(_("That is the time you have already. Please choose another."), "slot")
+        opening = model.opening_of(slot)
+        if opening.mode != model.IN_PERSON and v.patient:
+            await _licensed_where(rec, who, v.patient, before.planned_state(appt))
         await _take(rec, slot, slot_version)
         await _release(rec, v.slot)
-        opening = model.opening_of(slot)
         location = await _location_for(rec, opening, who)
         participants = [
             p for p in appt.get("participant") or []
@@ -394,6 +440,7 @@ async def reschedule(
     out = model.visit_of(stored)
     assert out is not None
     await enqueue_reminders(rec.conn, rec.actor.org_id, out, settings)
+    await before.enqueue_form_reminders(rec.conn, rec.actor.org_id, out)
     return out
 
 

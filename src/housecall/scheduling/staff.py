@@ -28,6 +28,7 @@ from housecall.identity.clock import clock
 from housecall.scheduling import model, service
 from housecall.scheduling.display import Names, Shown
 from housecall.scheduling.model import Opening
+from housecall.visits import before
 from housecall.web import csrf, nav, records
 from housecall.web.i18n import _
 from housecall.web.pages import FormErrors, render
@@ -291,7 +292,7 @@ async def desk_book_page(request: Request, slot: str = "", role: str = "", q: st
 
 async def _desk_book_page(
     request: Request, actor: Actor, slot: str, role: str, q: str, day: str, view: str,
-    errors: FormErrors | None = None, status: int = 200,
+    errors: FormErrors | None = None, status: int = 200, values: dict[str, str] | None = None,
 ) -> Response:  # fmt: skip
     tz = _settings(request).clinic_timezone
     async with records.reading(request, actor) as rec:
@@ -305,10 +306,18 @@ async def _desk_book_page(
     if who is None or opening is None:
         return render(request, "identity/error.html", status=404, title=_("Not found"),
                       message=_("There is no such time."), back=_back(role, day, view))  # fmt: skip
-    patients = [{"id": p["id"], "name": person_name(p), "birth": p.get("birthDate", "")} for p in found]
+    virtual = opening.mode != model.IN_PERSON
+    patients = []
+    for p in found:
+        home = before.home_state(p)
+        patients.append({"id": p["id"], "name": person_name(p), "birth": p.get("birthDate", ""),
+                         "state": before.STATES.get(home or "", ""),
+                         "unlicensed": virtual and home is not None and home not in who.states})  # fmt: skip
     return render(request, "scheduling/desk_book.html", status=status, who=who, o=opening, q=q, patients=patients,
                   services=services, tz=tz, day=day, view=view, mode_label=model.mode_label,
-                  errors=errors or FormErrors(), searched=bool(q.strip()))  # fmt: skip
+                  errors=errors or FormErrors(), searched=bool(q.strip()), virtual=virtual, states=before.STATES,
+                  licensed_in=", ".join(before.STATES[s] for s in sorted(who.states)),
+                  languages=before.language_choices(), values=values or {})  # fmt: skip
 
 
 @router.post("/desk/book")
@@ -318,8 +327,10 @@ async def desk_book(request: Request) -> Response:
     if isinstance(actor, Response):
         return actor
     form = await request.form()
-    slot, role, patient, service_id, q, day, view = (
-        _form_str(form, k, 100) for k in ("slot", "role", "patient", "service_id", "q", "day", "view"))  # fmt: skip
+    slot, role, patient, service_id, q, day, view, state, interpreter = (
+        _form_str(form, k, 100)
+        for k in ("slot", "role", "patient", "service_id", "q", "day", "view", "state", "interpreter"))  # fmt: skip
+    values = {"state": state, "interpreter": interpreter, "patient": patient}
     errors = FormErrors()
     if not patient:
         errors.add("patient", _("Choose the patient."))
@@ -331,11 +342,12 @@ async def desk_book(request: Request) -> Response:
                 if await rec.read("Patient", patient) is None:
                     raise service.SchedulingError(_("Choose the patient."), "patient")
                 await service.book(rec, _settings(request), patient_id=patient, slot_id=slot, role_id=role,
-                                   service_id=service_id)  # fmt: skip
+                                   service_id=service_id, state=state or None,
+                                   interpreter=interpreter or None)  # fmt: skip
         except service.SchedulingError as exc:
-            errors.add(exc.field, exc.message)
+            errors.add("state" if exc.field == "role" else exc.field, exc.message)  # licensure: by the state
     if errors:
-        return await _desk_book_page(request, actor, slot, role, q, day, view, errors, 409)
+        return await _desk_book_page(request, actor, slot, role, q, day, view, errors, 409, values)
     return RedirectResponse(_back(role, day, view, done="booked"), status_code=303)
 
 

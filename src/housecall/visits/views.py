@@ -201,6 +201,9 @@ async def visit_page(request: Request, appointment_id: str) -> Response:
         missing = await service.unlicensed(rec, visit, visit.location_state) if visit.location_state else []
         chat = await service.chat_history(rec, visit) if role != "staff" else []
         patient = await rec.read("Patient", str(visit.patient_id))
+        from housecall.visits.forms import forms_for  # before the visit (decision 0020)
+
+        request.state.visit_forms = await forms_for(rec, visit.appointment)
     values = {"state": visit.location_state or "", "phone": visit.callback_phone or _phone_of(patient)}
     sent = request.query_params.get("joinsent")
     return _render_visit(request, visit, role, missing=missing, chat=chat, values=values,

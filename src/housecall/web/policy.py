@@ -142,6 +142,11 @@ ROUTES: dict[str, Policy] = {
     "/visits/{appointment_id}/note": Policy.CLINICAL,
     "/visits/{appointment_id}/summary": Policy.CLINICAL,
     "/visits/{appointment_id}/feedback": Policy.PORTAL,
+    # Before the visit (decision 0020): forms sent ahead, the answers for the care team, join help.
+    "/portal/appointments/{appointment_id}/forms": Policy.PORTAL,
+    "/portal/appointments/{appointment_id}/forms/{form}": Policy.PORTAL,
+    "/visits/{appointment_id}/intake": Policy.SIGNED_IN,
+    "/help/visits": Policy.PUBLIC,
 }
 
 
