@@ -12,7 +12,7 @@ import pytest
 from housecall.visits import before
 from tests.clinic import text_of
 from tests.scheduling.conftest import AMB, Calendar, cal, license_in, local, update, worker_settings  # noqa: F401
-from tests.visits.conftest import Booked, book, license_, license_clinician
+from tests.visits.conftest import Booked, book, license_, license_clinician, system_update
 
 BOOK = "/portal/appointments/book"
 
@@ -150,8 +150,6 @@ async def test_the_care_team_sees_the_interpreter_request_and_the_intake_link(bo
     c = booked.clinic
     appt = await c.read("Appointment", booked.appointment)
     appt["participant"].append(before.interpreter_participant("ase"))
-    from tests.visits.conftest import system_update
-
     await system_update(c, appt)
     assert (await booked.check_in()).status_code == 303
     room = text_of((await c.browsers["clinician"].get("/workspace/visits")).text)
@@ -161,7 +159,9 @@ async def test_the_care_team_sees_the_interpreter_request_and_the_intake_link(bo
     assert f'href="/visits/{booked.appointment}/intake"' in visit
     # A visit without a request says nothing about interpreters.
     other = await book(c, start_in=30)
-    assert "Interpreter requested" not in text_of((await c.browsers["clinician"].get(f"/visits/{other}")).text)
+    assert "Interpreter requested" not in text_of(
+        (await c.browsers["clinician"].get(f"/visits/{other}")).text
+    )
 
 
 async def test_licence_states_drop_a_lapsed_licence_for_booking(two: Two) -> None:
@@ -184,3 +184,14 @@ async def test_moving_an_in_person_visit_to_an_unlicensed_video_time_is_refused(
     assert r.status_code == 409 and "Priya Lee is not licensed in Vermont" in text_of(r.text)  # … nor taken
     assert (await c.read("Slot", two.video[0]))["status"] == "free"
     assert (await c.read("Slot", two.in_person))["status"] == "busy"
+
+
+async def test_check_in_starts_from_the_state_given_at_booking(booked: Booked) -> None:
+    """The patient said at booking they would be in Maine: check-in offers Maine, to confirm."""
+    c = booked.clinic
+    appt = await c.read("Appointment", booked.appointment)
+    appt.setdefault("extension", []).append(before.planned_state_ext("ME"))
+    await system_update(c, appt)
+    page = (await c.browsers["patient"].get(f"/visits/{booked.appointment}")).text
+    assert '<option value="ME" selected' in page
+    assert page.count(" selected") == 1

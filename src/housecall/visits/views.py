@@ -24,7 +24,7 @@ from housecall.access.actor import Actor
 from housecall.core.settings import Settings
 from housecall.messaging import attachments
 from housecall.portal.views import portal_actor
-from housecall.visits import echo, links, service, sfu_relay, signal, turn
+from housecall.visits import before, echo, forms, links, service, sfu_relay, signal, turn
 from housecall.visits.service import STATES, Visit, VisitError
 from housecall.web import csrf, records
 from housecall.web.i18n import _
@@ -201,10 +201,10 @@ async def visit_page(request: Request, appointment_id: str) -> Response:
         missing = await service.unlicensed(rec, visit, visit.location_state) if visit.location_state else []
         chat = await service.chat_history(rec, visit) if role != "staff" else []
         patient = await rec.read("Patient", str(visit.patient_id))
-        from housecall.visits.forms import forms_for  # before the visit (decision 0020)
-
-        request.state.visit_forms = await forms_for(rec, visit.appointment)
-    values = {"state": visit.location_state or "", "phone": visit.callback_phone or _phone_of(patient)}
+        request.state.visit_forms = await forms.forms_for(rec, visit.appointment)  # decision 0020
+    # Check-in starts from the state given at booking; the patient confirms where they are now.
+    state = visit.location_state or before.planned_state(visit.appointment) or ""
+    values = {"state": state, "phone": visit.callback_phone or _phone_of(patient)}
     sent = request.query_params.get("joinsent")
     return _render_visit(request, visit, role, missing=missing, chat=chat, values=values,
                          patient_name=person_name(patient),
