@@ -539,7 +539,9 @@
     input.value = "";
   });
   // A file goes up over HTTP (the form's CSRF token in it); the server announces it in the call.
-  $("visit-file-form").addEventListener("submit", async function (e) {
+  // Guests have no file form (no session to post with).
+  var fileForm = $("visit-file-form");
+  if (fileForm) fileForm.addEventListener("submit", async function (e) {
     e.preventDefault();
     var form = this;
     var error = $("visit-file-error");
