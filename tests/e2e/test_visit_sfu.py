@@ -10,6 +10,7 @@ clinic is set up here, outside, on either engine; inside, PostgreSQL is reached 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -40,7 +41,9 @@ def inside_namespace(url: str) -> str:
     "loopback): `unshare --net` and `ip link add` need root; CI runs the suite as root",
 )
 async def test_the_page_publishes_and_receives_through_janus(
-    database_url: str, smtp: tuple[Mailbox, int], tmp_path: Path  # noqa: F811
+    database_url: str,
+    smtp: tuple[Mailbox, int],  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     """Past the threshold the page closes the mesh, publishes once and subscribes to the other
     person: it decodes the clinician's picture (the clinician's blue, read from the tile's pixels)
@@ -48,12 +51,15 @@ async def test_the_page_publishes_and_receives_through_janus(
     upstream; after the signaling drops the page publishes and subscribes again; when the clinician
     leaves, the page closes that subscription and its tile."""
     if database_url.startswith("postgresql") and not (PG_SOCKET / ".s.PGSQL.5432").exists():
-        pytest.fail(f"PostgreSQL's Unix socket is not at {PG_SOCKET}: the namespace cannot reach the database")
+        pytest.fail(
+            f"PostgreSQL's Unix socket is not at {PG_SOCKET}: the namespace cannot reach the database"
+        )
     setup = await _clinic(database_url, smtp[1])
     setup["database_url"] = inside_namespace(database_url)
     setup["smtp_port"] = str(smtp[1])
     (tmp_path / "setup.json").write_text(json.dumps(setup))
-    run = subprocess.run(
+    run = await asyncio.to_thread(
+        subprocess.run,
         ["unshare", "--net", sys.executable, "-m", "tests.e2e.sfu_page_netns", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
@@ -82,5 +88,7 @@ async def test_the_page_publishes_and_receives_through_janus(
     assert seen["new_id_after_drop"] and seen["page_decodes_after_drop"]
     assert seen["doctor_saw_after_drop"]["frames"] >= 5, seen["doctor_saw_after_drop"]
     assert len(seen["page_sfu_after_drop"]["subscriptions"]) == 1, seen["page_sfu_after_drop"]
+    # Decision 0024's step-down reads the SFU connections' stats too, and a healthy call stays on video.
+    assert seen["stats_samples"] >= 2 and not seen["auto_stepped"], seen
 
     assert seen["after_doctor_left"]["subscriptions"] == [] and seen["tiles_after_left"] == 0

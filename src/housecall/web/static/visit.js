@@ -776,7 +776,10 @@
     limits: LIMITS,
     poorReason: poorReason,
     videoCannotHold: videoCannotHold,
-    samples: function () { return Array.from(peers.values()).map(function (p) { return p.samples.slice(); }); },
+    samples: function () {
+      var all = Array.from(peers.values()).concat(upstream ? [upstream] : [], Array.from(subs.values()));
+      return all.map(function (p) { return p.samples.slice(); });
+    },
     inbound: async function () {
       var out = [];
       var receiving = Array.from(peers.entries()).concat(Array.from(subs.entries()));
