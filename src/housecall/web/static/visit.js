@@ -168,6 +168,7 @@
     if (upstream) { upstream.pc.close(); upstream = null; }
     subs.forEach(function (_s, id) { dropSub(id); });
     asked = [];
+    retries.clear();
   }
 
   function dropSub(id) {
@@ -206,6 +207,7 @@
   // A feed is announced when its owner publishes, but the SFU lists it only once its media is
   // up: ask again a little later, a bounded number of times, while that person is in the call.
   var retries = new Map(); // peer id -> subscriptions asked again
+  var sfuMending = false; // an SFU connection failed and is being set up again
   function retrySubscribe(id) {
     if (!id || !names.has(id) || subs.has(id)) { return; }
     var n = (retries.get(id) || 0) + 1;
@@ -244,6 +246,7 @@
     var state = entry.pc.iceConnectionState;
     if (state === "connected" || state === "completed") {
       if (!entry.since) { entry.since = Date.now(); }
+      if (sfuMending) { sfuMending = false; status(text("reconnected")); }
       return;
     }
     var again = function () {
@@ -251,7 +254,7 @@
       if (peer === null && upstream === entry) { chain = chain.then(sfuPublish); }
       if (peer !== null && subs.get(peer) === entry) { dropSub(peer); sfuSubscribe(peer); }
     };
-    if (state === "failed") { status(text("reconnecting")); again(); }
+    if (state === "failed") { sfuMending = true; status(text("reconnecting")); again(); }
     if (state === "disconnected") {
       setTimeout(function () { if (entry.pc.iceConnectionState === "disconnected") { again(); } }, 2000);
     }
