@@ -6,9 +6,10 @@ Run as root under ``unshare --net`` (``tests/e2e/test_visit_sfu.py`` does):
 the database, the visit and the signed-in sessions. libnice (Janus's ICE) skips loopback, so the
 namespace gets a veth interface (``tests/visits/sfu_netns.network``) that Janus, Chromium and the
 aiortc clinician all reach; ``housecall serve``, Janus, Chromium and the clinician all run in here.
-The clinician is an aiortc peer speaking the visit's ``sfu-*`` messages on a raw WebSocket; the
-patient is the real page. The threshold is one person, so the call goes through the SFU as soon
-as the patient is admitted. Prints one JSON object of what it saw; the test asserts on it.
+The clinician and an interpreter (by guest link) are aiortc peers speaking the visit's ``sfu-*``
+messages on raw WebSockets; the patient is the real page. The threshold is two people, so the call
+is peer to peer until the clinician admits the interpreter. Prints one JSON object of what it saw;
+the test asserts on it.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from tests.visits.sfu_netns import ADDRESS, INTERFACE, Colour, Seen, network, wa
 
 PORT = 8000
 CLINICIAN_COLOUR = (41, 240, 110)  # blue, as (Y, U, V): the page checks it sees this one
+GUEST_COLOUR = (81, 90, 240)  # red
 
 # docs/VIDEO.md's flags; host candidates without mDNS names (Janus resolves none in here).
 CHROMIUM_ARGS = [
@@ -81,10 +83,10 @@ class Mailbox:
                 self.box.append(orjson.loads(await asyncio.wait_for(self.ws.recv(), left)))
 
 
-async def publish(sock: Mailbox) -> RTCPeerConnection:
-    """The clinician publishes a blue camera and a tone through the SFU."""
+async def publish(sock: Mailbox, colour: tuple[int, int, int]) -> RTCPeerConnection:
+    """An aiortc participant publishes a camera of one colour and a tone through the SFU."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    pc.addTransceiver(Colour(CLINICIAN_COLOUR), direction="sendonly")
+    pc.addTransceiver(Colour(colour), direction="sendonly")
     pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
     await pc.setLocalDescription(await pc.createOffer())
     await sock.send(type="sfu-publish", sdp=pc.localDescription.sdp)
@@ -132,7 +134,7 @@ def decoding_from(peer: str) -> Any:
 
 # The average colour of the first remote tile, as (R, G, B): the clinician's blue, not green.
 TILE_COLOUR = """() => {
-    const v = document.querySelector('#visit-remotes video');
+    const v = document.querySelector('#visit-remotes video[aria-label="Maya Carter"]');
     if (!v || !v.videoWidth) { return null; }
     const c = document.createElement('canvas'); c.width = 32; c.height = 24;
     const g = c.getContext('2d'); g.drawImage(v, 0, 0, 32, 24);
@@ -144,7 +146,7 @@ TILE_COLOUR = """() => {
 
 async def scenario(setup: dict[str, Any], janus: janus_server.Janus) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    env = {**server_settings(PORT, int(setup["smtp_port"])), "HOUSECALL_SFU": "janus", "HOUSECALL_SFU_THRESHOLD": "1",
+    env = {**server_settings(PORT, int(setup["smtp_port"])), "HOUSECALL_SFU": "janus", "HOUSECALL_SFU_THRESHOLD": "2",
            "HOUSECALL_JANUS_URL": janus.url, "HOUSECALL_JANUS_API_SECRET": janus.api_secret,
            "HOUSECALL_JANUS_ADMIN_KEY": janus.admin_key, "HOUSECALL_JANUS_KEEPALIVE_SECONDS": "5"}  # fmt: skip
     server = LiveServer(setup["database_url"], port=PORT, extra_env=env).start()
@@ -168,62 +170,34 @@ async def scenario(setup: dict[str, Any], janus: janus_server.Janus) -> dict[str
             url = f"ws://127.0.0.1:{PORT}/visits/{setup['appointment']}/signal"
             async with websockets.connect(url, additional_headers={"Cookie": cookie}, open_timeout=5) as ws:
                 doctor = Mailbox(ws)
-                doctor_id = (await doctor.take("welcome"))["you"]
-                patient_id = await until(page, "window.housecallVisit.me()", bool)
-                started = time.monotonic()
-                await doctor.send(type="admit", who=patient_id)
-                out["doctor_sfu_on"] = (await doctor.take("sfu"))["on"]
-                pcs.append(await publish(doctor))
-
-                # The page publishes once (the clinician is told) and subscribes to the clinician.
-                assert (await doctor.take("sfu-feed", within=20))["peer"] == patient_id
-                seen = Seen()
-                pcs.append(await receive(doctor, patient_id, seen))
-                rows = await until(page, "window.housecallVisit.inbound()", decoding_from(doctor_id))
-                out["page_decodes"] = decoding_from(doctor_id)(rows)
-                out["seconds_to_page_frames"] = round(time.monotonic() - started, 2)
-                out["page_rows"] = rows
-                await wait_for(lambda: seen.frames >= 5, 20)
-                out["doctor_saw"] = {"frames": seen.frames, "audio": seen.audio, "u": seen.u, "v": seen.v}
-                out["page_sent"] = await page.evaluate("window.housecallVisit.outbound()")
-                out["page_sfu"] = await page.evaluate("window.housecallVisit.sfu()")
-                out["page_connections"] = await page.evaluate("window.housecallVisit.connections().length")
-                out["tile_colour"] = await until(page, TILE_COLOUR, bool, 5)
-
-                # Audio only through the SFU: the upstream stops sending video, audio goes on.
-                await page.get_by_role("button", name="Audio only").click()
+                ids = {"doctor": (await doctor.take("welcome"))["you"]}
+                ids["patient"] = await until(page, "window.housecallVisit.me()", bool)
+                await doctor.send(type="admit", who=ids["patient"])
+                # Two people: at the threshold the call stays peer to peer.
+                await until(page, "window.housecallVisit.admitted()", bool, 10)
                 await asyncio.sleep(1)
-                before = await page.evaluate("window.housecallVisit.outbound()")
-                await asyncio.sleep(1.5)
-                after = await page.evaluate("window.housecallVisit.outbound()")
-                out["audio_only"] = {"frames_more": after["framesSent"] - before["framesSent"],
-                                     "audio_more": after["audioPackets"] - before["audioPackets"]}  # fmt: skip
-                await page.get_by_role("button", name="Back to video").click()
+                out["sfu_at_two"] = await page.evaluate("window.housecallVisit.sfu()")
 
-                # The signaling drops under the page: it comes back with a new id, publishes and
-                # subscribes again; the clinician is told the old id left and the new one publishes.
-                await page.evaluate("window.housecallVisit.signal().close()")
-                assert (await doctor.take("left", within=10))["peer"] == patient_id
-                back = (await doctor.take("sfu-feed", within=30))["peer"]
-                out["new_id_after_drop"] = back != patient_id
-                seen_again = Seen()
-                pcs.append(await receive(doctor, back, seen_again))
-                rows = await until(page, "window.housecallVisit.inbound()", decoding_from(doctor_id))
-                out["page_decodes_after_drop"] = decoding_from(doctor_id)(rows)
-                await wait_for(lambda: seen_again.frames >= 5, 20)
-                out["doctor_saw_after_drop"] = {
-                    "frames": seen_again.frames,
-                    "u": seen_again.u,
-                    "v": seen_again.v,
-                }
-                out["page_sfu_after_drop"] = await page.evaluate("window.housecallVisit.sfu()")
-                # Past the warm-up the step-down reads the upstream's and the subscription's stats.
-                samples = await until(page, "window.housecallVisit.samples()",
-                                      lambda rows: sum(len(r) for r in rows) >= 2, 12)  # fmt: skip
-                out["stats_samples"] = sum(len(r) for r in samples)
-                out["auto_stepped"] = await page.evaluate("window.housecallVisit.autoStepped()")
+                # A third (an interpreter by guest link) crosses it: everyone goes through Janus.
+                async with websockets.connect(f"{url}?guest={setup['guest']}", open_timeout=5) as gws:
+                    guest = Mailbox(gws)
+                    ids["guest"] = (await guest.take("welcome"))["you"]
+                    started = time.monotonic()
+                    await doctor.send(type="admit", who=ids["guest"])
+                    out["doctor_sfu_on"] = (await doctor.take("sfu"))["on"]
+                    out["guest_sfu_on"] = (await guest.take("sfu"))["on"]
+                    pcs.append(await publish(doctor, CLINICIAN_COLOUR))
+                    pcs.append(await publish(guest, GUEST_COLOUR))
+                    await doctor.take("sfu-feed", peer=ids["guest"])
+                    out.update(await through_janus(page, doctor, ids, started, pcs))
 
-            # The clinician's socket closed: the page closes that subscription and its tile.
+                # The interpreter left: the page closes that subscription and its tile only.
+                out["after_guest_left"] = await until(
+                    page, "window.housecallVisit.sfu()", lambda s: len(s["subscriptions"]) == 1, 10
+                )
+                out["tiles_after_guest_left"] = await page.locator("#visit-remotes video").count()
+
+            # The clinician left too: nothing is received any more.
             out["after_doctor_left"] = await until(
                 page, "window.housecallVisit.sfu()", lambda s: not s["subscriptions"], 10
             )
@@ -234,6 +208,59 @@ async def scenario(setup: dict[str, Any], janus: janus_server.Janus) -> dict[str
         for pc in pcs:
             await pc.close()
         server.stop()
+    return out
+
+
+async def through_janus(
+    page: Page, doctor: Mailbox, ids: dict[str, str], started: float, pcs: list[RTCPeerConnection]
+) -> dict[str, Any]:
+    """Three people through Janus: what the page and the clinician see, audio only, and a dropped
+    signaling under the page."""
+    out: dict[str, Any] = {}
+    # The page publishes once (the clinician is told) and subscribes to both others.
+    await doctor.take("sfu-feed", within=20, peer=ids["patient"])
+    seen = Seen()
+    pcs.append(await receive(doctor, ids["patient"], seen))
+    both = lambda rows: decoding_from(ids["doctor"])(rows) and decoding_from(ids["guest"])(rows)  # noqa: E731
+    rows = await until(page, "window.housecallVisit.inbound()", both)
+    out["page_decodes"] = both(rows)
+    out["seconds_to_page_frames"] = round(time.monotonic() - started, 2)
+    out["page_rows"] = rows
+    await wait_for(lambda: seen.frames >= 5, 20)
+    out["doctor_saw"] = {"frames": seen.frames, "audio": seen.audio, "u": seen.u, "v": seen.v}
+    out["page_sent"] = await page.evaluate("window.housecallVisit.outbound()")
+    out["page_sfu"] = await page.evaluate("window.housecallVisit.sfu()")
+    out["page_connections"] = await page.evaluate("window.housecallVisit.connections().length")
+    out["tile_colour"] = await until(page, TILE_COLOUR, bool, 5)
+
+    # Audio only through the SFU: the upstream stops sending video, audio goes on.
+    await page.get_by_role("button", name="Audio only").click()
+    await asyncio.sleep(1)
+    before = await page.evaluate("window.housecallVisit.outbound()")
+    await asyncio.sleep(1.5)
+    after = await page.evaluate("window.housecallVisit.outbound()")
+    out["audio_only"] = {"frames_more": after["framesSent"] - before["framesSent"],
+                         "audio_more": after["audioPackets"] - before["audioPackets"]}  # fmt: skip
+    await page.get_by_role("button", name="Back to video").click()
+
+    # The signaling drops under the page: it comes back with a new id, publishes and subscribes
+    # again; the clinician is told the old id left and the new one publishes.
+    await page.evaluate("window.housecallVisit.signal().close()")
+    assert (await doctor.take("left", within=10))["peer"] == ids["patient"]
+    back = (await doctor.take("sfu-feed", within=30))["peer"]
+    out["new_id_after_drop"] = back != ids["patient"]
+    seen_again = Seen()
+    pcs.append(await receive(doctor, back, seen_again))
+    rows = await until(page, "window.housecallVisit.inbound()", both)
+    out["page_decodes_after_drop"] = both(rows)
+    await wait_for(lambda: seen_again.frames >= 5, 20)
+    out["doctor_saw_after_drop"] = {"frames": seen_again.frames, "u": seen_again.u, "v": seen_again.v}
+    out["page_sfu_after_drop"] = await page.evaluate("window.housecallVisit.sfu()")
+    # Past the warm-up the step-down reads the upstream's and the subscriptions' stats.
+    samples = await until(page, "window.housecallVisit.samples()",
+                          lambda rows: sum(len(r) for r in rows) >= 3, 12)  # fmt: skip
+    out["stats_samples"] = sum(len(r) for r in samples)
+    out["auto_stepped"] = await page.evaluate("window.housecallVisit.autoStepped()")
     return out
 
 

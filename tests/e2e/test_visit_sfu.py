@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from housecall.core.db import open_database
+from housecall.visits import guests
 from tests.e2e.test_visit_story import _clinic
 from tests.identity.conftest import Mailbox, smtp  # noqa: F401 - smtp is a fixture
 
@@ -45,16 +47,25 @@ async def test_the_page_publishes_and_receives_through_janus(
     smtp: tuple[Mailbox, int],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """Past the threshold the page closes the mesh, publishes once and subscribes to the other
-    person: it decodes the clinician's picture (the clinician's blue, read from the tile's pixels)
-    and audio through Janus, and the clinician decodes the page's; audio only stops the page's video
-    upstream; after the signaling drops the page publishes and subscribes again; when the clinician
-    leaves, the page closes that subscription and its tile."""
+    """At the threshold (two here) the page stays peer to peer; when a third person is admitted it
+    closes the mesh, publishes once and subscribes to each other person: it decodes the clinician's
+    and the interpreter's video and audio through Janus (the clinician's blue read from its tile's
+    pixels), and the clinician decodes the page's; audio only stops the page's video upstream; after
+    the signaling drops the page publishes and subscribes again; when someone leaves, the page
+    closes that subscription and its tile."""
     if database_url.startswith("postgresql") and not (PG_SOCKET / ".s.PGSQL.5432").exists():
         pytest.fail(
             f"PostgreSQL's Unix socket is not at {PG_SOCKET}: the namespace cannot reach the database"
         )
     setup = await _clinic(database_url, smtp[1])
+    db = open_database(database_url)
+    await db.connect()
+    try:
+        async with db.transaction() as conn:  # an interpreter's guest link, as the clinician makes it
+            setup["guest"] = await guests.make_link(conn, org_id=setup["org"], appointment_id=setup["appointment"],
+                                                    label="Interpreter", account_id="clinician")  # fmt: skip
+    finally:
+        await db.close()
     setup["database_url"] = inside_namespace(database_url)
     setup["smtp_port"] = str(smtp[1])
     (tmp_path / "setup.json").write_text(json.dumps(setup))
@@ -67,8 +78,10 @@ async def test_the_page_publishes_and_receives_through_janus(
     assert run.returncode == 0, run.stderr[-4000:] + (log.read_text()[-2000:] if log.exists() else "")
     seen = json.loads(run.stdout.strip().splitlines()[-1])
 
-    assert seen["doctor_sfu_on"] is True
-    # The page decodes the clinician's video and audio through its subscription ...
+    # Two people (the threshold here): peer to peer as before. The third moves everyone to Janus.
+    assert seen["sfu_at_two"]["on"] is False and seen["sfu_at_two"]["upstream"] is None, seen["sfu_at_two"]
+    assert seen["doctor_sfu_on"] is True and seen["guest_sfu_on"] is True
+    # The page decodes the clinician's and the interpreter's video and audio, one subscription each ...
     assert seen["page_decodes"], seen["page_rows"]
     # ... and it is the clinician's picture: blue, not Chromium's own green test pattern.
     r, g, b = seen["tile_colour"]
@@ -77,18 +90,20 @@ async def test_the_page_publishes_and_receives_through_janus(
     assert seen["doctor_saw"]["frames"] >= 5 and seen["doctor_saw"]["audio"] >= 5, seen["doctor_saw"]
     assert seen["doctor_saw"]["u"] < 110 and seen["doctor_saw"]["v"] < 110, seen["doctor_saw"]
     assert seen["page_sent"]["framesSent"] > 0 and seen["page_sent"]["audioPackets"] > 0
-    # No mesh: one upstream and one subscription, labelled with the clinician's name.
+    # No mesh left: one upstream and one subscription per person, labelled with their names.
     sfu = seen["page_sfu"]
     assert sfu["on"] and sfu["mesh"] == 0 and sfu["upstream"] == "connected", sfu
-    assert [s["label"] for s in sfu["subscriptions"]] == ["Maya Carter"], sfu
-    assert sfu["subscriptions"][0]["started"] and seen["page_connections"] == 2
+    assert sorted(s["label"] for s in sfu["subscriptions"]) == ["Interpreter", "Maya Carter"], sfu
+    assert all(s["started"] for s in sfu["subscriptions"]) and seen["page_connections"] == 3
 
     assert seen["audio_only"]["frames_more"] == 0 and seen["audio_only"]["audio_more"] > 0, seen["audio_only"]
 
     assert seen["new_id_after_drop"] and seen["page_decodes_after_drop"]
     assert seen["doctor_saw_after_drop"]["frames"] >= 5, seen["doctor_saw_after_drop"]
-    assert len(seen["page_sfu_after_drop"]["subscriptions"]) == 1, seen["page_sfu_after_drop"]
+    assert len(seen["page_sfu_after_drop"]["subscriptions"]) == 2, seen["page_sfu_after_drop"]
     # Decision 0024's step-down reads the SFU connections' stats too, and a healthy call stays on video.
-    assert seen["stats_samples"] >= 2 and not seen["auto_stepped"], seen
+    assert seen["stats_samples"] >= 3 and not seen["auto_stepped"], seen
 
+    left = seen["after_guest_left"]["subscriptions"]
+    assert [s["label"] for s in left] == ["Maya Carter"] and seen["tiles_after_guest_left"] == 1, left
     assert seen["after_doctor_left"]["subscriptions"] == [] and seen["tiles_after_left"] == 0
