@@ -6,9 +6,9 @@ Run as root under ``unshare --net`` (``tests/e2e/test_visit_sfu.py`` does):
 the database, the visit and the signed-in sessions. libnice (Janus's ICE) skips loopback, so the
 namespace gets a veth interface (``tests/visits/sfu_netns.network``) that Janus, Chromium and the
 aiortc clinician all reach; ``housecall serve``, Janus, Chromium and the clinician all run in here.
-The clinician and an interpreter (by guest link) are aiortc peers speaking the visit's ``sfu-*``
-messages on raw WebSockets; the patient is the real page. The threshold is two people, so the call
-is peer to peer until the clinician admits the interpreter. Prints one JSON object of what it saw;
+Two clinicians are aiortc peers speaking the visit's ``sfu-*`` messages on raw WebSockets; the
+patient is the real page. The threshold is two people, so the call is peer to peer until the
+second clinician joins. Prints one JSON object of what it saw;
 the test asserts on it.
 """
 
@@ -37,7 +37,7 @@ from tests.visits.sfu_netns import ADDRESS, INTERFACE, Colour, Seen, network, wa
 
 PORT = 8000
 CLINICIAN_COLOUR = (41, 240, 110)  # blue, as (Y, U, V): the page checks it sees this one
-GUEST_COLOUR = (81, 90, 240)  # red
+COLLEAGUE_COLOUR = (81, 90, 240)  # red
 
 # docs/VIDEO.md's flags; host candidates without mDNS names (Janus resolves none in here).
 CHROMIUM_ARGS = [
@@ -178,24 +178,27 @@ async def scenario(setup: dict[str, Any], janus: janus_server.Janus) -> dict[str
                 await asyncio.sleep(1)
                 out["sfu_at_two"] = await page.evaluate("window.housecallVisit.sfu()")
 
-                # A third (an interpreter by guest link) crosses it: everyone goes through Janus.
-                async with websockets.connect(f"{url}?guest={setup['guest']}", open_timeout=5) as gws:
-                    guest = Mailbox(gws)
-                    ids["guest"] = (await guest.take("welcome"))["you"]
-                    started = time.monotonic()
-                    await doctor.send(type="admit", who=ids["guest"])
+                # A third (a second clinician, in the call as they connect) crosses it: everyone
+                # goes through Janus.
+                started = time.monotonic()
+                colleague_cookie = {"Cookie": f"{sessions.SESSION_COOKIE}={setup['colleague']}"}
+                async with websockets.connect(
+                    url, additional_headers=colleague_cookie, open_timeout=5
+                ) as cws:
+                    colleague = Mailbox(cws)
+                    ids["colleague"] = (await colleague.take("welcome"))["you"]
                     out["doctor_sfu_on"] = (await doctor.take("sfu"))["on"]
-                    out["guest_sfu_on"] = (await guest.take("sfu"))["on"]
+                    out["colleague_sfu_on"] = (await colleague.take("sfu"))["on"]
                     pcs.append(await publish(doctor, CLINICIAN_COLOUR))
-                    pcs.append(await publish(guest, GUEST_COLOUR))
-                    await doctor.take("sfu-feed", peer=ids["guest"])
+                    pcs.append(await publish(colleague, COLLEAGUE_COLOUR))
+                    await doctor.take("sfu-feed", peer=ids["colleague"])
                     out.update(await through_janus(page, doctor, ids, started, pcs))
 
-                # The interpreter left: the page closes that subscription and its tile only.
-                out["after_guest_left"] = await until(
+                # The second clinician left: the page closes that subscription and its tile only.
+                out["after_colleague_left"] = await until(
                     page, "window.housecallVisit.sfu()", lambda s: len(s["subscriptions"]) == 1, 10
                 )
-                out["tiles_after_guest_left"] = await page.locator("#visit-remotes video").count()
+                out["tiles_after_colleague_left"] = await page.locator("#visit-remotes video").count()
 
             # The clinician left too: nothing is received any more.
             out["after_doctor_left"] = await until(
@@ -221,7 +224,7 @@ async def through_janus(
     await doctor.take("sfu-feed", within=20, peer=ids["patient"])
     seen = Seen()
     pcs.append(await receive(doctor, ids["patient"], seen))
-    both = lambda rows: decoding_from(ids["doctor"])(rows) and decoding_from(ids["guest"])(rows)  # noqa: E731
+    both = lambda rows: decoding_from(ids["doctor"])(rows) and decoding_from(ids["colleague"])(rows)  # noqa: E731
     rows = await until(page, "window.housecallVisit.inbound()", both)
     out["page_decodes"] = both(rows)
     out["seconds_to_page_frames"] = round(time.monotonic() - started, 2)

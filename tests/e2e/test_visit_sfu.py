@@ -20,10 +20,14 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from housecall.access.policy import Access
 from housecall.core.db import open_database
-from housecall.visits import guests
+from housecall.fhir import interactions as ix
+from housecall.identity import service as identity
+from housecall.identity import sessions
 from tests.e2e.test_visit_story import _clinic
-from tests.identity.conftest import Mailbox, smtp  # noqa: F401 - smtp is a fixture
+from tests.identity.conftest import PASSWORD, Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
+from tests.visits.conftest import license_
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_SOCKET = Path("/var/run/postgresql")
@@ -37,6 +41,40 @@ def inside_namespace(url: str) -> str:
     return f"postgresql://{parts.username or 'postgres'}@{parts.path}?host={PG_SOCKET}"
 
 
+async def _second_clinician(database_url: str, smtp_port: int, setup: dict[str, str]) -> str:
+    """A second clinician on the visit and the patient's care team (licensed in Vermont too), signed
+    in: their session."""
+    settings = settings_for_tests(database_url, smtp_port)
+    db = open_database(database_url)
+    await db.connect()
+    try:
+        async with db.transaction() as conn:
+            ctx = ix.Ctx(conn, settings, "https://testserver/fhir", Access.system(setup["org"]))
+            made = (await ix.create(ctx, "Practitioner", {
+                "resourceType": "Practitioner", "name": [{"given": ["Sam"], "family": "Lee"}],
+                "qualification": [license_("VT")]})).stored  # fmt: skip
+            assert made is not None
+            doctor = str(made.res_id)
+            appointment = (await ix.read(ctx, "Appointment", setup["appointment"])).stored
+            assert appointment is not None
+            body = appointment.resource()
+            patient = next(
+                p["actor"]["reference"] for p in body["participant"] if "Patient/" in p["actor"]["reference"]
+            )
+            await ix.create(ctx, "CareTeam", {  # on the patient's care team, like the first
+                "resourceType": "CareTeam", "status": "active", "subject": {"reference": patient},
+                "participant": [{"member": {"reference": f"Practitioner/{doctor}"}}]})  # fmt: skip
+            body["participant"].append(
+                {"actor": {"reference": f"Practitioner/{doctor}"}, "status": "accepted"}
+            )
+            await ix.update(ctx, "Appointment", setup["appointment"], body)
+            account = await identity.create_account(conn, setup["org"], f"sam@{setup['org']}.example.org", "clinician",
+                                                    PASSWORD, settings=settings, practitioner_id=doctor)  # fmt: skip
+            return await sessions.start_session(conn, account, sessions.FULL)
+    finally:
+        await db.close()
+
+
 @pytest.mark.skipif(
     os.geteuid() != 0,
     reason="media through Janus needs a network namespace with a non-loopback interface (libnice skips "
@@ -47,9 +85,9 @@ async def test_the_page_publishes_and_receives_through_janus(
     smtp: tuple[Mailbox, int],  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    """At the threshold (two here) the page stays peer to peer; when a third person is admitted it
+    """At the threshold (two here) the page stays peer to peer; when a third person joins it
     closes the mesh, publishes once and subscribes to each other person: it decodes the clinician's
-    and the interpreter's video and audio through Janus (the clinician's blue read from its tile's
+    and a second clinician's video and audio through Janus (the clinician's blue read from its tile's
     pixels), and the clinician decodes the page's; audio only stops the page's video upstream; after
     the signaling drops the page publishes and subscribes again; when someone leaves, the page
     closes that subscription and its tile."""
@@ -58,14 +96,7 @@ async def test_the_page_publishes_and_receives_through_janus(
             f"PostgreSQL's Unix socket is not at {PG_SOCKET}: the namespace cannot reach the database"
         )
     setup = await _clinic(database_url, smtp[1])
-    db = open_database(database_url)
-    await db.connect()
-    try:
-        async with db.transaction() as conn:  # an interpreter's guest link, as the clinician makes it
-            setup["guest"] = await guests.make_link(conn, org_id=setup["org"], appointment_id=setup["appointment"],
-                                                    label="Interpreter", account_id="clinician")  # fmt: skip
-    finally:
-        await db.close()
+    setup["colleague"] = await _second_clinician(database_url, smtp[1], setup)
     setup["database_url"] = inside_namespace(database_url)
     setup["smtp_port"] = str(smtp[1])
     (tmp_path / "setup.json").write_text(json.dumps(setup))
@@ -80,8 +111,8 @@ async def test_the_page_publishes_and_receives_through_janus(
 
     # Two people (the threshold here): peer to peer as before. The third moves everyone to Janus.
     assert seen["sfu_at_two"]["on"] is False and seen["sfu_at_two"]["upstream"] is None, seen["sfu_at_two"]
-    assert seen["doctor_sfu_on"] is True and seen["guest_sfu_on"] is True
-    # The page decodes the clinician's and the interpreter's video and audio, one subscription each ...
+    assert seen["doctor_sfu_on"] is True and seen["colleague_sfu_on"] is True
+    # The page decodes both clinicians' video and audio, one subscription each ...
     assert seen["page_decodes"], seen["page_rows"]
     # ... and it is the clinician's picture: blue, not Chromium's own green test pattern.
     r, g, b = seen["tile_colour"]
@@ -93,7 +124,7 @@ async def test_the_page_publishes_and_receives_through_janus(
     # No mesh left: one upstream and one subscription per person, labelled with their names.
     sfu = seen["page_sfu"]
     assert sfu["on"] and sfu["mesh"] == 0 and sfu["upstream"] == "connected", sfu
-    assert sorted(s["label"] for s in sfu["subscriptions"]) == ["Interpreter", "Maya Carter"], sfu
+    assert sorted(s["label"] for s in sfu["subscriptions"]) == ["Maya Carter", "Sam Lee"], sfu
     assert all(s["started"] for s in sfu["subscriptions"]) and seen["page_connections"] == 3
 
     assert seen["audio_only"]["frames_more"] == 0 and seen["audio_only"]["audio_more"] > 0, seen["audio_only"]
@@ -104,6 +135,6 @@ async def test_the_page_publishes_and_receives_through_janus(
     # Decision 0024's step-down reads the SFU connections' stats too, and a healthy call stays on video.
     assert seen["stats_samples"] >= 3 and not seen["auto_stepped"], seen
 
-    left = seen["after_guest_left"]["subscriptions"]
-    assert [s["label"] for s in left] == ["Maya Carter"] and seen["tiles_after_guest_left"] == 1, left
+    left = seen["after_colleague_left"]["subscriptions"]
+    assert [s["label"] for s in left] == ["Maya Carter"] and seen["tiles_after_colleague_left"] == 1, left
     assert seen["after_doctor_left"]["subscriptions"] == [] and seen["tiles_after_left"] == 0
