@@ -1,7 +1,9 @@
 /* Housecall video visit: the waiting room, the call (peer to peer, TURN credentials from the
    server once admitted), mute, camera off, audio only, chat, files and hang-up; the automatic
    step-down to audio only when the connection's stats say video cannot hold; reconnecting after a
-   network drop (the signaling with backoff, the media with an ICE restart).
+   network drop (the signaling with backoff, the media with an ICE restart); past the server's
+   threshold the call goes through the SFU instead (decision 0022): one upstream, one subscription
+   per other person, all set up through the same WebSocket.
    The server enforces who may do what; this page only follows what it says. */
 (function () {
   "use strict";
@@ -33,6 +35,12 @@
   var peers = new Map(); // peer id -> {pc, video, pending: [candidates], samples, prev, since}
   var ready = null; // resolves once TURN credentials and the camera are in hand
   var turnWaiter = null;
+  // Through the SFU (decision 0022): once the server says so the mesh is closed for good.
+  var sfuOn = false;
+  var upstream = null; // {pc, samples, prev, since}: our camera and microphone to the SFU
+  var subs = new Map(); // peer id -> {pc, video, key, name, samples, prev, since}: one feed each
+  var asked = []; // peers we asked to receive, in order (the server answers each in turn)
+  var names = new Map(); // peer id -> display name, for the tiles' labels
 
   function send(message) {
     if (ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify(message)); }
@@ -132,12 +140,142 @@
     send({type: "offer", to: peer.id, data: {type: offer.type, sdp: offer.sdp}});
   }
 
+  // -- through the SFU: one upstream, one subscription per other person ------------------------------
+
+  // Our relay carries no trickled candidates to the SFU: every SDP goes complete.
+  function gathered(pc) {
+    if (pc.iceGatheringState === "complete") { return Promise.resolve(); }
+    return new Promise(function (resolve) {
+      var done = function () {
+        if (pc.iceGatheringState === "complete") { pc.removeEventListener("icegatheringstatechange", done); resolve(); }
+      };
+      pc.addEventListener("icegatheringstatechange", done);
+      setTimeout(resolve, 3000); // whatever was found by then
+    });
+  }
+
+  function remoteTile(name) {
+    var video = document.createElement("video");
+    video.autoplay = true;
+    video.playsInline = true;
+    video.setAttribute("aria-label", name || "");
+    video.className = "remote";
+    $("visit-remotes").appendChild(video);
+    return video;
+  }
+
+  function closeSfu() {
+    if (upstream) { upstream.pc.close(); upstream = null; }
+    subs.forEach(function (_s, id) { dropSub(id); });
+    asked = [];
+    retries.clear();
+  }
+
+  function dropSub(id) {
+    var s = subs.get(id);
+    if (!s) { return; }
+    s.pc.close();
+    s.video.remove();
+    subs.delete(id);
+  }
+
+  async function sfuPublish() {
+    await getReady();
+    if (upstream) { upstream.pc.close(); }
+    var pc = new RTCPeerConnection({iceServers: iceServers || []});
+    var u = {pc: pc, samples: [], prev: null, since: 0};
+    upstream = u;
+    var audio = local.getAudioTracks()[0];
+    var video = audioOnly ? null : local.getVideoTracks()[0];
+    // Both kinds are offered even without a track, so "Try video again" can fill the sender later.
+    pc.addTransceiver(audio || "audio", {direction: "sendonly", streams: [local]});
+    pc.addTransceiver(video || "video", {direction: "sendonly", streams: [local]});
+    pc.oniceconnectionstatechange = function () { sfuIceChanged(u, null); };
+    await pc.setLocalDescription(await pc.createOffer());
+    await gathered(pc);
+    if (upstream !== u) { return; }
+    send({type: "sfu-publish", sdp: pc.localDescription.sdp});
+  }
+
+  function sfuSubscribe(id) {
+    if (id === me || asked.indexOf(id) >= 0) { return; }
+    dropSub(id); // a feed published again (the peer reconnected, a new camera) replaces the old one
+    asked.push(id);
+    send({type: "sfu-subscribe", peer: id});
+  }
+
+  // A feed is announced when its owner publishes, but the SFU lists it only once its media is
+  // up: ask again a little later, a bounded number of times, while that person is in the call.
+  var retries = new Map(); // peer id -> subscriptions asked again
+  var sfuMending = false; // an SFU connection failed and is being set up again
+  function retrySubscribe(id) {
+    if (!id || !names.has(id) || subs.has(id)) { return; }
+    var n = (retries.get(id) || 0) + 1;
+    retries.set(id, n);
+    if (n > 40) { return; }
+    setTimeout(function () {
+      chain = chain.then(function () { if (sfuOn && !ended && names.has(id) && !subs.has(id)) { sfuSubscribe(id); } });
+    }, 250 * Math.min(n, 4));
+  }
+
+  async function sfuOffer(m) {
+    retries.delete(m.peer);
+    var i = asked.indexOf(m.peer);
+    if (i >= 0) { asked.splice(i, 1); }
+    dropSub(m.peer);
+    var name = names.get(m.peer) || "";
+    var pc = new RTCPeerConnection({iceServers: iceServers || []});
+    var s = {pc: pc, video: remoteTile(name), key: m.key, name: name, samples: [], prev: null, since: 0};
+    subs.set(m.peer, s);
+    pc.ontrack = function (e) {
+      var stream = e.streams[0] || new MediaStream([e.track]);
+      if (!e.streams[0] && s.video.srcObject) { s.video.srcObject.addTrack(e.track); return; }
+      if (s.video.srcObject !== stream) { s.video.srcObject = stream; }
+    };
+    pc.oniceconnectionstatechange = function () { sfuIceChanged(s, m.peer); };
+    await pc.setRemoteDescription({type: "offer", sdp: m.sdp});
+    await pc.setLocalDescription(await pc.createAnswer());
+    await gathered(pc);
+    if (subs.get(m.peer) !== s) { return; }
+    send({type: "sfu-start", key: m.key, sdp: pc.localDescription.sdp});
+  }
+
+  // An SFU connection that breaks is set up again (publish or subscribe anew): the SFU's side of
+  // an ICE restart would need its own request, and a fresh join costs about as much.
+  function sfuIceChanged(entry, peer) {
+    var state = entry.pc.iceConnectionState;
+    if (state === "connected" || state === "completed") {
+      if (!entry.since) { entry.since = Date.now(); }
+      if (sfuMending) { sfuMending = false; status(text("reconnected")); }
+      return;
+    }
+    var again = function () {
+      if (ended || !sfuOn) { return; }
+      if (peer === null && upstream === entry) { chain = chain.then(sfuPublish); }
+      if (peer !== null && subs.get(peer) === entry) { dropSub(peer); sfuSubscribe(peer); }
+    };
+    if (state === "failed") { sfuMending = true; status(text("reconnecting")); again(); }
+    if (state === "disconnected") {
+      setTimeout(function () { if (entry.pc.iceConnectionState === "disconnected") { again(); } }, 2000);
+    }
+  }
+
+  async function startSfu() {
+    sfuOn = true;
+    if (peers.size) { status(text("sfu-on")); }
+    // The mesh ends here for good: the server keeps the visit on the SFU until it ends.
+    peers.forEach(function (_p, id) { dropPeer(id); });
+    await sfuPublish();
+    names.forEach(function (_n, id) { sfuSubscribe(id); });
+  }
+
   async function flush(p) {
     while (p.pending.length) { await p.pc.addIceCandidate(p.pending.shift()); }
   }
 
   function stopAll() {
     peers.forEach(function (_p, id) { dropPeer(id); });
+    closeSfu();
     if (local) { local.getTracks().forEach(function (t) { t.stop(); }); }
     show("visit-controls", false);
   }
@@ -221,6 +359,8 @@
           // Back after a dropped connection: the others were told we left, so every call is
           // set up again with our new id (the camera and the visit are kept).
           peers.forEach(function (_p, id) { dropPeer(id); });
+          closeSfu(); // the SFU forgot our old id too: publish and subscribe again on "sfu"
+          names.clear();
           ready = null;
         }
         var back = me !== null;
@@ -247,13 +387,16 @@
         break;
       case "peers":
         me = m.you;
+        m.peers.forEach(function (peer) { names.set(peer.id, peer.name); });
         await getReady();
+        if (sfuOn) { break; } // through the SFU each feed is announced ("sfu-feed")
         for (var peer of m.peers) {
           // One side of each pair offers: the one with the smaller id (no glare).
           if (!peers.has(peer.id) && me < peer.id) { await call(peer); }
         }
         break;
       case "offer": {
+        if (sfuOn) { break; } // a late offer of the mesh: this call goes through the SFU now
         await getReady();
         var p = peerFor(m.from, m.fromName);
         if (p.pc.signalingState !== "stable" && me < m.from) { break; } // both offered: ours stands
@@ -283,8 +426,30 @@
         if (pc.pc.remoteDescription) { await pc.pc.addIceCandidate(m.data); } else { pc.pending.push(m.data); }
         break;
       }
+      case "joined":
+        names.set(m.peer.id, m.peer.name);
+        break;
       case "left":
         dropPeer(m.peer);
+        dropSub(m.peer);
+        names.delete(m.peer);
+        break;
+      case "sfu":
+        if (m.on && !ended) { await startSfu(); }
+        break;
+      case "sfu-answer":
+        if (upstream && upstream.pc.signalingState === "have-local-offer") {
+          await upstream.pc.setRemoteDescription({type: "answer", sdp: m.sdp});
+        }
+        break;
+      case "sfu-feed":
+        if (sfuOn) { sfuSubscribe(m.peer); }
+        break;
+      case "sfu-offer":
+        if (sfuOn) { await sfuOffer(m); }
+        break;
+      case "sfu-started":
+        subs.forEach(function (s) { if (s.key === m.key) { s.started = true; } });
         break;
       case "lobby":
         renderLobby(m.members);
@@ -319,6 +484,9 @@
         break;
       case "error":
         if (m.code === "not-admitted") { status(text("refused")); }
+        // A feed not published yet: its "sfu-feed" comes when it is, and we ask again then.
+        if (m.refused === "sfu-subscribe") { retrySubscribe(asked.shift()); }
+        if (m.refused === "sfu-publish" && sfuOn) { status(text("sfu-failed")); }
         break;
     }
   }
@@ -361,7 +529,7 @@
   function toAudioOnly() {
     // No renegotiation: the video sender sends nothing, and the camera is released.
     audioOnly = true;
-    peers.forEach(function (p) {
+    sending().forEach(function (p) {
       p.pc.getSenders().forEach(function (s) { if (s.track && s.track.kind === "video") { s.replaceTrack(null); } });
     });
     local.getVideoTracks().forEach(function (t) { t.stop(); local.removeTrack(t); });
@@ -377,7 +545,7 @@
     local.addTrack(track);
     audioOnly = false;
     autoStepped = false;
-    peers.forEach(function (p) {
+    sending().forEach(function (p) {
       p.samples = [];
       p.since = Date.now(); // a new camera track ramps up: judge it after a fresh start
       p.pc.getTransceivers().forEach(function (t) {
@@ -389,6 +557,13 @@
     var button = $("visit-audio-only");
     button.setAttribute("aria-pressed", "false");
     button.textContent = text("audio-only");
+  }
+
+  // The connections that carry our camera: each mesh peer, or the one upstream to the SFU.
+  function sending() {
+    var out = Array.from(peers.values());
+    if (upstream) { out.push(upstream); }
+    return out;
   }
 
   function stepDown() {
@@ -482,12 +657,16 @@
     if (ended || !admitted || audioOnly) { return; }
     var v = local && local.getVideoTracks()[0];
     var sendingVideo = !!(v && v.enabled && v.readyState === "live");
-    for (var entry of peers) {
+    // Through the SFU the upstream shows what we send and each subscription what we receive.
+    var watched = Array.from(peers.entries()).map(function (e) { return [e[0], e[1], sendingVideo]; });
+    if (upstream) { watched.push([null, upstream, sendingVideo]); }
+    subs.forEach(function (s, id) { watched.push([id, s, false]); });
+    for (var entry of watched) {
       var id = entry[0];
       var p = entry[1];
       if (!p.since || Date.now() - p.since < WARM_UP_MS) { continue; }
       if (p.pc.iceConnectionState !== "connected" && p.pc.iceConnectionState !== "completed") { continue; }
-      var read = sampleOf(await p.pc.getStats(), p.prev, sendingVideo, remoteVideo.get(id) !== false);
+      var read = sampleOf(await p.pc.getStats(), p.prev, entry[2], id !== null && remoteVideo.get(id) !== false);
       p.prev = read.counters;
       p.samples.push(read.sample);
       if (p.samples.length > 30) { p.samples.shift(); }
@@ -574,15 +753,42 @@
       for (var id of Array.from(peers.keys())) { if (await restartIce(id)) { n += 1; } }
       return n;
     },
-    connections: function () { return Array.from(peers.values()).map(function (p) { return p.pc; }); },
+    connections: function () {
+      var out = Array.from(peers.values()).map(function (p) { return p.pc; });
+      if (upstream) { out.push(upstream.pc); }
+      subs.forEach(function (s) { out.push(s.pc); });
+      return out;
+    },
+    // Through the SFU: whether, the upstream's state, and each subscription (peer, label, state).
+    sfu: function () {
+      return {on: sfuOn, mesh: peers.size, upstream: upstream ? upstream.pc.connectionState : null,
+              subscriptions: Array.from(subs.entries()).map(function (e) {
+                return {peer: e[0], label: e[1].video.getAttribute("aria-label"), started: !!e[1].started,
+                        state: e[1].pc.connectionState};
+              })};
+    },
+    // What our upstream to the SFU has sent (video frames, audio packets).
+    outbound: async function () {
+      var row = {framesSent: 0, audioPackets: 0};
+      if (!upstream) { return row; }
+      (await upstream.pc.getStats()).forEach(function (s) {
+        if (s.type === "outbound-rtp" && s.kind === "video") { row.framesSent += s.framesSent || 0; }
+        if (s.type === "outbound-rtp" && s.kind === "audio") { row.audioPackets += s.packetsSent || 0; }
+      });
+      return row;
+    },
     // The step-down decision, pure, so it can be checked on made-up samples.
     limits: LIMITS,
     poorReason: poorReason,
     videoCannotHold: videoCannotHold,
-    samples: function () { return Array.from(peers.values()).map(function (p) { return p.samples.slice(); }); },
+    samples: function () {
+      var all = Array.from(peers.values()).concat(upstream ? [upstream] : [], Array.from(subs.values()));
+      return all.map(function (p) { return p.samples.slice(); });
+    },
     inbound: async function () {
       var out = [];
-      for (var entry of peers) {
+      var receiving = Array.from(peers.entries()).concat(Array.from(subs.entries()));
+      for (var entry of receiving) {
         var stats = await entry[1].pc.getStats();
         var row = {peer: entry[0], framesDecoded: 0, audioPackets: 0, state: entry[1].pc.connectionState};
         stats.forEach(function (s) {
