@@ -37,7 +37,6 @@ import multiprocessing as mp
 import os
 import random
 import resource
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -98,7 +97,9 @@ async def prepare(url: str, connections: int, per_clinician: int, pairs: int) ->
                 appt = await b.visit(p, c, start_in_minutes=random.uniform(-60, 60), check_in=True)
                 plan.load.append((appt, clinic.patient_sessions[p]))
                 if n % 500 == 499:
-                    print(f"  set-up: {n + 1} waiting patients ({time.monotonic() - began:.0f} s)", flush=True)
+                    print(
+                        f"  set-up: {n + 1} waiting patients ({time.monotonic() - began:.0f} s)", flush=True
+                    )
             for k in range(pairs):
                 c = k % n_clinicians
                 extra = []
@@ -106,7 +107,12 @@ async def prepare(url: str, connections: int, per_clinician: int, pairs: int) ->
                     p = await b.patient(connections + 3 * k + len(extra), c)
                     # the watcher's appointment is last in the line: everyone's change moves it
                     start = {"pair": -5, "churn": -61, "watch": 61}[role]
-                    extra.append((await b.visit(p, c, start_in_minutes=start, check_in=True), clinic.patient_sessions[p]))
+                    extra.append(
+                        (
+                            await b.visit(p, c, start_in_minutes=start, check_in=True),
+                            clinic.patient_sessions[p],
+                        )
+                    )
                 plan.pairs.append((extra[0][0], clinic.clinician_sessions[c], extra[0][1]))
                 plan.churn.append(extra[1])
                 plan.watch.append(extra[2])
@@ -149,7 +155,7 @@ class Holder:
                         self.waiting_msgs += 1
                 self.closed += 1
                 self.open -= 1
-        except Exception as exc:  # noqa: BLE001 - counted and reported, the bench goes on
+        except Exception as exc:  # counted and reported: the bench goes on
             if ready.is_set():
                 self.closed += 1
                 self.open -= 1
@@ -226,10 +232,11 @@ class Probe:
         self.readers: list[asyncio.Task[None]] = []
 
     async def connect(self, appointment: str, raw: str) -> Any:
-        return await self.stack.enter_async_context(
-            websockets.connect(f"ws://{self.host}/visits/{appointment}/signal", additional_headers=cookie(raw),
-                               open_timeout=60, ping_interval=None, max_queue=None)  # fmt: skip
+        url = f"ws://{self.host}/visits/{appointment}/signal"
+        client = websockets.connect(
+            url, additional_headers=cookie(raw), open_timeout=60, ping_interval=None, max_queue=None
         )
+        return await self.stack.enter_async_context(client)
 
     async def start(self) -> None:
         """The admitted pairs, and a churning and a watching waiting patient per pair's clinician."""
@@ -349,7 +356,9 @@ def server_pid(proc_pid: int) -> int:
     return proc_pid
 
 
-async def run_steps(host: str, pid: int, plan: Plan, steps: list[int], args: argparse.Namespace) -> list[dict[str, Any]]:
+async def run_steps(
+    host: str, pid: int, plan: Plan, steps: list[int], args: argparse.Namespace
+) -> list[dict[str, Any]]:
     parent, child = mp.Pipe()
     holder = mp.get_context("spawn").Process(target=holder_main, args=(host, child), daemon=True)
     holder.start()
@@ -406,7 +415,9 @@ async def run_steps(host: str, pid: int, plan: Plan, steps: list[int], args: arg
 
 
 def report(results: list[dict[str, Any]]) -> None:
-    print("\n| connections | held | relay p50 / p95 / p99 / max ms | position update p50 / p99 ms | positions/s | server CPU | RSS MiB | load |")
+    print(
+        "\n| connections | held | relay p50 / p95 / p99 / max ms | position update p50 / p99 ms | positions/s | server CPU | RSS MiB | load |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         ok = "✔" if r["open"] >= r["n"] and r["relay_p99"] <= 0.1 else "✘"
@@ -416,7 +427,9 @@ def report(results: list[dict[str, Any]]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connections", default="500,1000,2000,3000",
                         help="waiting-room sockets per step, comma-separated and rising; one number N means 500, 1000, 2000, … up to N")  # fmt: skip
     parser.add_argument("--per-clinician", type=int, default=40, help="waiting patients per clinician")
@@ -432,16 +445,23 @@ def main() -> None:
         wanted = [n for n in (500, 1000, 2000, 3000, 4000, 6000, 8000) if n < top] + [top]
     limit = raise_fd_limit()
     if limit < max(wanted) * 2 + 200:
-        raise SystemExit(f"open-file limit {limit} is too low for {max(wanted)} connections (server and holder)")
+        raise SystemExit(
+            f"open-file limit {limit} is too low for {max(wanted)} connections (server and holder)"
+        )
     random.seed(5)
     with tempfile.TemporaryDirectory() as tmp:
         url = new_database(args.engine, Path(tmp))
         try:
-            print(f"setting up {max(wanted)} waiting patients ({args.engine}), load average {load()}", flush=True)
+            print(
+                f"setting up {max(wanted)} waiting patients ({args.engine}), load average {load()}",
+                flush=True,
+            )
             plan = asyncio.run(prepare(url, max(wanted), args.per_clinician, args.pairs))
             with serving(url, Path(tmp) / "server.log") as (host, proc):
                 results = asyncio.run(run_steps(host, server_pid(proc.pid), plan, wanted, args))
-                errors = [line for line in (Path(tmp) / "server.log").read_text().splitlines() if "Error" in line]
+                errors = [
+                    line for line in (Path(tmp) / "server.log").read_text().splitlines() if "Error" in line
+                ]
                 if errors:
                     print(f"server log: {len(errors)} error lines, e.g. {errors[:3]}")
             report(results)

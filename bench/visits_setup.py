@@ -9,6 +9,7 @@ Used by ``visit_admit_bench.py`` and ``signaling_bench.py``; not a script of its
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import secrets
 import socket
@@ -54,7 +55,9 @@ def new_database(engine: str, tmp: Path) -> str:
         url = f"sqlite:///{tmp / 'visits.db'}"
     else:
         name = "hc_visits_" + secrets.token_hex(4)
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True)
+        subprocess.run(
+            ["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {name}"], check=True
+        )
         url = f"postgresql://postgres@127.0.0.1:5432/{name}"
     migrate.upgrade(url)
     return url
@@ -116,7 +119,9 @@ class Builder:
         return len(self.clinic.clinicians) - 1
 
     async def patient(self, n: int, clinician: int) -> int:
-        patient = await self.make({"resourceType": "Patient", "name": [{"given": ["Ana"], "family": f"Reyes{n}"}]})
+        patient = await self.make(
+            {"resourceType": "Patient", "name": [{"given": ["Ana"], "family": f"Reyes{n}"}]}
+        )
         await self.make({"resourceType": "CareTeam", "status": "active", "subject": {"reference": f"Patient/{patient}"},
                          "participant": [{"member": {"reference": f"Practitioner/{self.clinic.clinicians[clinician]}"}}]})  # fmt: skip
         account = await identity.create_account(self.conn, self.clinic.org, f"patient{n}@bench.example.org", "patient",
@@ -160,7 +165,9 @@ async def open_clinic(url: str) -> tuple[Any, Clinic]:
 
 
 @contextmanager
-def serving(url: str, log: Path, extra_env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def serving(
+    url: str, log: Path, extra_env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """``housecall serve`` on 127.0.0.1 (one process, its output in ``log``); yields (host:port,
     process); always stopped."""
     port = free_port()
@@ -204,4 +211,4 @@ def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     if not ordered:
         return float("nan")
-    return ordered[min(len(ordered) - 1, max(0, int(round(p * len(ordered) + 0.5)) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p * len(ordered)) - 1))]
