@@ -5,6 +5,7 @@ clinician of the visit admits, and that the waiting patient sees a live place in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from housecall.visits import guests, service, signal
@@ -284,3 +285,64 @@ async def test_a_proxy_checks_in_and_joins_for_the_patient(booked: Booked, live:
     assert any((p.get("individual") or {}).get("reference") == related for p in encounter["participant"])
     chat = await c.search("Communication", [("encounter", f"Encounter/{encounter['id']}")])
     assert chat[0]["sender"]["reference"] == related
+
+
+async def test_everyone_waiting_for_a_clinician_shares_one_read_of_her_line(
+    booked: Booked, live: str, monkeypatch: Any
+) -> None:
+    """A change in the clinician's line reaches every waiting socket with its new place, from one
+    read of the line for all of them (one search per waiting socket held a process to about a
+    thousand waiting patients: bench/signaling_bench.py)."""
+    c, appt = booked.clinic, booked.appointment
+    reads: list[str] = []
+    real = service.clinicians_line
+
+    async def counted(rec: Any, practitioner: str) -> list[service.Queued]:
+        reads.append(practitioner)
+        return await real(rec, practitioner)
+
+    monkeypatch.setattr(service, "clinicians_line", counted)
+    assert (await booked.check_in()).status_code == 303
+    async with contextlib.AsyncExitStack() as stack:
+        tabs = [
+            await stack.enter_async_context(connect(live, appt, cookie_of(c, "patient"))) for _ in range(3)
+        ]
+        for tab in tabs:
+            place = await tab.next("waiting")
+            assert place["position"] == 1 and place["ahead"] == 0
+        assert reads == [f"Practitioner/{c.clinician}"]
+        # Another patient of Dr Carter, booked ten minutes earlier, checks in on the page: she goes
+        # first, and every tab says so at once.
+        other = await c.env.account("patient", patient_id=c.other_patient)
+        browser = c.env.client()
+        assert (await c.env.signin(browser, other.email, next="/portal")).status_code == 303
+        c.browsers["other"] = browser
+        earlier = await book(c, patient=c.other_patient, start_in=-10, minutes=25)
+        r = await c.form_post("other", f"/visits/{earlier}/checkin", {"state": "VT", "phone": "802-555-0111"},
+                              form_from=f"/visits/{earlier}")  # fmt: skip
+        assert r.status_code == 303, r.text[:300]
+        for tab in tabs:
+            place = await tab.next("waiting")
+            assert place["position"] == 2 and place["ahead"] == 1 and place["minutes"] >= 25
+        assert len(reads) == 2
+    # The sockets closed: the hub forgets the line (a later visit reads it afresh).
+    await asyncio.sleep(0.1)
+    assert not any(org == c.env.org_id for org, _ in signal.HUB.lines)
+
+
+async def test_a_shared_line_is_read_again_when_it_changes_during_a_read() -> None:
+    """A change that lands while the line is being read is not lost: the next place reads again."""
+    line = signal.Line()
+    reads = 0
+
+    async def read() -> list[service.Queued]:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            line.version += 1  # someone checked in while this read was in flight
+        return []
+
+    await line.current(read)
+    await line.current(read)
+    await line.current(read)
+    assert reads == 2
