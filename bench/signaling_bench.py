@@ -438,6 +438,8 @@ def main() -> None:
     parser.add_argument("--churn", type=float, default=0.5, help="seconds between two changes in a line")
     parser.add_argument("--measure", type=float, default=30, help="seconds measured at each step")
     parser.add_argument("--engine", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--src", type=Path, help="serve the housecall package of this source tree (e.g. a "
+                        "`git worktree` of an earlier commit's src/), to compare a change side by side")  # fmt: skip
     args = parser.parse_args()
     wanted = [int(x) for x in args.connections.split(",")]
     if len(wanted) == 1:
@@ -457,7 +459,9 @@ def main() -> None:
                 flush=True,
             )
             plan = asyncio.run(prepare(url, max(wanted), args.per_clinician, args.pairs))
-            with serving(url, Path(tmp) / "server.log") as (host, proc):
+            extra = {"PYTHONPATH": str(args.src.resolve())} if args.src else {}
+            print(f"server code: {args.src.resolve() if args.src else 'this checkout'}", flush=True)
+            with serving(url, Path(tmp) / "server.log", extra) as (host, proc):
                 results = asyncio.run(run_steps(host, server_pid(proc.pid), plan, wanted, args))
                 errors = [
                     line for line in (Path(tmp) / "server.log").read_text().splitlines() if "Error" in line
