@@ -17,12 +17,14 @@ processes (the machine's two cores are shared by server and clients; the figures
   comes back, which makes the server push new positions to everyone waiting for her; a watcher
   patient in the same line times **position update latency**, from the leave to its new place.
 
-For each N of ``--connections`` (cumulative: 500, then 1,000 more sockets, …): ramp time, sockets
-held at the end, relay p50/p95/p99/max, position-update p50/p99, position messages per second, and
-the server's CPU share and memory. Issue 5's floor: 2,000 connections, p99 ≤ 100 ms.
+For each N of ``--connections`` (cumulative: 500, then 1,000 more sockets, …), measured SETTLE s
+after the ramp for MEASURE s: ramp time, sockets held at the end, relay p50/p95/p99/max,
+position-update p50/p99, position messages per second, and the server's CPU share and memory.
+Issue 5's floor: 2,000 connections, p99 ≤ 100 ms. ``--src`` serves another source tree (an
+earlier commit's ``src/``, static assets copied in) to compare a change side by side.
 
     .venv/bin/python bench/signaling_bench.py [--connections 500,1000,2000,3000] [--measure 30]
-        [--per-clinician 40] [--engine sqlite|postgresql]
+        [--settle 10] [--per-clinician 40] [--engine sqlite|postgresql] [--src DIR]
 
 Targets 127.0.0.1 only; raises its own open-file limit (and the server's) to the hard limit; stops
 the server and the holder process it starts.
@@ -379,6 +381,7 @@ async def run_steps(
             held = n
             print(f"  ramp: {grown['ramp']:.1f} s, handshake p50 {grown['handshake_p50'] * 1000:.0f} ms "
                   f"p99 {grown['handshake_p99'] * 1000:.0f} ms, open {grown['open']}", flush=True)  # fmt: skip
+            await asyncio.sleep(args.settle)  # the ramp's own work done: measure holding, not opening
             before = await ask("stats")
             cpu0, wall0 = cpu_seconds(pid), time.monotonic()
             got = await probe.measure(args.measure, args.rate, args.churn)
@@ -436,6 +439,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=10, help="admitted pairs exchanging messages")
     parser.add_argument("--rate", type=float, default=10, help="messages per second per pair")
     parser.add_argument("--churn", type=float, default=0.5, help="seconds between two changes in a line")
+    parser.add_argument("--settle", type=float, default=10, help="seconds between a ramp and its measurement")
     parser.add_argument("--measure", type=float, default=30, help="seconds measured at each step")
     parser.add_argument("--engine", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--src", type=Path, help="serve the housecall package of this source tree (e.g. a "

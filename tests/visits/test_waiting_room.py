@@ -346,3 +346,33 @@ async def test_a_shared_line_is_read_again_when_it_changes_during_a_read() -> No
     await line.current(read)
     await line.current(read)
     assert reads == 2
+
+
+def test_a_change_wakes_the_rooms_of_that_clinician_only() -> None:
+    """The hub finds the rooms naming a clinician without looking at every room, and forgets a
+    clinician's line when her last room closes."""
+    hub = signal.Hub()
+
+    def visit(appointment: str, *practitioners: str) -> service.Visit:
+        participants = [{"actor": {"reference": "Patient/p"}}] + [
+            {"actor": {"reference": p}} for p in practitioners
+        ]
+        return service.Visit({"id": appointment, "participant": participants})
+
+    def waiting_in(room: signal.Room) -> signal.Member:
+        member = signal.Member(ws=None, role="patient", name="", ref=None, actor=None)  # type: ignore[arg-type]
+        room.members[member.id] = member
+        return member
+
+    carter = hub.room("org", visit("a1", "Practitioner/carter"))
+    shared = hub.room("org", visit("a2", "Practitioner/nolan", "Practitioner/carter"))
+    nolan = hub.room("org", visit("a3", "Practitioner/nolan"))
+    elsewhere = hub.room("other-org", visit("a4", "Practitioner/carter"))
+    members = {room.appointment_id: waiting_in(room) for room in (carter, shared, nolan, elsewhere)}
+    hub.queue_changed("org", ["Practitioner/carter"])
+    assert {a for a, m in members.items() if m.wake.is_set()} == {"a1", "a2"}
+    assert hub.lines[("org", "Practitioner/carter")].version == 1
+    assert hub.lines[("org", "Practitioner/nolan")].version == 0
+    for room in (carter, shared):
+        hub.leave(room, members[room.appointment_id])
+    assert ("org", "Practitioner/carter") not in hub.lines and ("org", "Practitioner/nolan") in hub.lines

@@ -128,7 +128,7 @@ class Line:
     search per waiting socket (which held a process to ~1,000 waiting patients). Each member's
     place and minutes are still worked out at the moment they are sent (``service.place_in``)."""
 
-    rooms: int = 0  # rooms of this process in this line; the hub forgets the line at zero
+    rooms: set[Room] = field(default_factory=set)  # rooms here naming this clinician; forgotten when none
     version: int = 0  # moved by every change (Hub.queue_changed)
     read_version: int = -1  # the version the last read began at
     read_at: float = 0.0  # time.monotonic() of the last read
@@ -151,15 +151,16 @@ class Hub:
 
     def __init__(self) -> None:
         self.rooms: dict[tuple[str, str], Room] = {}
-        self.lines: dict[tuple[str, str], Line] = {}  # (org, first clinician of the visit)
+        # (org, clinician) -> her line, and the rooms to wake when it changes (no scan of every room)
+        self.lines: dict[tuple[str, str], Line] = {}
 
     def room(self, org_id: str, visit: Visit) -> Room:
         key = (org_id, visit.id)
         room = self.rooms.get(key)
         if room is None:
             room = self.rooms[key] = Room(org_id, visit.id, visit.practitioners)
-            if room.practitioners:
-                self.lines.setdefault((org_id, room.practitioners[0]), Line()).rooms += 1
+            for p in room.practitioners:
+                self.lines.setdefault((org_id, p), Line()).rooms.add(room)
         return room
 
     def line(self, room: Room) -> Line | None:
@@ -172,24 +173,25 @@ class Hub:
     def leave(self, room: Room, member: Member) -> None:
         room.members.pop(member.id, None)
         if not room.members and self.rooms.pop((room.org_id, room.appointment_id), None) is room:
-            line = self.line(room)
-            if line is not None:
-                line.rooms -= 1
-                if line.rooms <= 0:
-                    del self.lines[(room.org_id, room.practitioners[0])]
+            for p in room.practitioners:
+                line = self.lines.get((room.org_id, p))
+                if line is not None:
+                    line.rooms.discard(room)
+                    if not line.rooms:
+                        del self.lines[(room.org_id, p)]
 
     def queue_changed(self, org_id: str, practitioners: list[str]) -> None:
         """Something moved in these clinicians' lines: every waiting patient recomputes now."""
-        wanted = set(practitioners)
-        for p in wanted:
+        rooms: set[Room] = set()
+        for p in set(practitioners):
             line = self.lines.get((org_id, p))
             if line is not None:
                 line.version += 1
-        for (org, _), room in list(self.rooms.items()):
-            if org == org_id and wanted & set(room.practitioners):
-                for m in room.members.values():
-                    if not m.admitted:
-                        m.wake.set()
+                rooms |= line.rooms
+        for room in rooms:
+            for m in room.members.values():
+                if not m.admitted:
+                    m.wake.set()
 
 
 HUB = Hub()
