@@ -226,6 +226,7 @@ class Probe:
         self.stack = contextlib.AsyncExitStack()
         self.pairs: list[tuple[Any, Any, str]] = []  # (clinician ws, patient ws, patient member id)
         self.relay: list[float] = []
+        self.slow: list[tuple[float, float]] = []  # (arrival time.time(), latency) over 100 ms
         self.updates: list[float] = []
         self.lost = 0
         self.churn_ws: list[Any] = []
@@ -276,7 +277,10 @@ class Probe:
             async for text in ws:
                 message = orjson.loads(text)
                 if message["type"] == "candidate":
-                    self.relay.append(time.perf_counter() - message["data"]["t"])
+                    took = time.perf_counter() - message["data"]["t"]
+                    self.relay.append(took)
+                    if took > 0.1:
+                        self.slow.append((time.time(), took))
 
     async def read_watch(self, ws: Any, queue: asyncio.Queue[float]) -> None:
         with contextlib.suppress(Exception):
@@ -325,10 +329,15 @@ class Probe:
             await asyncio.sleep(max(0.0, every - (time.perf_counter() - left)))
 
     async def measure(self, seconds: float, rate: float, churn_every: float) -> dict[str, Any]:
-        self.relay, self.updates, self.lost = [], [], 0
+        self.relay, self.updates, self.lost, self.slow = [], [], 0, []
         until = time.monotonic() + seconds
         await asyncio.gather(self.send_relay(until, rate), self.churn(until, churn_every))
-        return {"relay": list(self.relay), "updates": list(self.updates), "lost": self.lost}
+        return {
+            "relay": list(self.relay),
+            "updates": list(self.updates),
+            "lost": self.lost,
+            "slow": list(self.slow),
+        }
 
     async def close(self) -> None:
         for t in self.readers:
@@ -398,6 +407,11 @@ async def run_steps(
                 "cpu": (cpu1 - cpu0) / (wall1 - wall0), "rss": rss_mib(pid), "load": load(),
             }  # fmt: skip
             results.append(row)
+            if got["slow"]:  # when the slow ones arrived: one stall, or spread out?
+                worst = max(got["slow"], key=lambda s: s[1])
+                spread = max(s[0] for s in got["slow"]) - min(s[0] for s in got["slow"])
+                print(f"  {len(got['slow'])} relays over 100 ms, arriving over {spread:.1f} s; worst {worst[1] * 1000:.0f} ms "
+                      f"at {time.strftime('%H:%M:%S', time.gmtime(worst[0]))}.{int(worst[0] % 1 * 1000):03d} UTC")  # fmt: skip
             print(f"  held {row['open']} (closed {row['closed']}, refused {row['refused']} {row['refused_sample']})\n"
                   f"  relay: {row['relay_n']} messages, p50 {row['relay_p50'] * 1000:.1f} ms, p95 {row['relay_p95'] * 1000:.1f} ms, "
                   f"p99 {row['relay_p99'] * 1000:.1f} ms, max {row['relay_max'] * 1000:.1f} ms\n"
