@@ -286,9 +286,9 @@ async def _waiting_updates(ws: WebSocket, room: Room, member: Member, visit: Vis
 
 async def _place(ws: WebSocket, room: Room, member: Member, visit: Visit) -> service.Place:
     """The member's place now, from the clinician's shared line (read at most once per change)."""
-    line = HUB.line(room)
-    if line is None:
+    if not room.practitioners:
         return service.Place(1, 0, 0)
+    line = HUB.line(room) or Line()  # a room the hub no longer holds reads for itself
 
     async def read() -> list[service.Queued]:
         async with records.reading(_as_request(ws), member.actor) as rec:
