@@ -5,6 +5,7 @@ clinician of the visit admits, and that the waiting patient sees a live place in
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from housecall.visits import guests, service, signal
@@ -293,3 +294,94 @@ async def test_a_proxy_checks_in_and_joins_for_the_patient(booked: Booked, live:
     assert any((p.get("individual") or {}).get("reference") == related for p in encounter["participant"])
     chat = await c.search("Communication", [("encounter", f"Encounter/{encounter['id']}")])
     assert chat[0]["sender"]["reference"] == related
+
+
+async def test_everyone_waiting_for_a_clinician_shares_one_read_of_her_line(
+    booked: Booked, live: str, monkeypatch: Any
+) -> None:
+    """A change in the clinician's line reaches every waiting socket with its new place, from one
+    read of the line for all of them (one search per waiting socket held a process to about a
+    thousand waiting patients: bench/signaling_bench.py)."""
+    c, appt = booked.clinic, booked.appointment
+    reads: list[str] = []
+    real = service.clinicians_line
+
+    async def counted(rec: Any, practitioner: str) -> list[service.Queued]:
+        reads.append(practitioner)
+        return await real(rec, practitioner)
+
+    monkeypatch.setattr(service, "clinicians_line", counted)
+    assert (await booked.check_in()).status_code == 303
+    async with contextlib.AsyncExitStack() as stack:
+        tabs = [
+            await stack.enter_async_context(connect(live, appt, cookie_of(c, "patient"))) for _ in range(3)
+        ]
+        for tab in tabs:
+            place = await tab.next("waiting")
+            assert place["position"] == 1 and place["ahead"] == 0
+        assert reads == [f"Practitioner/{c.clinician}"]
+        # Another patient of Dr Carter, booked ten minutes earlier, checks in on the page: she goes
+        # first, and every tab says so at once.
+        other = await c.env.account("patient", patient_id=c.other_patient)
+        browser = c.env.client()
+        assert (await c.env.signin(browser, other.email, next="/portal")).status_code == 303
+        c.browsers["other"] = browser
+        earlier = await book(c, patient=c.other_patient, start_in=-10, minutes=25)
+        r = await c.form_post("other", f"/visits/{earlier}/checkin", {"state": "VT", "phone": "802-555-0111"},
+                              form_from=f"/visits/{earlier}")  # fmt: skip
+        assert r.status_code == 303, r.text[:300]
+        for tab in tabs:
+            place = await tab.next("waiting")
+            assert place["position"] == 2 and place["ahead"] == 1 and place["minutes"] >= 25
+        assert len(reads) == 2
+    # The sockets closed: the hub forgets the line (a later visit reads it afresh).
+    await asyncio.sleep(0.1)
+    assert not any(org == c.env.org_id for org, _ in signal.HUB.lines)
+
+
+async def test_a_shared_line_is_read_again_when_it_changes_during_a_read() -> None:
+    """A change that lands while the line is being read is not lost: the next place reads again."""
+    line = signal.Line()
+    reads = 0
+
+    async def read() -> list[service.Queued]:
+        nonlocal reads
+        reads += 1
+        if reads == 1:
+            line.version += 1  # someone checked in while this read was in flight
+        return []
+
+    await line.current(read)
+    await line.current(read)
+    await line.current(read)
+    assert reads == 2
+
+
+def test_a_change_wakes_the_rooms_of_that_clinician_only() -> None:
+    """The hub finds the rooms naming a clinician without looking at every room, and forgets a
+    clinician's line when her last room closes."""
+    hub = signal.Hub()
+
+    def visit(appointment: str, *practitioners: str) -> service.Visit:
+        participants = [{"actor": {"reference": "Patient/p"}}] + [
+            {"actor": {"reference": p}} for p in practitioners
+        ]
+        return service.Visit({"id": appointment, "participant": participants})
+
+    def waiting_in(room: signal.Room) -> signal.Member:
+        member = signal.Member(ws=None, role="patient", name="", ref=None, actor=None)  # type: ignore[arg-type]
+        room.members[member.id] = member
+        return member
+
+    carter = hub.room("org", visit("a1", "Practitioner/carter"))
+    shared = hub.room("org", visit("a2", "Practitioner/nolan", "Practitioner/carter"))
+    nolan = hub.room("org", visit("a3", "Practitioner/nolan"))
+    elsewhere = hub.room("other-org", visit("a4", "Practitioner/carter"))
+    members = {room.appointment_id: waiting_in(room) for room in (carter, shared, nolan, elsewhere)}
+    hub.queue_changed("org", ["Practitioner/carter"])
+    assert {a for a, m in members.items() if m.wake.is_set()} == {"a1", "a2"}
+    assert hub.lines[("org", "Practitioner/carter")].version == 1
+    assert hub.lines[("org", "Practitioner/nolan")].version == 0
+    for room in (carter, shared):
+        hub.leave(room, members[room.appointment_id])
+    assert ("org", "Practitioner/carter") not in hub.lines and ("org", "Practitioner/nolan") in hub.lines

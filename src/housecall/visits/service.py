@@ -658,37 +658,57 @@ class Place:
     minutes: int  # estimated wait
 
 
-async def place_in_line(rec: Records, visit: Visit) -> Place:
-    """Where this visit's patient stands in the clinician's queue today, and an honest estimate:
-    the time left of the visit in progress (by its booked length), plus the booked length of each
-    patient waiting before this one (by appointment time, then check-in), and never earlier than
-    the appointment's own start. Read as the system without audit: other patients' visits only
-    contribute counts and minutes, nothing about them leaves."""
-    now = now_dt()
-    if not visit.practitioners:
-        return Place(1, 0, 0)
+@dataclass(frozen=True)
+class Queued:
+    """One visit in a clinician's line, as much of it as the estimate needs (no one's identity)."""
+
+    appointment_id: str
+    in_progress: bool
+    start: dt.datetime | None
+    checked_in_at: dt.datetime | None
+    admitted_at: dt.datetime | None
+    minutes: int
+
+
+async def clinicians_line(rec: Records, practitioner: str) -> list[Queued]:
+    """The clinician's checked-in and in-progress visits (one indexed search with ``_include`` of
+    the Appointments). Read as the system without audit: other patients' visits only contribute
+    counts and minutes to ``place_in``, nothing about them leaves. One read serves everyone
+    waiting for this clinician (``signal.Line``)."""
     ctx = ix.Ctx(rec.conn, rec.ctx.settings, rec.ctx.base_url, Access.system(rec.actor.org_id))
     query = [
-        ("participant", visit.practitioners[0]),
+        ("participant", practitioner),
         ("status", "arrived,in-progress"),
         ("_include", "Encounter:appointment"),
         ("_count", "200"),
     ]
     result = await ix.search(ctx, ix.search_request(ctx, "Encounter", query))
     included = {f"{s.res_type}/{s.res_id}": s.resource() for s in result.included}
-    busy_minutes = 0.0
-    waiting: list[tuple[dt.datetime, dt.datetime, int, str]] = []
+    line = []
     for stored in result.matches:
         other = Visit(included.get(_appointment_ref(stored.resource()), {"id": ""}), stored.resource())
+        line.append(Queued(other.id, other.status == "in-progress", other.start, other.checked_in_at,
+                           other.admitted_at, other.minutes))  # fmt: skip
+    return line
+
+
+def place_in(line: list[Queued], visit: Visit, now: dt.datetime) -> Place:
+    """Where this visit's patient stands in the clinician's line at ``now``, and an honest
+    estimate: the time left of the visit in progress (by its booked length), plus the booked
+    length of each patient waiting before this one (by appointment time, then check-in), and never
+    earlier than the appointment's own start."""
+    busy_minutes = 0.0
+    waiting: list[tuple[dt.datetime, dt.datetime, int, str]] = []
+    for other in line:
         start = other.start
         if start is None or abs((start - now).total_seconds()) > 12 * 3600:
             continue  # not today's: a visit nobody closed must not hold up the line
-        if other.status == "in-progress":
+        if other.in_progress:
             began = other.admitted_at or now
             # By its booked length; one that runs over still holds the line (at least a minute).
             busy_minutes += max(1.0, other.minutes - (now - began).total_seconds() / 60)
         else:
-            waiting.append((start, other.checked_in_at or now, other.minutes, other.id))
+            waiting.append((start, other.checked_in_at or now, other.minutes, other.appointment_id))
     waiting.sort()
     ahead = 0
     minutes = busy_minutes
@@ -701,6 +721,13 @@ async def place_in_line(rec: Records, visit: Visit) -> Place:
     if visit.start is not None:
         minutes = max(minutes, (visit.start - now).total_seconds() / 60)
     return Place(ahead + 1, ahead, max(0, math.ceil(minutes)))
+
+
+async def place_in_line(rec: Records, visit: Visit) -> Place:
+    """Where this visit's patient stands in the (first) clinician's queue today (``place_in``)."""
+    if not visit.practitioners:
+        return Place(1, 0, 0)
+    return place_in(await clinicians_line(rec, visit.practitioners[0]), visit, now_dt())
 
 
 def _appointment_ref(encounter: dict[str, Any]) -> str:

@@ -34,6 +34,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -57,8 +58,9 @@ router = APIRouter()
 
 MAX_MESSAGE = 64 * 1024  # an SDP with many candidates is ~10 kB
 MAX_QUEUED = 200  # messages waiting for a slow client before it is dropped
-REFRESH_SECONDS = 30.0
-CHAT_PER_MINUTE = 30  # chat lines one member may store per minute  # the waiting room's position is recomputed at least this often
+REFRESH_SECONDS = 30.0  # the waiting room's position is sent again at least this often
+LINE_MAX_AGE = REFRESH_SECONDS / 2  # a clinician's line is read again at least this often
+CHAT_PER_MINUTE = 30  # chat lines one member may store per minute
 RELAYED = frozenset({"offer", "answer", "candidate"})
 ADMITTED_ONLY = RELAYED | {"chat", "state", "turn"} | sfu_relay.MESSAGES
 
@@ -123,35 +125,77 @@ class Room:
             m.send({"type": "peers", "you": m.id, "peers": [p for p in peers if p["id"] != m.id]})
 
 
+@dataclass(eq=False)
+class Line:
+    """One clinician's line as last read from the store, shared by everyone waiting for her: a
+    change in it wakes them all and the first one reads it again for all of them, instead of one
+    search per waiting socket (which held a process to ~1,000 waiting patients). Each member's
+    place and minutes are still worked out at the moment they are sent (``service.place_in``)."""
+
+    rooms: set[Room] = field(default_factory=set)  # rooms here naming this clinician; forgotten when none
+    version: int = 0  # moved by every change (Hub.queue_changed)
+    read_version: int = -1  # the version the last read began at
+    read_at: float = 0.0  # time.monotonic() of the last read
+    queued: list[service.Queued] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def current(self, read: Callable[[], Awaitable[list[service.Queued]]]) -> list[service.Queued]:
+        """The line, read again only after a change or when older than ``LINE_MAX_AGE`` (changes
+        this process does not see: another process, the API)."""
+        async with self.lock:
+            if self.read_version != self.version or time.monotonic() - self.read_at >= LINE_MAX_AGE:
+                version = self.version  # a change during the read makes the next caller read again
+                self.queued = await read()
+                self.read_version, self.read_at = version, time.monotonic()
+            return self.queued
+
+
 class Hub:
     """The rooms of this process, and which clinician's queue each belongs to."""
 
     def __init__(self) -> None:
         self.rooms: dict[tuple[str, str], Room] = {}
+        # (org, clinician) -> her line, and the rooms to wake when it changes (no scan of every room)
+        self.lines: dict[tuple[str, str], Line] = {}
 
     def room(self, org_id: str, visit: Visit) -> Room:
         key = (org_id, visit.id)
         room = self.rooms.get(key)
         if room is None:
             room = self.rooms[key] = Room(org_id, visit.id, visit.practitioners)
+            for p in room.practitioners:
+                self.lines.setdefault((org_id, p), Line()).rooms.add(room)
         return room
+
+    def line(self, room: Room) -> Line | None:
+        """The line the room's patient waits in (the first clinician's, as ``place_in_line``)."""
+        return self.lines.get((room.org_id, room.practitioners[0])) if room.practitioners else None
 
     def find(self, org_id: str, appointment_id: str) -> Room | None:
         return self.rooms.get((org_id, appointment_id))
 
     def leave(self, room: Room, member: Member) -> None:
         room.members.pop(member.id, None)
-        if not room.members:
-            self.rooms.pop((room.org_id, room.appointment_id), None)
+        if not room.members and self.rooms.pop((room.org_id, room.appointment_id), None) is room:
+            for p in room.practitioners:
+                line = self.lines.get((room.org_id, p))
+                if line is not None:
+                    line.rooms.discard(room)
+                    if not line.rooms:
+                        del self.lines[(room.org_id, p)]
 
     def queue_changed(self, org_id: str, practitioners: list[str]) -> None:
         """Something moved in these clinicians' lines: every waiting patient recomputes now."""
-        wanted = set(practitioners)
-        for (org, _), room in list(self.rooms.items()):
-            if org == org_id and wanted & set(room.practitioners):
-                for m in room.members.values():
-                    if not m.admitted:
-                        m.wake.set()
+        rooms: set[Room] = set()
+        for p in set(practitioners):
+            line = self.lines.get((org_id, p))
+            if line is not None:
+                line.version += 1
+                rooms |= line.rooms
+        for room in rooms:
+            for m in room.members.values():
+                if not m.admitted:
+                    m.wake.set()
 
 
 HUB = Hub()
@@ -249,14 +293,26 @@ async def _waiting_updates(ws: WebSocket, room: Room, member: Member, visit: Vis
     while not member.admitted:
         member.wake.clear()
         try:
-            async with records.reading(_as_request(ws), member.actor) as rec:
-                place = await service.place_in_line(rec, visit)
+            place = await _place(ws, room, member, visit)
             member.send({"type": "waiting", "position": place.position, "ahead": place.ahead,
                          "minutes": place.minutes})  # fmt: skip
         except Exception:  # a failed estimate must not end the visit; the next wake tries again
             log.exception("waiting-room estimate failed")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(member.wake.wait(), REFRESH_SECONDS)
+
+
+async def _place(ws: WebSocket, room: Room, member: Member, visit: Visit) -> service.Place:
+    """The member's place now, from the clinician's shared line (read at most once per change)."""
+    if not room.practitioners:
+        return service.Place(1, 0, 0)
+    line = HUB.line(room) or Line()  # a room the hub no longer holds reads for itself
+
+    async def read() -> list[service.Queued]:
+        async with records.reading(_as_request(ws), member.actor) as rec:
+            return await service.clinicians_line(rec, room.practitioners[0])
+
+    return service.place_in(await line.current(read), visit, service.now_dt())
 
 
 @router.websocket("/visits/{appointment_id}/signal")
