@@ -13,7 +13,7 @@ from housecall.access import breakglass
 from housecall.access import views as access_views
 from housecall.audit import chain, logsafe, trail
 from housecall.billing import views as billing_views
-from housecall.core import jobs
+from housecall.core import jobs, runtime
 from housecall.core.db import open_database
 from housecall.core.settings import Settings, get_settings
 from housecall.fhir import api as fhir_api
@@ -36,7 +36,9 @@ from housecall.workspace import chart as workspace_chart
 from housecall.workspace import views as workspace_views
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> FastAPI:
+    """The app; ``tune_gc`` (the serving process, ``create_served_app``) also tunes the garbage
+    collector for a long-running server once everything has started (core/runtime.py)."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -53,6 +55,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if settings.worker_in_process
             else None
         )
+        if tune_gc:
+            runtime.tune_gc()
         try:
             yield
         finally:
@@ -104,3 +108,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return {"status": "ok"}
 
     return app
+
+
+def create_served_app() -> FastAPI:
+    """``housecall serve``'s app factory (each worker process calls it)."""
+    return create_app(tune_gc=True)

@@ -65,7 +65,7 @@ def serve(
     if workers > 1 and DatabaseURL.parse(settings.database_url).dialect == "sqlite":
         _fail("SQLite serves from one process; use PostgreSQL for --workers > 1")
     uvicorn.run(
-        "housecall.app:create_app", factory=True, host=host, port=port, workers=workers,
+        "housecall.app:create_served_app", factory=True, host=host, port=port, workers=workers,
         loop="uvloop", http="httptools", log_level="info",
         # No access log: its request lines carry query strings, and those carry health information
         # (audit/logsafe.py). No Server header: no version for anyone to look up.
