@@ -94,7 +94,9 @@ async def _clinic(database_url: str, smtp_port: int, mode: str) -> dict[str, str
     return out
 
 
-async def _encounter(database_url: str, smtp_port: int, setup: dict[str, str]) -> tuple[dict[str, Any], list[str]]:
+async def _encounter(
+    database_url: str, smtp_port: int, setup: dict[str, str]
+) -> tuple[dict[str, Any], list[str]]:
     """The visit's Encounter and the texts of its chat, read as the organization's system."""
     db = open_database(database_url)
     await db.connect()
@@ -103,7 +105,8 @@ async def _encounter(database_url: str, smtp_port: int, setup: dict[str, str]) -
             ctx = ix.Ctx(conn, settings_for_tests(database_url, smtp_port), "https://testserver/fhir",
                          Access.system(setup["org"]))  # fmt: skip
             found = await ix.search(
-                ctx, ix.search_request(ctx, "Encounter", [("appointment", f"Appointment/{setup['appointment']}")])
+                ctx,
+                ix.search_request(ctx, "Encounter", [("appointment", f"Appointment/{setup['appointment']}")]),
             )
             encounter = found.matches[0].resource()
             chat = await ix.search(
@@ -143,7 +146,9 @@ async def test_a_chat_only_visit(server: LiveServer, browser: Browser, database_
     for context in (patient_ctx, doctor_ctx):
         await context.add_init_script(COUNT_MEDIA)
     try:
-        await _check_in_and_wait(patient, visit, "Phone number to call if video does not work", "802-555-0100")
+        await _check_in_and_wait(
+            patient, visit, "Phone number to call if video does not work", "802-555-0100"
+        )
         await expect(patient.get_by_role("heading", name="Chat visit", exact=False).first).to_be_visible()
         await expect(patient.locator("#visit-chat")).to_be_hidden()  # no chat before admission
         await _let_in(doctor, visit)
@@ -154,7 +159,9 @@ async def test_a_chat_only_visit(server: LiveServer, browser: Browser, database_
 
         await patient.get_by_label("Message").fill("My throat hurts since Monday")
         await patient.get_by_role("button", name="Send", exact=True).click()
-        await expect(doctor.locator("#visit-chat-log")).to_contain_text("Ana Reyes: My throat hurts since Monday")
+        await expect(doctor.locator("#visit-chat-log")).to_contain_text(
+            "Ana Reyes: My throat hurts since Monday"
+        )
         await doctor.get_by_label("Message").fill("Any fever?")
         await doctor.get_by_role("button", name="Send", exact=True).click()
         await expect(patient.locator("#visit-chat-log")).to_contain_text("Maya Carter: Any fever?")
@@ -183,7 +190,9 @@ async def test_a_phone_only_visit_shows_the_number(server: LiveServer, browser: 
     for context in (patient_ctx, doctor_ctx):
         await context.add_init_script(COUNT_MEDIA)
     try:
-        await _check_in_and_wait(patient, visit, "Phone number your clinician will call you at", "802-555-0177")
+        await _check_in_and_wait(
+            patient, visit, "Phone number your clinician will call you at", "802-555-0177"
+        )
         await _let_in(doctor, visit)
         await expect(doctor.locator("#visit-phone-call")).to_contain_text("802-555-0177")
         await expect(doctor.locator("#visit-status")).to_contain_text("Call the patient now at 802-555-0177")

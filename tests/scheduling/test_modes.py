@@ -23,7 +23,9 @@ async def test_the_desk_adds_chat_times_and_a_patient_books_one(cal: Calendar) -
         "mode": "chat", "location": "", "service_id": cal.service, "view": "day"},
         form_from=desk_page(cal, day))  # fmt: skip
     assert r.status_code == 303 and "n=2" in r.headers["location"], r.text[:300]
-    slots = await c.search("Slot", [("schedule", f"Schedule/{cal.schedule}"), ("start", f"ge{day.isoformat()}")])
+    slots = await c.search(
+        "Slot", [("schedule", f"Schedule/{cal.schedule}"), ("start", f"ge{day.isoformat()}")]
+    )
     made = sorted((model.parse_instant(s["start"]), s) for s in slots)
     assert [m[0] for m in made] == [local(day, 15), local(day, 15, 20)]
     assert all(model.mode_of(s) == model.CHAT for _t, s in made)

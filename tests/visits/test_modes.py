@@ -161,6 +161,8 @@ async def test_a_video_visit_history_starts_at_check_in(booked: Booked) -> None:
     c, appt = booked.clinic, booked.appointment
     assert (await booked.check_in()).status_code == 303
     encounter = await _encounter(c, appt)
-    assert [(h["mode"], h["by"]) for h in service.modality_history(encounter)] == [("video", f"Patient/{c.patient}")]
+    assert [(h["mode"], h["by"]) for h in service.modality_history(encounter)] == [
+        ("video", f"Patient/{c.patient}")
+    ]
     page = await c.browsers["patient"].get(f"/visits/{appt}")
     assert 'data-modality="video"' in page.text and "Video visit" in page.text

@@ -34,7 +34,9 @@ def mode_label(mode: str) -> str:
 def mode_concept(mode: str) -> dict[str, Any]:
     """``appointmentType`` for a mode: the ActCode the demo uses, plus Housecall's own code."""
     act = ("AMB", "ambulatory") if mode == IN_PERSON else ("VR", "virtual")
-    text = {IN_PERSON: "In-person visit", VIDEO: "Video visit", PHONE: "Phone visit", CHAT: "Chat visit"}[mode]
+    text = {IN_PERSON: "In-person visit", VIDEO: "Video visit", PHONE: "Phone visit", CHAT: "Chat visit"}[
+        mode
+    ]
     return {
         "coding": [
             {"system": ACT_CODE, "code": act[0], "display": act[1]},

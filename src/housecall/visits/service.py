@@ -368,9 +368,7 @@ def clean_phone(value: str) -> str | None:
     return value
 
 
-async def check_in(
-    rec: Records, visit: Visit, *, state: str, phone: str, by: str | None = None
-) -> list[str]:
+async def check_in(rec: Records, visit: Visit, *, state: str, phone: str, by: str | None = None) -> list[str]:
     """The patient says where they are now and how to call them. Returns the clinicians not
     licensed in that state (empty: the patient now waits to be admitted); the Encounter records the
     check-in either way, so staff see who tried. The modality history starts here with the booked
