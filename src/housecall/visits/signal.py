@@ -136,7 +136,7 @@ class Hub:
         key = (org_id, visit.id)
         room = self.rooms.get(key)
         if room is None:
-            room = self.rooms[key] = Room(org_id, visit.id, visit.practitioners, visit.booked_mode == "video")
+            room = self.rooms[key] = Room(org_id, visit.id, visit.practitioners)
         return room
 
     def find(self, org_id: str, appointment_id: str) -> Room | None:
@@ -278,6 +278,7 @@ async def signal(ws: WebSocket, appointment_id: str) -> None:
         return
     actor, role, name, ref, visit = who
     room = HUB.room(actor.org_id, visit)
+    room.media = visit.booked_mode == "video"  # a phone or chat visit carries no media (decision 0025)
     member = Member(ws, role, name, ref, actor)
     # A clinician of the visit is in the call from the start; a patient whose visit is already in
     # progress comes back in after a dropped connection; everyone else waits to be admitted.
