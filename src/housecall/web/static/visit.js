@@ -230,7 +230,7 @@
   }
 
   async function handle(m) {
-    if (!media && ["peers", "offer", "answer", "candidate"].indexOf(m.type) >= 0) {
+    if (!media && (["peers", "offer", "answer", "candidate"].indexOf(m.type) >= 0 || m.type.indexOf("sfu") === 0)) {
       if (m.you) { me = m.you; }
       return; // no media connection in a phone or chat visit
     }
