@@ -39,6 +39,7 @@ from tests.e2e.pages import FORMS, PAGES
 from tests.support import REPO, LiveServer
 from tests.visits.conftest import book
 from tests.visits.ended import ended_visit
+from tests.visits.test_modes import book_mode
 
 AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"
 CHROMIUM = "/usr/bin/chromium"
@@ -175,6 +176,9 @@ async def build_world(clinic: Clinic, base: str) -> World:
     # A booked video visit, and its guests: one who gave a name (the waiting room), one who has not.
     world.values["visit"] = await book(clinic)
     world.values["other_visit"] = await book(clinic)
+    # A chat-only and a phone-only visit (decision 0025): their check-in and call pages.
+    world.values["visit_chat"] = await book_mode(clinic, "chat")
+    world.values["visit_phone"] = await book_mode(clinic, "phone")
     async with setup.db.transaction() as conn:
         for role, name in (("guest", "Rosa Díaz"), ("new-guest", None)):
             link = await guests.make_link(conn, org_id=setup.org_id, appointment_id=world.values["visit"],

@@ -124,7 +124,7 @@ async def test_a_video_visit_is_booked_with_a_licensed_clinician_and_its_intake_
     await expect(page.get_by_label("Where will you be during the visit?")).to_have_value("VT")
     await page.get_by_role("button", name="Next").click()
     # … only Dr Carter is offered for video; Dr Lee (licensed in Maine) for in-person visits only.
-    licensed = page.locator('optgroup[label="Video, phone or in person (licensed in Vermont)"] option')
+    licensed = page.locator('optgroup[label="Video, phone, chat or in person (licensed in Vermont)"] option')
     await expect(licensed).to_have_text(["Maya Carter"])
     await expect(
         page.locator('optgroup[label="In person only (not licensed in Vermont)"] option')

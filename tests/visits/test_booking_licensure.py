@@ -56,7 +56,10 @@ async def test_the_portal_offers_video_times_only_of_clinicians_licensed_where_t
     assert '<option value="VT" selected>' in step1  # the home address's state is assumed
     step2 = (await browser.get(f"{BOOK}?service_id={two.cal.service}")).text
     licensed, in_person = step2.split('label="In person only (not licensed in Vermont)"')
-    assert 'label="Video, phone or in person (licensed in Vermont)"' in licensed and "Maya Carter" in licensed
+    assert (
+        'label="Video, phone, chat or in person (licensed in Vermont)"' in licensed
+        and "Maya Carter" in licensed
+    )
     assert "Priya Lee · in person only" in in_person and "Maya Carter" not in in_person
     lee_page = (await browser.get(page_of(two, two.lee_role))).text
     assert all(f'value="{s}"' not in lee_page for s in two.video)  # her video times are not offered

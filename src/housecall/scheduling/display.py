@@ -53,7 +53,7 @@ class Names:
             wanted["Practitioner"].add(v.practitioner or "")
             if with_patient:
                 wanted["Patient"].add(v.patient or "")
-            if v.mode not in (model.VIDEO, model.PHONE):
+            if v.mode not in model.VIRTUAL_MODES:
                 wanted["Location"].add(v.location or "")
         for res_type, ids in wanted.items():
             todo = sorted(i for i in ids if i and f"{res_type}/{i}" not in self.cache)
@@ -74,6 +74,8 @@ class Names:
             return _("Video")
         if mode == model.PHONE:
             return _("Phone")
+        if mode == model.CHAT:
+            return _("Chat")
         loc = await self.get("Location", location_id)
         return str((loc or {}).get("name") or _("In person"))
 

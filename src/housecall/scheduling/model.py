@@ -4,8 +4,8 @@ The shape is the demo organization's (``demo/generate.py``): one Schedule per Pr
 whose ``actor`` is the role (and its Locations); Slots point at the Schedule and carry the visit
 mode in ``appointmentType`` with the same v3 ActCode concepts as Encounter.class (``AMB`` in
 person, ``VR`` virtual); times are wall-clock times of the clinic's zone with an explicit offset.
-Housecall adds a second coding from its own code system so that a phone visit (virtual, but not
-video) can be told from a video visit; a Slot without it reads ``VR`` as video.
+Housecall adds a second coding from its own code system so that a phone or chat visit (virtual, but
+not video) can be told from a video visit; a Slot without it reads ``VR`` as video.
 """
 
 from __future__ import annotations
@@ -22,18 +22,21 @@ ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 MODE_SYSTEM = f"{HC}/fhir/CodeSystem/visit-mode"
 SLOT_LOCATION_EXT = f"{HC}/fhir/StructureDefinition/slot-location"
 
-IN_PERSON, VIDEO, PHONE = "in-person", "video", "phone"
-MODES = (IN_PERSON, VIDEO, PHONE)
+IN_PERSON, VIDEO, PHONE, CHAT = "in-person", "video", "phone", "chat"
+MODES = (IN_PERSON, VIDEO, PHONE, CHAT)
+VIRTUAL_MODES = (VIDEO, PHONE, CHAT)  # held at a distance: licensure, forms and join links apply
 
 
 def mode_label(mode: str) -> str:
-    return {IN_PERSON: _("In person"), VIDEO: _("Video"), PHONE: _("Phone")}.get(mode, mode)
+    return {IN_PERSON: _("In person"), VIDEO: _("Video"), PHONE: _("Phone"), CHAT: _("Chat")}.get(mode, mode)
 
 
 def mode_concept(mode: str) -> dict[str, Any]:
     """``appointmentType`` for a mode: the ActCode the demo uses, plus Housecall's own code."""
     act = ("AMB", "ambulatory") if mode == IN_PERSON else ("VR", "virtual")
-    text = {IN_PERSON: "In-person visit", VIDEO: "Video visit", PHONE: "Phone visit"}[mode]
+    text = {IN_PERSON: "In-person visit", VIDEO: "Video visit", PHONE: "Phone visit", CHAT: "Chat visit"}[
+        mode
+    ]
     return {
         "coding": [
             {"system": ACT_CODE, "code": act[0], "display": act[1]},

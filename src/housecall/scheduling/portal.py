@@ -310,7 +310,7 @@ async def upcoming_visits(rec: Records, patient_id: str) -> list[home.Attention]
         text = _("%(mode)s visit with %(name)s, %(when)s") % {"mode": model.mode_label(v.mode), "name": who,
                                                                 "when": when}  # fmt: skip
         out.append(home.Attention(text, f"/portal/appointments/{v.id}",
-                                  action=_("Join") if v.mode == model.VIDEO else None))  # fmt: skip
+                                  action=_("Join") if v.mode in model.VIRTUAL_MODES else None))  # fmt: skip
     return out
 
 

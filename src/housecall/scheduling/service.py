@@ -230,10 +230,10 @@ async def _release(rec: Records, slot_id: str | None) -> None:
 
 async def _location_for(rec: Records, opening: Opening, who: Clinician) -> str | None:
     """Where the visit happens: the Slot's own Location, else for an in-person visit the role's
-    first building and for a video visit its virtual Location; a phone visit is nowhere."""
+    first building and for a video visit its virtual Location; a phone or chat visit is nowhere."""
     if opening.location:
         return opening.location
-    if opening.mode == model.PHONE:
+    if opening.mode in (model.PHONE, model.CHAT):
         return None
     for loc_id in who.location_ids:
         loc = await rec.read("Location", loc_id)
@@ -571,11 +571,12 @@ async def set_blocked(rec: Records, slot_id: str, version: int, blocked: bool) -
 
 
 async def enqueue_reminders(conn: Conn, org_id: str, v: Visit, settings: Settings) -> list[str]:
-    """One job per reminder offset still ahead, and for a video visit the job that sends its
-    single-use join links shortly before it starts (visits/join.py); returns the ids queued."""
+    """One job per reminder offset still ahead, and for a video, phone or chat visit (each starts
+    with a check-in on the visit's page) the job that sends its single-use join links shortly before
+    it starts (visits/join.py); returns the ids queued."""
     out = []
     now = clock.now_us()
-    if v.mode == model.VIDEO:
+    if v.mode in model.VIRTUAL_MODES:
         from housecall.visits import join  # the visits package registers the job; imported late
 
         job = await join.enqueue(conn, org_id, v.id, v.start_us)

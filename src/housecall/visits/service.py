@@ -12,7 +12,8 @@ demo data and booking mark video visits). What happens at the visit is one ``Enc
   period they were in the call;
 - extensions: the US state the patient said they are in now (``visit-location-state``), the
   phone number for a fallback call (``visit-callback-phone``), and the modality history
-  (``visit-modality``: video → audio → phone, each with when and who changed it).
+  (``visit-modality``: video → audio → phone, each with when and who changed it), which starts at
+  check-in with the mode the visit was booked as: video, phone or chat (decision 0025).
 
 Chat at the visit is ``Communication`` with ``encounter`` set; a staff note to a waiting patient
 is the same with another category. The technology check's verdict is an ``Observation`` in the
@@ -38,9 +39,9 @@ from housecall.fhir import interactions as ix
 from housecall.fhir.errors import FhirError
 from housecall.identity.clock import clock
 from housecall.messaging import attachments
+from housecall.visits import telephony
 from housecall.web import nav
 from housecall.web.records import Records
-from housecall.workspace import inbox
 from housecall.workspace.inbox import person_name
 
 HC = "https://housecall.example"
@@ -57,7 +58,11 @@ USPS = "https://www.usps.com/"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
 VISIT_SYSTEM = f"{HC}/fhir/CodeSystem/visit"
-MODALITIES = ("video", "audio", "phone")
+MODALITIES = ("video", "audio", "phone", "chat")
+# How a visit was booked (scheduling's visit-mode code system, decision 0014/0025); ``VR`` alone
+# reads as video.
+MODE_SYSTEM = f"{HC}/fhir/CodeSystem/visit-mode"
+BOOKED_MODES = ("video", "phone", "chat")
 CHAT_CATEGORY = "visit-chat"
 NOTICE_CATEGORY = "visit-notice"
 TECH_CHECK_CODE = "tech-check"
@@ -192,9 +197,26 @@ class Visit:
         return parse_time(((self.encounter or {}).get("period") or {}).get("start"))
 
     @property
+    def booked_mode(self) -> str:
+        """``video``, ``phone`` or ``chat``: how the visit was booked (the Appointment's
+        visit-mode code; a virtual Appointment without one is a video visit)."""
+        for c in (self.appointment.get("appointmentType") or {}).get("coding") or []:
+            if c.get("system") == MODE_SYSTEM and c.get("code") in BOOKED_MODES:
+                return str(c["code"])
+        return "video"
+
+    @property
     def modality(self) -> str:
+        """The current modality: the last of the history, else the booked mode (the history
+        starts at check-in with it)."""
         history = modality_history(self.encounter)
-        return history[-1]["mode"] if history else "video"
+        return history[-1]["mode"] if history else self.booked_mode
+
+    @property
+    def media(self) -> bool:
+        """Whether the visit uses camera and microphone: a video visit (also once it went to audio
+        only); never a phone or chat visit, nor one moved to the phone."""
+        return self.booked_mode == "video" and self.modality in ("video", "audio")
 
 
 def modality_history(encounter: dict[str, Any] | None) -> list[dict[str, str]]:
@@ -346,10 +368,12 @@ def clean_phone(value: str) -> str | None:
     return value
 
 
-async def check_in(rec: Records, visit: Visit, *, state: str, phone: str) -> list[str]:
+async def check_in(rec: Records, visit: Visit, *, state: str, phone: str, by: str | None = None) -> list[str]:
     """The patient says where they are now and how to call them. Returns the clinicians not
     licensed in that state (empty: the patient now waits to be admitted); the Encounter records the
-    check-in either way, so staff see who tried. Precondition: the caller is the visit's patient."""
+    check-in either way, so staff see who tried. The modality history starts here with the booked
+    mode (video, phone or chat), ``by`` the person checking in. Precondition: the caller is the
+    visit's patient."""
     if visit.status == "finished":
         raise VisitError("ended")
     missing = await unlicensed(rec, visit, state)
@@ -371,7 +395,8 @@ async def check_in(rec: Records, visit: Visit, *, state: str, phone: str) -> lis
                  "individual": {"reference": ref}}
                 for ref in visit.practitioners
             ],
-            "extension": [{"url": LOCATION_STATE_EXT, **state_ext}, {"url": CALLBACK_PHONE_EXT, **phone_ext}],
+            "extension": [{"url": LOCATION_STATE_EXT, **state_ext}, {"url": CALLBACK_PHONE_EXT, **phone_ext},
+                          _modality_entry(visit.booked_mode, when, by)],
         }  # fmt: skip
         for key in ("serviceType", "reasonReference"):
             if visit.appointment.get(key):
@@ -410,9 +435,14 @@ async def admit(rec: Records, visit: Visit, *, by: str) -> None:
         encounter["period"] = {"start": when}
         for p in encounter.get("participant") or []:
             p.setdefault("period", {"start": when})
-        encounter.setdefault("extension", []).append(_modality_entry("video", when, by))
+        if not modality_history(encounter):  # checked in before the history started at check-in
+            encounter.setdefault("extension", []).append(_modality_entry(visit.booked_mode, when, by))
 
     await _change_encounter(rec, visit, update)
+    if visit.modality == "phone" and visit.callback_phone:
+        # A phone visit starts with a call to the patient (telephony.py: a provider rings them, the
+        # local one puts the call in the clinician's inbox).
+        await telephony.current().call(rec, visit, visit.callback_phone, reason=telephony.PHONE_VISIT, by=by)
 
 
 async def add_participant(rec: Records, visit: Visit, *, label: str, individual: str | None = None) -> None:
@@ -633,19 +663,7 @@ async def phone_instead(
                                {"valueContactPoint": {"system": "phone", "value": _phone, "use": "mobile"}}),
         )  # fmt: skip
     await change_modality(rec, visit, "phone", by=by)
-    writer = rec.on_behalf()
-    pool = None
-    if visit.practitioners:
-        pools = await inbox.pools_of(writer, visit.practitioners[0].removeprefix("Practitioner/"))
-        pool = pools[0] if pools else None
-    start = visit.start
-    at = start.strftime("%H:%M UTC %Y-%m-%d") if start else "today"
-    description = f"Call {number} now for the virtual visit booked at {at} (it moved to the phone)."
-    task = await inbox.open_task(
-        writer, "callback", patient_id=str(visit.patient_id), focus=f"Encounter/{visit.encounter['id']}",
-        pool=pool, description=description, priority="urgent", requester=by,
-    )  # fmt: skip
-    return task
+    return await telephony.current().call(rec, visit, number, reason=telephony.FALLBACK, by=by)
 
 
 # -- the waiting room: the clinician's real queue --------------------------------------------------

@@ -62,6 +62,8 @@ REFRESH_SECONDS = 30.0  # the waiting room's position is sent again at least thi
 LINE_MAX_AGE = REFRESH_SECONDS / 2  # a clinician's line is read again at least this often
 CHAT_PER_MINUTE = 30  # chat lines one member may store per minute
 RELAYED = frozenset({"offer", "answer", "candidate"})
+# What a phone or chat visit never carries (decision 0025): no media connection, no TURN, no SFU.
+MEDIA = RELAYED | {"turn"} | sfu_relay.MESSAGES
 ADMITTED_ONLY = RELAYED | {"chat", "state", "turn"} | sfu_relay.MESSAGES
 
 
@@ -99,6 +101,7 @@ class Room:
     org_id: str
     appointment_id: str
     practitioners: list[str]
+    media: bool = True  # a video visit; False for a visit booked as phone or chat
     members: dict[str, Member] = field(default_factory=dict)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -331,6 +334,7 @@ async def signal(ws: WebSocket, appointment_id: str) -> None:
         return
     actor, role, name, ref, visit = who
     room = HUB.room(actor.org_id, visit)
+    room.media = visit.booked_mode == "video"  # a phone or chat visit carries no media (decision 0025)
     member = Member(ws, role, name, ref, actor)
     # A clinician of the visit is in the call from the start; a patient whose visit is already in
     # progress comes back in after a dropped connection; everyone else waits to be admitted.
@@ -349,7 +353,8 @@ async def signal(ws: WebSocket, appointment_id: str) -> None:
     if member.admitted:
         room.broadcast({"type": "joined", "peer": {"id": member.id, "role": role, "name": name}}, but=member)
         room.send_peers()
-        await sfu_relay.admitted(sfu_relay.rooms_for(_settings(ws)), room, member)
+        if room.media:
+            await sfu_relay.admitted(sfu_relay.rooms_for(_settings(ws)), room, member)
     elif role != "staff":
         waiting = asyncio.get_running_loop().create_task(_waiting_updates(ws, room, member, visit))
     room.send_lobby()
@@ -395,6 +400,9 @@ async def _handle(ws: WebSocket, room: Room, member: Member, message: dict[str, 
     kind = message["type"]
     if kind in ADMITTED_ONLY and not member.admitted:
         member.send({"type": "error", "code": "not-admitted", "refused": kind})
+        return None
+    if kind in MEDIA and not room.media:
+        member.send({"type": "error", "code": "no-media", "refused": kind})
         return None
     stamp = {"from": member.id, "fromName": member.name, "fromRole": member.role}
     if kind in RELAYED:
@@ -506,7 +514,7 @@ async def _admit(ws: WebSocket, room: Room, member: Member, who: str) -> None:
     room.send_peers()
     room.send_lobby()
     HUB.queue_changed(room.org_id, room.practitioners)
-    for m in newly:  # a call grown past what peer to peer carries moves to the SFU
+    for m in newly if room.media else []:  # a call grown past what peer to peer carries moves to the SFU
         await sfu_relay.admitted(sfu_relay.rooms_for(_settings(ws)), room, m)
 
 

@@ -45,6 +45,11 @@ JOIN_SENT = {
     "1": lambda: _("A join link was sent to the patient by the way they chose to be told."),
     "0": lambda: _("Nobody could be sent a join link: the patient has no portal account."),
 }
+MODE_TITLES = {
+    "video": lambda: _("Video visit"),
+    "phone": lambda: _("Phone visit"),
+    "chat": lambda: _("Chat visit"),
+}
 ERRORS = {
     "ended": lambda: _("This visit has ended."),
     "not-checked-in": lambda: _("The patient has not checked in yet."),
@@ -226,16 +231,18 @@ def _render_visit(request: Request, visit: Visit, role: str, *, missing: list[st
     show_checkin = (
         role == "patient" and visit.status != "finished" and (not checked_in or bool(missing) or changing)
     )
+    # A visit booked as a phone visit keeps its page's waiting room and admission (no media); one
+    # moved to the phone (the fallback) has no call on the page any more.
     in_call = (
         visit.status != "finished"
-        and visit.modality != "phone"
+        and (visit.modality != "phone" or visit.booked_mode == "phone")
         and ((role == "patient" and checked_in and not missing and not changing) or role == "clinician")
     )
     return render(request, "visits/visit.html", status=status, visit=visit, role=role, missing=missing, chat=chat,
                   values=values, errors=errors or FormErrors(), states=STATES, show_checkin=show_checkin,
                   in_call=in_call, patient_name=patient_name, tz=TZ, booking=BOOKING,
                   state_name=STATES.get(visit.location_state or "", ""), notice=notice,
-                  guest_labels=links.LABELS)  # fmt: skip
+                  guest_labels=links.LABELS, mode_title=MODE_TITLES[visit.booked_mode]())  # fmt: skip
 
 
 @router.post("/visits/{appointment_id}/checkin")
@@ -264,7 +271,7 @@ async def check_in(request: Request, appointment_id: str) -> Response:
             return _render_visit(request, visit, role, missing=[], chat=[], values={"state": state, "phone": phone},
                                  patient_name=person_name(patient), changing=True, errors=errors, status=400)  # fmt: skip
         try:
-            await service.check_in(rec, visit, state=state, phone=str(clean))
+            await service.check_in(rec, visit, state=state, phone=str(clean), by=actor.fhir_user)
         except VisitError as exc:
             return render(request, "identity/error.html", status=409, title=_("Not possible"),
                           message=ERRORS.get(exc.code, ERRORS["ended"])(), back="/portal")  # fmt: skip

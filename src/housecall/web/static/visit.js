@@ -10,6 +10,10 @@
   var root = document.getElementById("visit");
   if (!root) { return; }
   var role = root.dataset.role;
+  // A visit booked as a phone or chat visit uses no camera, microphone or media connection: after
+  // admission the page shows the number to call or the chat, and nothing else (decision 0025).
+  var modality = root.dataset.modality || "video";
+  var media = modality === "video";
 
   function $(id) { return document.getElementById(id); }
   function text(key, values) {
@@ -46,8 +50,19 @@
     if (ws.readyState === WebSocket.OPEN) { ws.send(JSON.stringify(message)); }
   }
 
+  function withoutMedia() {
+    show("visit-controls", true);
+    if (modality === "chat") {
+      show("visit-chat", true);
+      status(text("in-chat"));
+    } else {
+      status(text(role === "patient" ? "phone-now" : "phone-call"));
+    }
+  }
+
   function getReady() {
     if (ready) { return ready; }
+    if (!media) { ready = Promise.resolve().then(withoutMedia); return ready; }
     ready = new Promise(function (resolve) {
       turnWaiter = resolve;
       send({type: "turn"});
@@ -353,6 +368,10 @@
   }
 
   async function handle(m) {
+    if (!media && (["peers", "offer", "answer", "candidate"].indexOf(m.type) >= 0 || m.type.indexOf("sfu") === 0)) {
+      if (m.you) { me = m.you; }
+      return; // no media connection in a phone or chat visit
+    }
     switch (m.type) {
       case "welcome":
         if (me !== null) {
