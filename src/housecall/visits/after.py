@@ -108,9 +108,6 @@ TECH_PROBLEMS: dict[str, str] = {
     "other": Msg("Something else"),
 }
 
-# Work the after-visit pages put in the care team's inbox.
-inbox.KINDS.setdefault("visit-summary", Msg("Visit summary from another clinician"))
-inbox.KINDS.setdefault("tech-problem", Msg("Visit technical problem"))
 
 
 class AfterError(Exception):

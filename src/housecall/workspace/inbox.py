@@ -44,6 +44,8 @@ KINDS: dict[str, str] = {
     "rpm-alert": Msg("Monitoring alert"),
     "e-consult": Msg("E-consult"),
     "callback": Msg("Call back"),
+    "visit-summary": Msg("Visit summary from another clinician"),
+    "tech-problem": Msg("Visit technical problem"),
 }
 # Where a work item is worked: kind -> function(task) giving the page's path. Features register.
 ITEM_PAGES: dict[str, Callable[[dict[str, Any]], str]] = {}
