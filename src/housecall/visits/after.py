@@ -109,7 +109,6 @@ TECH_PROBLEMS: dict[str, str] = {
 }
 
 
-
 class AfterError(Exception):
     """A rule refused the change; ``code`` says which (the page words it)."""
 

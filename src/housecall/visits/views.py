@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -206,7 +207,7 @@ async def visit_page(request: Request, appointment_id: str) -> Response:
         missing = await service.unlicensed(rec, visit, visit.location_state) if visit.location_state else []
         chat = await service.chat_history(rec, visit) if role != "staff" else []
         patient = await rec.read("Patient", str(visit.patient_id))
-        request.state.visit_forms = await forms.forms_for(rec, visit.appointment)  # decision 0020
+        visit_forms = await forms.forms_for(rec, visit.appointment)  # decision 0020
     # Check-in starts from the state given at booking; the patient confirms where they are now.
     state = visit.location_state or before.planned_state(visit.appointment) or ""
     values = {"state": state, "phone": visit.callback_phone or _phone_of(patient)}
@@ -214,7 +215,7 @@ async def visit_page(request: Request, appointment_id: str) -> Response:
     return _render_visit(request, visit, role, missing=missing, chat=chat, values=values,
                          patient_name=person_name(patient),
                          changing=request.query_params.get("change") == "1",
-                         notice=JOIN_SENT.get(sent or "", lambda: None)())  # fmt: skip
+                         notice=JOIN_SENT.get(sent or "", lambda: None)(), visit_forms=visit_forms)  # fmt: skip
 
 
 def _phone_of(patient: dict[str, Any] | None) -> str:
@@ -226,7 +227,8 @@ def _phone_of(patient: dict[str, Any] | None) -> str:
 
 def _render_visit(request: Request, visit: Visit, role: str, *, missing: list[str], chat: list[dict[str, Any]],
                   values: dict[str, str], patient_name: str, changing: bool = False,
-                  errors: FormErrors | None = None, status: int = 200, notice: str | None = None) -> Response:  # fmt: skip
+                  errors: FormErrors | None = None, status: int = 200, notice: str | None = None,
+                  visit_forms: Sequence[forms.Form] = ()) -> Response:  # fmt: skip
     checked_in = visit.location_state is not None and visit.status != "booked"
     show_checkin = (
         role == "patient" and visit.status != "finished" and (not checked_in or bool(missing) or changing)
@@ -242,7 +244,8 @@ def _render_visit(request: Request, visit: Visit, role: str, *, missing: list[st
                   values=values, errors=errors or FormErrors(), states=STATES, show_checkin=show_checkin,
                   in_call=in_call, patient_name=patient_name, tz=TZ, booking=BOOKING,
                   state_name=STATES.get(visit.location_state or "", ""), notice=notice,
-                  guest_labels=links.LABELS, mode_title=MODE_TITLES[visit.booked_mode]())  # fmt: skip
+                  guest_labels=links.LABELS, mode_title=MODE_TITLES[visit.booked_mode](),
+                  visit_forms=visit_forms)  # fmt: skip
 
 
 @router.post("/visits/{appointment_id}/checkin")
