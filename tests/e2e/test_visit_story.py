@@ -2,7 +2,7 @@
 against ``housecall serve`` on 127.0.0.1 with a local coturn: the technology check, check-in, the
 waiting room, admit, media both ways (decoded video frames and audio packets on both sides, read
 from getStats), chat, a file shared, the patient's switch to audio only (no new video frames, audio
-still flowing), hang-up."""
+still flowing), hang-up, the note and the after-visit summary, which the patient reads in the portal."""
 
 from __future__ import annotations
 
@@ -200,6 +200,23 @@ async def test_a_whole_video_visit(server: LiveServer, browser: Browser, databas
         # Hang up: the visit ends for both.
         await doctor.get_by_role("button", name="Hang up").click()
         await expect(patient.locator("#visit-status")).to_contain_text("The visit has ended")
+
+        # The clinician writes the note and the after-visit summary; the patient reads it in the portal.
+        await doctor.goto(visit)
+        await doctor.get_by_role("link", name="Write the visit note").click()
+        await doctor.get_by_label("Assessment").fill("Contact dermatitis of the forearm.")
+        await doctor.get_by_label("Plan").fill("Hydrocortisone cream 1% twice a day for a week.")
+        await doctor.get_by_role("button", name="Sign the note").click()
+        await expect(doctor.get_by_role("status").first).to_contain_text("The note was signed.")
+        await doctor.get_by_role("link", name="After-visit summary").click()
+        await doctor.get_by_label("Instructions for the patient").fill(
+            "Use the cream twice a day; avoid the new soap."
+        )
+        await doctor.get_by_role("button", name="Sign and send to the patient").click()
+        await expect(doctor.get_by_role("status").first).to_contain_text("The summary was signed")
+        await patient.goto(f"{server.base}/portal/documents")
+        await patient.get_by_role("link", name="After-visit summary").first.click()
+        await expect(patient.locator("main")).to_contain_text("avoid the new soap")
     finally:
         await patient_ctx.close()
         await doctor_ctx.close()
