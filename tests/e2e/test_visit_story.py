@@ -209,6 +209,7 @@ async def test_a_whole_video_visit(server: LiveServer, browser: Browser, databas
         await doctor.get_by_role("button", name="Sign the note").click()
         await expect(doctor.get_by_role("status").first).to_contain_text("The note was signed.")
         await doctor.get_by_role("link", name="After-visit summary").click()
+        await doctor.get_by_label("Dermatitis, unspecified (L30.9)").check()
         await doctor.get_by_label("Instructions for the patient").fill(
             "Use the cream twice a day; avoid the new soap."
         )
