@@ -6,11 +6,13 @@ inbox when the visit was with someone else), and the patient's rating with techn
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import re
 from typing import Any
 
 from housecall.access.policy import Access
 from housecall.fhir import interactions as ix
+from housecall.scheduling import model as scheduling_model
 from housecall.visits import after, service
 from housecall.web.records import Records
 from housecall.workspace import inbox
@@ -366,3 +368,61 @@ async def test_the_follow_up_link_books_the_same_kind_of_visit_with_the_same_cli
     assert f"service_id={kind['id']}" in href and f"role={role['id']}" in href and "week=2" in href
     booking = text_of((await c.browsers["patient"].get(href)).text)
     assert "Carter" in booking
+
+
+async def test_the_clinician_books_the_follow_up_from_the_visit(booked: Booked) -> None:
+    """From the visit's after page the clinician books the follow-up at a free time of hers: the
+    Appointment is based on the request, which is done; a time taken meanwhile is said beside the
+    field and nothing is written."""
+    c, appt = booked.clinic, booked.appointment
+    kind = await c.create({"resourceType": "HealthcareService", "active": True, "name": "Sick visit",
+                           "appointmentRequired": True})  # fmt: skip
+    role = await c.create({"resourceType": "PractitionerRole", "active": True,
+                           "practitioner": {"reference": f"Practitioner/{c.clinician}"},
+                           "healthcareService": [{"reference": f"HealthcareService/{kind['id']}"}]})  # fmt: skip
+    schedule = await c.create({"resourceType": "Schedule", "active": True,
+                               "actor": [{"reference": f"PractitionerRole/{role['id']}"}]})  # fmt: skip
+    start = (service.now_dt() + dt.timedelta(weeks=4)).replace(hour=15, minute=0, second=0, microsecond=0)
+    slots = []
+    for h in (0, 1):
+        at = start + dt.timedelta(hours=h)
+        slots.append(await c.create({
+            "resourceType": "Slot", "schedule": {"reference": f"Schedule/{schedule['id']}"}, "status": "free",
+            "appointmentType": scheduling_model.mode_concept("video"),
+            "start": service.iso(at), "end": service.iso(at + dt.timedelta(minutes=20)),
+        }))  # fmt: skip
+    appointment = await c.read("Appointment", appt)
+    appointment["serviceType"] = [{"text": "Sick visit"}]
+    await system_update(c, appointment)
+    await ended(booked)
+    assert (await sign_summary(c, appt, follow_up_weeks="4")).status_code == 303
+    (request,) = await c.search("ServiceRequest", [("category", f"{after.AFTER_SYSTEM}|follow-up")])
+    page = await c.browsers["clinician"].get(f"/visits/{appt}/after")
+    assert all(f'value="{s["id"]}"' in page.text for s in slots)
+
+    # Nothing chosen: said beside the field.
+    path = f"/visits/{appt}/follow-up"
+    r = await c.form_post("clinician", path, {"request": request["id"]}, form_from=f"/visits/{appt}/after")
+    assert r.status_code == 409 and 'id="slot-error"' in r.text
+    # A time someone else took meanwhile: refused, nothing written.
+    taken = await c.read("Slot", slots[0]["id"])
+    await system_update(c, {**taken, "status": "busy"})
+    r = await c.form_post("clinician", path, {"request": request["id"], "slot": slots[0]["id"]},
+                          form_from=f"/visits/{appt}/after")  # fmt: skip
+    assert r.status_code == 409 and 'id="slot-error"' in r.text
+    assert (await c.read("ServiceRequest", request["id"]))["status"] == "active"
+
+    r = await c.form_post("clinician", path, {"request": request["id"], "slot": slots[1]["id"]},
+                          form_from=f"/visits/{appt}/after")  # fmt: skip
+    assert r.status_code == 303 and r.headers["location"].endswith("?booked=1")
+    (follow_up,) = [a for a in await c.search("Appointment", [("patient", c.patient)]) if a.get("basedOn")]
+    assert follow_up["basedOn"] == [{"reference": f"ServiceRequest/{request['id']}"}]
+    assert follow_up["slot"] == [{"reference": f"Slot/{slots[1]['id']}"}] and follow_up["status"] == "booked"
+    assert (await c.read("ServiceRequest", request["id"]))["status"] == "completed"
+    assert (await c.read("Slot", slots[1]["id"]))["status"] == "busy"
+    # Done: the patient is no longer asked to book it, and it cannot be booked twice.
+    mine = await c.browsers["patient"].get(f"/visits/{appt}/after")
+    assert "Book the follow-up visit" not in mine.text
+    again = await c.form_post("clinician", path, {"request": request["id"], "slot": slots[1]["id"]},
+                              form_from="/workspace")  # fmt: skip
+    assert again.status_code == 409

@@ -252,14 +252,15 @@ async def _location_for(rec: Records, opening: Opening, who: Clinician) -> str |
 
 async def book(
     rec: Records, settings: Settings, *, patient_id: str, slot_id: str, role_id: str, service_id: str,
-    state: str | None = None, interpreter: str | None = None,
+    state: str | None = None, interpreter: str | None = None, based_on: str | None = None,
 ) -> Visit:  # fmt: skip
     """Book the slot for the patient: the Slot busy, the Appointment booked, reminders queued.
 
     A video or phone visit needs the clinician licensed in the state the patient will be in
     (``state``, else the patient's home address): the same rule the booking page applies when it
     lists clinicians and times, checked here again so that no crafted request gets round it.
-    ``interpreter`` (a language code of ``before.LANGUAGES``) asks for an interpreter."""
+    ``interpreter`` (a language code of ``before.LANGUAGES``) asks for an interpreter;
+    ``based_on`` names the request the visit fulfils (a follow-up's ServiceRequest)."""
     who = await clinician(rec, role_id)
     if who is None or service_id not in who.service_ids:
         raise SchedulingError(_("Choose a clinician who offers this kind of visit."), "role")
@@ -305,6 +306,8 @@ async def book(
             appt["extension"] = [before.planned_state_ext(where)]
         if interpreter:
             participants.append(before.interpreter_participant(interpreter))
+        if based_on:
+            appt["basedOn"] = [{"reference": based_on}]
         stored = await rec.create("Appointment", appt)
     visit = model.visit_of(stored)
     assert visit is not None

@@ -23,7 +23,9 @@ from housecall.notify import service as notify_service
 from housecall.portal.views import portal_actor
 from housecall.scheduling import model as scheduling_model
 from housecall.scheduling import service as scheduling
+from housecall.scheduling.model import Opening
 from housecall.scheduling.portal import book_link
+from housecall.scheduling.service import Clinician
 from housecall.visits import after, service
 from housecall.visits.after import AfterError, Feedback, SummaryForm
 from housecall.visits.service import Visit
@@ -42,6 +44,7 @@ MESSAGES = {
     "not-ended": lambda: _("You can rate the visit once it has ended."),
     "already": lambda: _("You have already rated this visit. Thank you."),
     "no-encounter": lambda: _("The patient has not checked in yet."),
+    "follow-up": lambda: _("This follow-up was booked already, or its clinician no longer offers this kind of visit."),
 }  # fmt: skip
 
 
@@ -101,26 +104,55 @@ async def ended_page(request: Request) -> Response:
 # -- the visit's after page ---------------------------------------------------------------------------
 
 
+async def _follow_up_with(rec: records.Records, visit: Visit) -> tuple[dict[str, Any], Clinician] | None:
+    """The kind of visit and the clinician's bookable role for a follow-up of this visit: the same
+    service with the same clinician (None when that clinician no longer offers it)."""
+    wanted = scheduling_model.service_of(visit.appointment)
+    services = await scheduling.bookable_services(rec)
+    chosen = next((s for s in services if scheduling_model.service_name(s) == wanted), None)
+    if chosen is None:
+        return None
+    prac = (visit.practitioners or [""])[0].removeprefix("Practitioner/")
+    people = await scheduling.clinicians_for(rec, chosen["id"])
+    who = next((c for c in people if c.practitioner_id == prac), None)
+    return (chosen, who) if who else None
+
+
+def _window(request_: dict[str, Any]) -> tuple[dt.datetime, dt.datetime] | None:
+    """The days the follow-up request asks for, from now at the earliest."""
+    period = request_.get("occurrencePeriod") or {}
+    start = service.parse_time(f"{period.get('start') or ''}T00:00:00Z")
+    end = service.parse_time(f"{period.get('end') or ''}T23:59:59Z")
+    if start is None or end is None:
+        return None
+    return max(start, service.now_dt()), end
+
+
 async def _book_href(rec: records.Records, visit: Visit, request_: dict[str, Any]) -> str:
     """The portal's booking page for the follow-up: the same kind of visit with the same clinician,
     at the week the follow-up is due (as far as the booking page knows them)."""
     params: dict[str, str] = {}
-    wanted = scheduling_model.service_of(visit.appointment)
-    services = await scheduling.bookable_services(rec)
-    chosen = next((s for s in services if scheduling_model.service_name(s) == wanted), None)
-    if chosen:
-        params["service_id"] = chosen["id"]
-        prac = (visit.practitioners or [""])[0].removeprefix("Practitioner/")
-        people = await scheduling.clinicians_for(rec, chosen["id"])
-        who = next((c for c in people if c.practitioner_id == prac), None)
-        if who:
-            params["role"] = who.role_id
-    start = service.parse_time(
-        str((request_.get("occurrencePeriod") or {}).get("start") or "") + "T00:00:00Z"
-    )
-    if start:
-        params["week"] = str(min(52, max(0, (start - service.now_dt()).days // 7)))
+    found = await _follow_up_with(rec, visit)
+    if found:
+        params["service_id"], params["role"] = found[0]["id"], found[1].role_id
+    window = _window(request_)
+    if window:
+        params["week"] = str(min(52, max(0, (window[0] - service.now_dt()).days // 7)))
     return book_link(**params)
+
+
+FOLLOW_UP_TIMES = 8  # free times offered to the clinician for booking a follow-up there and then
+
+
+async def _follow_up_times(rec: records.Records, visit: Visit, request_: dict[str, Any]) -> list[Opening]:
+    """Free times of the visit's clinician for the follow-up: the same kind of visit, inside the
+    window the request names, the first few."""
+    found, window = await _follow_up_with(rec, visit), _window(request_)
+    if found is None or window is None:
+        return []
+    kind, who = found
+    free = await scheduling.slots(rec, [who.role_id], *window, status="free")
+    return [o for o in free if scheduling_model.fits(o, kind)][:FOLLOW_UP_TIMES]
 
 
 @router.get("/visits/{appointment_id}/after")
@@ -137,23 +169,29 @@ async def after_page(request: Request, appointment_id: str) -> Response:
         follow_ups = await after.follow_ups(rec, visit)
         feedback = await after.feedback_of(rec, visit)
         books = [(f, await _book_href(rec, visit, f)) for f in follow_ups] if role == "patient" else []
+        times = (
+            [(f, await _follow_up_times(rec, visit, f)) for f in follow_ups] if role == "clinician" else []
+        )
     summary = docs.get(after.SUMMARY)
     if role == "patient" and summary and not summary.final:
         summary = None  # a draft is the clinician's until signed
     return _render_after(request, visit, role, docs=docs, summary=summary, books=books, feedback=feedback,
-                         thanks=request.query_params.get("rated") == "1")  # fmt: skip
+                         times=times, thanks=request.query_params.get("rated") == "1",
+                         booked=request.query_params.get("booked") == "1")  # fmt: skip
 
 
 def _render_after(request: Request, visit: Visit, role: str, *, docs: dict[str, after.Doc],
                   summary: after.Doc | None, books: list[tuple[dict[str, Any], str]],
                   feedback: dict[str, Any] | None, thanks: bool = False, errors: FormErrors | None = None,
-                  values: dict[str, Any] | None = None, status: int = 200) -> Response:  # fmt: skip
+                  values: dict[str, Any] | None = None, status: int = 200,
+                  times: list[tuple[dict[str, Any], list[Opening]]] | None = None,
+                  booked: bool = False) -> Response:  # fmt: skip
     rating = after.rating_of(feedback)
     summary_text = _attachment_text(summary.resource) if summary is not None else ""
     return render(request, "visits/after.html", status=status, visit=visit, role=role, note=docs.get(after.NOTE),
                   summary=summary, summary_text=summary_text, books=books, feedback=feedback, rating=rating,
                   problems=after.TECH_PROBLEMS, thanks=thanks, errors=errors or FormErrors(),
-                  values=values or {"problems": []}, tz=TZ)  # fmt: skip
+                  values=values or {"problems": []}, tz=TZ, times=times or [], booked=booked)  # fmt: skip
 
 
 def _attachment_text(doc: dict[str, Any]) -> str:
@@ -199,6 +237,46 @@ async def feedback(request: Request, appointment_id: str) -> Response:
         except AfterError as exc:
             return _refused(request, exc.code, f"/visits/{appointment_id}/after")
     return RedirectResponse(f"/visits/{appointment_id}/after?rated=1", status_code=303)
+
+
+@router.post("/visits/{appointment_id}/follow-up")
+async def book_follow_up(request: Request, appointment_id: str) -> Response:
+    # The visit's clinicians: book the follow-up the summary asked for at one of the free times
+    # offered, for the patient; the request is then done and the new Appointment is based on it.
+    actor = await care_actor(request)
+    if isinstance(actor, Response):
+        return actor
+    form = await request.form()
+    request_id, slot_id = str(form.get("request") or "")[:64], str(form.get("slot") or "")[:64]
+    try:
+        async with records.writing(request, actor) as rec:  # a refusal below rolls it all back
+            found = await _visit_for(rec, actor, appointment_id)
+            if found is None or found[1] != "clinician":
+                return _not_found(request, "/workspace/visits/ended")
+            visit = found[0]
+            asked = next((f for f in await after.follow_ups(rec, visit) if f["id"] == request_id), None)
+            with_whom = await _follow_up_with(rec, visit)
+            if asked is None or with_whom is None:
+                return _refused(request, "follow-up", f"/visits/{appointment_id}/after")
+            if not slot_id:
+                raise scheduling.SchedulingError(_("Choose one of the times."), "slot")
+            kind, who = with_whom
+            # Clinicians do not keep the calendars (Slots are the front desk's): the booking is
+            # Housecall's on her behalf, now that she is known to be the visit's clinician.
+            await scheduling.book(rec.on_behalf(), request.app.state.settings, patient_id=str(visit.patient_id),
+                                  slot_id=slot_id, role_id=who.role_id, service_id=kind["id"],
+                                  state=visit.location_state, based_on=f"ServiceRequest/{request_id}")  # fmt: skip
+            await rec.update({**asked, "status": "completed"})
+    except scheduling.SchedulingError as exc:
+        errors = FormErrors()
+        errors.add("slot", exc.message)
+        async with records.reading(request, actor) as rec:
+            docs = await after.documents(rec, visit)
+            times = [(f, await _follow_up_times(rec, visit, f)) for f in await after.follow_ups(rec, visit)]
+            feedback_ = await after.feedback_of(rec, visit)
+        return _render_after(request, visit, "clinician", docs=docs, summary=docs.get(after.SUMMARY), books=[],
+                             feedback=feedback_, times=times, errors=errors, status=409)  # fmt: skip
+    return RedirectResponse(f"/visits/{appointment_id}/after?booked=1", status_code=303)
 
 
 # -- the note -----------------------------------------------------------------------------------------

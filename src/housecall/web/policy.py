@@ -141,6 +141,7 @@ ROUTES: dict[str, Policy] = {
     "/visits/{appointment_id}/after": Policy.SIGNED_IN,
     "/visits/{appointment_id}/note": Policy.CLINICAL,
     "/visits/{appointment_id}/summary": Policy.CLINICAL,
+    "/visits/{appointment_id}/follow-up": Policy.CLINICAL,
     "/visits/{appointment_id}/feedback": Policy.PORTAL,
     # Before the visit (decision 0020): forms sent ahead, the answers for the care team, join help.
     "/portal/appointments/{appointment_id}/forms": Policy.PORTAL,
