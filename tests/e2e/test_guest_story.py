@@ -13,7 +13,8 @@ from playwright.async_api import Browser, expect
 
 from housecall.core.db import open_database
 from housecall.visits import join
-from tests.e2e.test_visit_story import _clinic, _signed_in, _until, browser, server_env  # noqa: F401 - fixtures
+from tests.e2e.test_visit_story import _until, browser, server_env  # noqa: F401 - fixtures
+from tests.e2e.visit_clinic import signed_in, visit_clinic
 from tests.identity.conftest import Mailbox, smtp  # noqa: F401 - smtp is a fixture
 from tests.support import LiveServer
 from tests.visits.conftest import coturn  # noqa: F401 - coturn is a fixture
@@ -43,7 +44,7 @@ async def test_a_patient_by_join_link_and_a_guest_by_guest_link_meet_the_clinici
     database_url: str,
     smtp: tuple[Mailbox, int],  # noqa: F811
 ) -> None:
-    setup = await _clinic(database_url, smtp[1])
+    setup = await visit_clinic(database_url, smtp[1])
     appointment = setup["appointment"]
     link = await _join_link(database_url, setup["org"], appointment)
     media: dict[str, Any] = {
@@ -52,7 +53,7 @@ async def test_a_patient_by_join_link_and_a_guest_by_guest_link_meet_the_clinici
     }
     patient_ctx = await browser.new_context(**media)
     guest_ctx = await browser.new_context(**media)
-    doctor_ctx, doctor = await _signed_in(browser, server.base, setup["clinician"])
+    doctor_ctx, doctor = await signed_in(browser, setup["clinician"])
     try:
         # The patient, signed in nowhere, follows the link and lands on the visit's check-in.
         patient = await patient_ctx.new_page()

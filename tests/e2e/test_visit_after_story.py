@@ -8,86 +8,19 @@ admission, hang-up) is made through the service layer: tests/e2e/test_visit_stor
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
-import secrets
 from pathlib import Path
 from typing import Any
 
-from playwright.async_api import Browser, BrowserContext, Page, expect
+from playwright.async_api import Browser, expect
 
 from housecall.access.policy import Access
 from housecall.core.db import open_database
 from housecall.fhir import interactions as ix
-from housecall.identity import service as identity
-from housecall.identity import sessions
-from housecall.visits import after, service
-from housecall.web.records import Records
+from housecall.visits import after
 from housecall.workspace import inbox
-from tests.identity.conftest import PASSWORD, Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
+from tests.e2e.visit_clinic import signed_in, visit_clinic
+from tests.identity.conftest import Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
 from tests.support import LiveServer
-from tests.visits.conftest import license_
-
-
-async def _ended_visit(database_url: str, smtp_port: int) -> dict[str, str]:
-    """An organization with a patient, a clinician licensed in Vermont on her care team (and in a
-    pool), a video visit that took place this morning and ended, and a session for each."""
-    settings = settings_for_tests(database_url, smtp_port)
-    db = open_database(database_url)
-    await db.connect()
-    org = "e2e-" + secrets.token_hex(4)
-    out: dict[str, str] = {"org": org}
-    try:
-        async with db.transaction() as conn:
-            await identity.create_organization(conn, org, "E2E Health", settings=settings)
-            ctx = ix.Ctx(conn, settings, "https://testserver/fhir", Access.system(org))
-
-            async def make(resource: dict[str, Any]) -> str:
-                stored = (await ix.create(ctx, resource["resourceType"], resource)).stored
-                assert stored is not None
-                return str(stored.res_id)
-
-            patient = await make({"resourceType": "Patient", "name": [{"given": ["Ana"], "family": "Reyes"}]})
-            doctor = await make({"resourceType": "Practitioner", "name": [{"given": ["Maya"], "family": "Carter"}],
-                                 "qualification": [license_("VT")]})  # fmt: skip
-            pool = await make({"resourceType": "HealthcareService", "active": True, "name": "Primary care"})
-            await make({"resourceType": "PractitionerRole", "active": True,
-                        "practitioner": {"reference": f"Practitioner/{doctor}"},
-                        "healthcareService": [{"reference": f"HealthcareService/{pool}"}]})  # fmt: skip
-            await make({"resourceType": "CareTeam", "status": "active", "subject": {"reference": f"Patient/{patient}"},
-                        "participant": [{"member": {"reference": f"Practitioner/{doctor}"}}]})  # fmt: skip
-            start = service.now_dt() - dt.timedelta(minutes=30)
-            appointment = await make({
-                "resourceType": "Appointment", "status": "booked",
-                "appointmentType": {"coding": [{"system": service.ACT_CODE, "code": "VR"}]},
-                "serviceType": [{"text": "Sick visit"}],
-                "start": service.iso(start), "end": service.iso(start + dt.timedelta(minutes=20)), "minutesDuration": 20,
-                "participant": [{"actor": {"reference": f"Patient/{patient}"}, "status": "accepted"},
-                                {"actor": {"reference": f"Practitioner/{doctor}"}, "status": "accepted"}],
-            })  # fmt: skip
-            # The visit: check-in from Vermont, admission, hang-up (as the pages and the socket do).
-            rec = Records(ctx)
-            visit = await service.load_visit(rec, appointment)
-            assert visit is not None
-            await service.check_in(rec, visit, state="VT", phone="802-555-0100")
-            await service.admit(rec, visit, by=f"Practitioner/{doctor}")
-            await service.end_visit(rec, visit)
-            for who, role, kw in (("patient", "patient", {"patient_id": patient}),
-                                  ("clinician", "clinician", {"practitioner_id": doctor})):  # fmt: skip
-                account = await identity.create_account(conn, org, f"{who}@{org}.example.org", role, PASSWORD,
-                                                        settings=settings, **kw)  # fmt: skip
-                out[who] = await sessions.start_session(conn, account, sessions.FULL)
-            out["appointment"] = appointment
-            out["encounter"] = str((visit.encounter or {})["id"])
-    finally:
-        await db.close()
-    return out
-
-
-async def _signed_in(browser: Browser, raw: str) -> tuple[BrowserContext, Page]:
-    context = await browser.new_context(viewport={"width": 1024, "height": 800}, accept_downloads=True)
-    await context.add_cookies([{"name": sessions.SESSION_COOKIE, "value": raw, "domain": "127.0.0.1", "path": "/",
-                                "secure": True, "httpOnly": True, "sameSite": "Lax"}])  # fmt: skip
-    return context, await context.new_page()
 
 
 async def _stored(database_url: str, smtp_port: int, org: str, res_type: str,
@@ -106,10 +39,14 @@ async def _stored(database_url: str, smtp_port: int, org: str, res_type: str,
 
 async def test_note_summary_portal_pdf_and_rating(server: LiveServer, browser: Browser, database_url: str,
                                                   smtp: tuple[Mailbox, int]) -> None:  # noqa: F811  # fmt: skip
-    setup = await _ended_visit(database_url, smtp[1])
+    setup = await visit_clinic(database_url, smtp[1], ended=True)
     appt = setup["appointment"]
-    doctor_ctx, doctor = await _signed_in(browser, setup["clinician"])
-    patient_ctx, patient = await _signed_in(browser, setup["patient"])
+    doctor_ctx, doctor = await signed_in(
+        browser, setup["clinician"], viewport={"width": 1024, "height": 800}, accept_downloads=True
+    )
+    patient_ctx, patient = await signed_in(
+        browser, setup["patient"], viewport={"width": 1024, "height": 800}, accept_downloads=True
+    )
     try:
         # The clinician finds the ended visit in the list of visits to write up, and writes the note.
         await doctor.goto(f"{server.base}/workspace/visits")

@@ -13,13 +13,11 @@ from typing import Any
 
 from playwright.async_api import Browser, Page, expect
 
-from housecall.access.policy import Access
-from housecall.core.db import open_database
-from housecall.fhir import interactions as ix
 from housecall.visits import service
 from tests.e2e.test_accessibility import AXE, FAILING_IMPACTS, RUN_AXE
-from tests.e2e.test_visit_story import _clinic, _inbound, _signed_in, _until, browser, server_env  # noqa: F401
-from tests.identity.conftest import Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
+from tests.e2e.test_visit_story import _inbound, _until, browser, server_env  # noqa: F401
+from tests.e2e.visit_clinic import encounter_of, signed_in, visit_clinic
+from tests.identity.conftest import Mailbox, smtp  # noqa: F401 - smtp is a fixture
 from tests.support import LiveServer
 from tests.visits.conftest import coturn  # noqa: F401 - coturn is a fixture
 
@@ -43,10 +41,10 @@ async def in_call(
     smtp_port: int,
 ) -> AsyncIterator[Call]:
     """Checked in, admitted, and media flowing both ways."""
-    setup = await _clinic(database_url, smtp_port)
+    setup = await visit_clinic(database_url, smtp_port)
     visit = f"{server.base}/visits/{setup['appointment']}"
-    patient_ctx, patient = await _signed_in(browser, server.base, setup["patient"])
-    doctor_ctx, doctor = await _signed_in(browser, server.base, setup["clinician"])
+    patient_ctx, patient = await signed_in(browser, setup["patient"])
+    doctor_ctx, doctor = await signed_in(browser, setup["clinician"])
     try:
         await patient.goto(visit)
         await patient.get_by_label("Which US state are you in right now?").select_option("VT")
@@ -61,22 +59,6 @@ async def in_call(
     finally:
         await patient_ctx.close()
         await doctor_ctx.close()
-
-
-async def _encounter(database_url: str, smtp_port: int, setup: dict[str, str]) -> dict[str, Any]:
-    db = open_database(database_url)
-    await db.connect()
-    try:
-        async with db.reader() as conn:
-            ctx = ix.Ctx(conn, settings_for_tests(database_url, smtp_port), "https://testserver/fhir",
-                         Access.system(setup["org"]))  # fmt: skip
-            found = await ix.search(
-                ctx,
-                ix.search_request(ctx, "Encounter", [("appointment", f"Appointment/{setup['appointment']}")]),
-            )
-    finally:
-        await db.close()
-    return found.matches[0].resource()
 
 
 async def _accessible(page: Page) -> None:
@@ -167,7 +149,7 @@ async def test_video_steps_down_to_audio_when_it_cannot_hold(server: LiveServer,
         assert after["framesDecoded"] - before["framesDecoded"] <= 1, (before, after)
         assert after["audioPackets"] > before["audioPackets"] + 20, (before, after)
 
-        encounter = await _encounter(database_url, smtp[1], call.setup)
+        encounter, _chat = await encounter_of(database_url, smtp[1], call.setup)
         history = service.modality_history(encounter)
         assert [(h["mode"], h.get("how")) for h in history] == [("video", None), ("audio", "auto")]
         assert encounter["status"] == "in-progress"
@@ -224,5 +206,5 @@ async def test_the_call_comes_back_after_the_connection_drops(server: LiveServer
         assert await patient.evaluate(ufrag) != before  # new ICE credentials: a real restart
         await _frames_grow(doctor, "video flows after the ICE restart")
         await _frames_grow(patient, "video flows to the patient after the ICE restart")
-        encounter = await _encounter(database_url, smtp[1], call.setup)
+        encounter, _chat = await encounter_of(database_url, smtp[1], call.setup)
         assert encounter["status"] == "in-progress"

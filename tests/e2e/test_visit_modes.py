@@ -7,25 +7,15 @@ answer if asked)."""
 
 from __future__ import annotations
 
-import datetime as dt
-import secrets
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from housecall.access.policy import Access
-from housecall.core.db import open_database
-from housecall.fhir import interactions as ix
-from housecall.identity import service as identity
-from housecall.identity import sessions
-from housecall.scheduling import model
 from housecall.visits import service
-from tests.e2e.test_visit_story import CHROMIUM_ARGS, _signed_in
-from tests.identity.conftest import PASSWORD, Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
+from tests.e2e.visit_clinic import CHROMIUM_ARGS, encounter_of, signed_in, visit_clinic
+from tests.identity.conftest import Mailbox, smtp  # noqa: F401 - smtp is a fixture
 from tests.support import LiveServer
-from tests.visits.conftest import license_
 
 # Counts every request for the camera or microphone and every media connection the page makes.
 COUNT_MEDIA = """
@@ -53,70 +43,6 @@ async def browser() -> AsyncIterator[Browser]:
         await b.close()
 
 
-async def _clinic(database_url: str, smtp_port: int, mode: str) -> dict[str, str]:
-    """An organization with a patient, a clinician licensed in Vermont on her care team, a visit
-    booked as ``mode`` starting now, and a signed-in session for each."""
-    settings = settings_for_tests(database_url, smtp_port)
-    db = open_database(database_url)
-    await db.connect()
-    org = "e2e-" + secrets.token_hex(4)
-    out: dict[str, str] = {}
-    try:
-        async with db.transaction() as conn:
-            await identity.create_organization(conn, org, "E2E Health", settings=settings)
-            ctx = ix.Ctx(conn, settings, "https://testserver/fhir", Access.system(org))
-
-            async def make(resource: dict[str, Any]) -> str:
-                stored = (await ix.create(ctx, resource["resourceType"], resource)).stored
-                assert stored is not None
-                return str(stored.res_id)
-
-            patient = await make({"resourceType": "Patient", "name": [{"given": ["Ana"], "family": "Reyes"}]})
-            doctor = await make({"resourceType": "Practitioner", "name": [{"given": ["Maya"], "family": "Carter"}],
-                                 "qualification": [license_("VT")]})  # fmt: skip
-            await make({"resourceType": "CareTeam", "status": "active", "subject": {"reference": f"Patient/{patient}"},
-                        "participant": [{"member": {"reference": f"Practitioner/{doctor}"}}]})  # fmt: skip
-            start = service.now_dt()
-            out["appointment"] = await make({
-                "resourceType": "Appointment", "status": "booked", "appointmentType": model.mode_concept(mode),
-                "start": service.iso(start), "end": service.iso(start + dt.timedelta(minutes=20)), "minutesDuration": 20,
-                "participant": [{"actor": {"reference": f"Patient/{patient}"}, "status": "accepted"},
-                                {"actor": {"reference": f"Practitioner/{doctor}"}, "status": "accepted"}],
-            })  # fmt: skip
-            for who, role, kw in (("patient", "patient", {"patient_id": patient}),
-                                  ("clinician", "clinician", {"practitioner_id": doctor})):  # fmt: skip
-                account = await identity.create_account(conn, org, f"{who}@{org}.example.org", role, PASSWORD,
-                                                        settings=settings, **kw)  # fmt: skip
-                out[who] = await sessions.start_session(conn, account, sessions.FULL)
-            out["org"] = org
-    finally:
-        await db.close()
-    return out
-
-
-async def _encounter(
-    database_url: str, smtp_port: int, setup: dict[str, str]
-) -> tuple[dict[str, Any], list[str]]:
-    """The visit's Encounter and the texts of its chat, read as the organization's system."""
-    db = open_database(database_url)
-    await db.connect()
-    try:
-        async with db.reader() as conn:
-            ctx = ix.Ctx(conn, settings_for_tests(database_url, smtp_port), "https://testserver/fhir",
-                         Access.system(setup["org"]))  # fmt: skip
-            found = await ix.search(
-                ctx,
-                ix.search_request(ctx, "Encounter", [("appointment", f"Appointment/{setup['appointment']}")]),
-            )
-            encounter = found.matches[0].resource()
-            chat = await ix.search(
-                ctx, ix.search_request(ctx, "Communication", [("encounter", f"Encounter/{encounter['id']}")])
-            )
-    finally:
-        await db.close()
-    return encounter, sorted(m.resource()["payload"][0].get("contentString", "") for m in chat.matches)
-
-
 async def _media_used(page: Page) -> dict[str, int]:
     return await page.evaluate("window.__media")  # type: ignore[no-any-return]
 
@@ -139,10 +65,10 @@ async def _let_in(doctor: Page, visit: str) -> None:
 
 async def test_a_chat_only_visit(server: LiveServer, browser: Browser, database_url: str,
                                  smtp: tuple[Mailbox, int]) -> None:  # noqa: F811  # fmt: skip
-    setup = await _clinic(database_url, smtp[1], "chat")
+    setup = await visit_clinic(database_url, smtp[1], mode="chat")
     visit = f"{server.base}/visits/{setup['appointment']}"
-    patient_ctx, patient = await _signed_in(browser, server.base, setup["patient"])
-    doctor_ctx, doctor = await _signed_in(browser, server.base, setup["clinician"])
+    patient_ctx, patient = await signed_in(browser, setup["patient"])
+    doctor_ctx, doctor = await signed_in(browser, setup["clinician"])
     for context in (patient_ctx, doctor_ctx):
         await context.add_init_script(COUNT_MEDIA)
     try:
@@ -175,18 +101,21 @@ async def test_a_chat_only_visit(server: LiveServer, browser: Browser, database_
     finally:
         await patient_ctx.close()
         await doctor_ctx.close()
-    encounter, chat = await _encounter(database_url, smtp[1], setup)
+    encounter, chat = await encounter_of(database_url, smtp[1], setup)
     assert encounter["status"] == "finished"
     assert [h["mode"] for h in service.modality_history(encounter)] == ["chat"]
-    assert chat == ["Any fever?", "My throat hurts since Monday"]
+    assert sorted(m["payload"][0].get("contentString", "") for m in chat) == [
+        "Any fever?",
+        "My throat hurts since Monday",
+    ]
 
 
 async def test_a_phone_only_visit_shows_the_number(server: LiveServer, browser: Browser, database_url: str,
                                                    smtp: tuple[Mailbox, int]) -> None:  # noqa: F811  # fmt: skip
-    setup = await _clinic(database_url, smtp[1], "phone")
+    setup = await visit_clinic(database_url, smtp[1], mode="phone")
     visit = f"{server.base}/visits/{setup['appointment']}"
-    patient_ctx, patient = await _signed_in(browser, server.base, setup["patient"])
-    doctor_ctx, doctor = await _signed_in(browser, server.base, setup["clinician"])
+    patient_ctx, patient = await signed_in(browser, setup["patient"])
+    doctor_ctx, doctor = await signed_in(browser, setup["clinician"])
     for context in (patient_ctx, doctor_ctx):
         await context.add_init_script(COUNT_MEDIA)
     try:
@@ -209,6 +138,6 @@ async def test_a_phone_only_visit_shows_the_number(server: LiveServer, browser: 
     finally:
         await patient_ctx.close()
         await doctor_ctx.close()
-    encounter, _chat = await _encounter(database_url, smtp[1], setup)
+    encounter, _chat = await encounter_of(database_url, smtp[1], setup)
     assert encounter["status"] == "finished"
     assert [h["mode"] for h in service.modality_history(encounter)] == ["phone"]

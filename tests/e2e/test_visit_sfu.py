@@ -25,7 +25,7 @@ from housecall.core.db import open_database
 from housecall.fhir import interactions as ix
 from housecall.identity import service as identity
 from housecall.identity import sessions
-from tests.e2e.test_visit_story import _clinic
+from tests.e2e.visit_clinic import visit_clinic
 from tests.identity.conftest import PASSWORD, Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
 from tests.visits.conftest import license_
 
@@ -95,7 +95,7 @@ async def test_the_page_publishes_and_receives_through_janus(
         pytest.fail(
             f"PostgreSQL's Unix socket is not at {PG_SOCKET}: the namespace cannot reach the database"
         )
-    setup = await _clinic(database_url, smtp[1])
+    setup = await visit_clinic(database_url, smtp[1])
     setup["colleague"] = await _second_clinician(database_url, smtp[1], setup)
     setup["database_url"] = inside_namespace(database_url)
     setup["smtp_port"] = str(smtp[1])

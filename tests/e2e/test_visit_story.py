@@ -7,34 +7,22 @@ still flowing), hang-up, the note and the after-visit summary, which the patient
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
-import secrets
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 from housecall.access.policy import Access
 from housecall.core.db import open_database
 from housecall.fhir import interactions as ix
-from housecall.identity import service as identity
-from housecall.identity import sessions
 from housecall.visits import service
-from tests.identity.conftest import PASSWORD, Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
+from tests.e2e.visit_clinic import CHROMIUM_ARGS, encounter_of, signed_in, visit_clinic
+from tests.identity.conftest import Mailbox, settings_for_tests, smtp  # noqa: F401 - smtp is a fixture
 from tests.support import LiveServer
-from tests.visits.conftest import Turn, coturn, license_  # noqa: F401 - coturn is a fixture
-
-# docs/VIDEO.md: the flags that work on a loopback-only host (without the last one Chromium gathers
-# no candidates at all).
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-    "--disable-gpu", "--allow-loopback-in-peer-connection",
-]  # fmt: skip
-
+from tests.visits.conftest import Turn, coturn  # noqa: F401 - coturn is a fixture
 
 PHOTO = b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + bytes(200)
 
@@ -50,58 +38,6 @@ async def browser() -> AsyncIterator[Browser]:
         b = await p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         yield b
         await b.close()
-
-
-async def _clinic(database_url: str, smtp_port: int) -> dict[str, str]:
-    """An organization with a patient, a clinician licensed in Vermont on her care team, a video
-    visit booked in five minutes, and a signed-in session for each (as sign-in would leave)."""
-    settings = settings_for_tests(database_url, smtp_port)
-    db = open_database(database_url)
-    await db.connect()
-    org = "e2e-" + secrets.token_hex(4)
-    out: dict[str, str] = {}
-    try:
-        async with db.transaction() as conn:
-            await identity.create_organization(conn, org, "E2E Health", settings=settings)
-            ctx = ix.Ctx(conn, settings, "https://testserver/fhir", Access.system(org))
-
-            async def make(resource: dict[str, Any]) -> str:
-                stored = (await ix.create(ctx, resource["resourceType"], resource)).stored
-                assert stored is not None
-                return str(stored.res_id)
-
-            patient = await make({"resourceType": "Patient", "name": [{"given": ["Ana"], "family": "Reyes"}]})
-            doctor = await make({"resourceType": "Practitioner", "name": [{"given": ["Maya"], "family": "Carter"}],
-                                 "qualification": [license_("VT")]})  # fmt: skip
-            await make({"resourceType": "CareTeam", "status": "active", "subject": {"reference": f"Patient/{patient}"},
-                        "participant": [{"member": {"reference": f"Practitioner/{doctor}"}}]})  # fmt: skip
-            start = service.now_dt()
-            out["appointment"] = await make({
-                "resourceType": "Appointment", "status": "booked",
-                "appointmentType": {"coding": [{"system": service.ACT_CODE, "code": "VR"}]},
-                "start": service.iso(start), "end": service.iso(start + dt.timedelta(minutes=20)), "minutesDuration": 20,
-                "participant": [{"actor": {"reference": f"Patient/{patient}"}, "status": "accepted"},
-                                {"actor": {"reference": f"Practitioner/{doctor}"}, "status": "accepted"}],
-            })  # fmt: skip
-            for who, role, kw in (("patient", "patient", {"patient_id": patient}),
-                                  ("clinician", "clinician", {"practitioner_id": doctor})):  # fmt: skip
-                account = await identity.create_account(conn, org, f"{who}@{org}.example.org", role, PASSWORD,
-                                                        settings=settings, **kw)  # fmt: skip
-                out[who] = await sessions.start_session(conn, account, sessions.FULL)
-            out["org"] = org
-    finally:
-        await db.close()
-    return out
-
-
-async def _signed_in(browser: Browser, base: str, raw: str) -> tuple[BrowserContext, Page]:
-    context = await browser.new_context(
-        viewport={"width": 375, "height": 740}, permissions=["camera", "microphone"]
-    )
-    # The session cookie as sign-in sets it (host-only, Secure, which Chromium honours on 127.0.0.1).
-    await context.add_cookies([{"name": sessions.SESSION_COOKIE, "value": raw, "domain": "127.0.0.1", "path": "/",
-                                "secure": True, "httpOnly": True, "sameSite": "Lax"}])  # fmt: skip
-    return context, await context.new_page()
 
 
 async def _inbound(page: Page) -> list[dict[str, Any]]:
@@ -121,10 +57,10 @@ async def _until(page: Page, test: Any, what: str, within: float = 20) -> list[d
 
 async def test_a_whole_video_visit(server: LiveServer, browser: Browser, database_url: str,
                                    smtp: tuple[Mailbox, int]) -> None:  # noqa: F811  # fmt: skip
-    setup = await _clinic(database_url, smtp[1])
+    setup = await visit_clinic(database_url, smtp[1])
     visit = f"{server.base}/visits/{setup['appointment']}"
-    patient_ctx, patient = await _signed_in(browser, server.base, setup["patient"])
-    doctor_ctx, doctor = await _signed_in(browser, server.base, setup["clinician"])
+    patient_ctx, patient = await signed_in(browser, setup["patient"])
+    doctor_ctx, doctor = await signed_in(browser, setup["clinician"])
     try:
         # Before the visit, the patient's technology check passes.
         await patient.goto(server.base + "/visits/check")
@@ -222,25 +158,10 @@ async def test_a_whole_video_visit(server: LiveServer, browser: Browser, databas
         await patient_ctx.close()
         await doctor_ctx.close()
 
-    db = open_database(database_url)
-    await db.connect()
-    try:
-        async with db.reader() as conn:
-            ctx = ix.Ctx(conn, settings_for_tests(database_url, smtp[1]), "https://testserver/fhir",
-                         Access.system(setup["org"]))  # fmt: skip
-            found = await ix.search(
-                ctx,
-                ix.search_request(ctx, "Encounter", [("appointment", f"Appointment/{setup['appointment']}")]),
-            )
-            encounter = found.matches[0].resource()
-            chat = await ix.search(
-                ctx, ix.search_request(ctx, "Communication", [("encounter", f"Encounter/{encounter['id']}")])
-            )
-    finally:
-        await db.close()
+    encounter, chat = await encounter_of(database_url, smtp[1], setup)
     assert encounter["status"] == "finished" and encounter["length"]["value"] >= 0
     assert [h["mode"] for h in service.modality_history(encounter)] == ["video", "audio"]
-    payloads = [m.resource()["payload"][0] for m in chat.matches]
+    payloads = [m["payload"][0] for m in chat]
     assert sorted(p.get("contentString") or p["contentAttachment"]["title"] for p in payloads) == [
         "Can you see my rash?",
         "rash.png",
@@ -249,8 +170,8 @@ async def test_a_whole_video_visit(server: LiveServer, browser: Browser, databas
 
 async def test_the_technology_check_calls_the_echo_peer(server: LiveServer, browser: Browser, database_url: str,
                                                          smtp: tuple[Mailbox, int]) -> None:  # noqa: F811  # fmt: skip
-    setup = await _clinic(database_url, smtp[1])
-    context, page = await _signed_in(browser, server.base, setup["patient"])
+    setup = await visit_clinic(database_url, smtp[1])
+    context, page = await signed_in(browser, setup["patient"])
     try:
         await page.goto(server.base + "/visits/check")
         await page.get_by_role("button", name="Start the check").click()
