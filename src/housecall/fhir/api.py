@@ -71,7 +71,9 @@ def _base_url(request: Request) -> str:
                 proto = value
             elif key.lower() == "host":
                 host = value
-    proto = proto or h.get("x-forwarded-proto", "").split(",")[0].strip() or request.scope.get("scheme", "http")
+    proto = (
+        proto or h.get("x-forwarded-proto", "").split(",")[0].strip() or request.scope.get("scheme", "http")
+    )
     host = host or h.get("x-forwarded-host", "").split(",")[0].strip() or h.get("host") or request.url.netloc
     prefix = h.get("x-forwarded-prefix", "").rstrip("/")
     return f"{proto}://{host}{prefix}/fhir"
