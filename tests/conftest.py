@@ -11,6 +11,7 @@ import pytest
 from housecall.app import create_app
 from housecall.core.db import Database, open_database
 from housecall.core.settings import Settings
+from housecall.smart import tokens
 from tests.support import (
     ENGINES,
     TEST_ORG,
@@ -55,6 +56,7 @@ async def _client(url: str, org_id: str = TEST_ORG, **settings: object) -> Async
     db: Database = open_database(url)
     await db.connect()
     app.state.db = db
+    app.state.live_tokens = await tokens.watch_tokens(db)  # as the server runs (PostgreSQL)
     client_id, secret = await provision_backend(url, org_id)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
@@ -62,6 +64,7 @@ async def _client(url: str, org_id: str = TEST_ORG, **settings: object) -> Async
         assert r.status_code == 200, r.text
         client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
         yield client
+    await tokens.unwatch_tokens(app.state.live_tokens)
     await db.close()
 
 

@@ -27,6 +27,7 @@ from housecall.refills import views as refills_views
 from housecall.results import views as results_views
 from housecall.scheduling import views as scheduling_views
 from housecall.smart import admin as smart_admin
+from housecall.smart import tokens as smart_tokens
 from housecall.smart import views as smart_views
 from housecall.visits import after_views as visits_after
 from housecall.visits import forms_views as visits_forms
@@ -46,6 +47,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
         db = open_database(settings.database_url, pool_size=settings.pool_size)
         await db.connect()
         app.state.db = db
+        app.state.live_tokens = await smart_tokens.watch_tokens(db)
         sealer = chain.Sealer(db, settings.audit_seal_interval)
         sealer.start()
         closer = asyncio.get_running_loop().create_task(breakglass.close_expired_periodically(db))
@@ -67,6 +69,7 @@ def create_app(settings: Settings | None = None, *, tune_gc: bool = False) -> Fa
             await visits_views.shutdown(app)  # echo calls of technology checks still open
             await trail.sink_for(app.state).close()  # events still queued, then their seals
             await sealer.stop()
+            await smart_tokens.unwatch_tokens(app.state.live_tokens)
             await db.close()
 
     # No software version in any response (SECURITY.md row 27): OpenAPI's required info.version

@@ -173,6 +173,9 @@ async def _smart(database_url: str) -> AsyncIterator[Smart]:
     db = open_database(database_url)
     await db.connect()
     app.state.db = db
+    # As the server runs: on PostgreSQL the process remembers checked tokens, so every revocation
+    # and expiry test here also proves that what it remembers is forgotten in time.
+    app.state.live_tokens = await tokens.watch_tokens(db)
     clock = Clock()
     app.state.smart_clock = clock.now
     app.router.routes.append(Route("/test/whoami", _whoami))
@@ -189,4 +192,5 @@ async def _smart(database_url: str) -> AsyncIterator[Smart]:
             yield env
         finally:
             mp.undo()
+    await tokens.unwatch_tokens(app.state.live_tokens)
     await db.close()

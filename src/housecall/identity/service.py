@@ -30,6 +30,7 @@ from housecall.core.settings import Settings, get_settings
 from housecall.fhir import interactions as ix
 from housecall.identity import passwords
 from housecall.identity.clock import clock
+from housecall.smart.tokens import forget_live_tokens
 from housecall.web.i18n import Msg, _
 
 # How long an e-mailed link lives (SECURITY.md row 13; OWASP ASVS 2.5.x).
@@ -502,6 +503,7 @@ async def disable_account(conn: Conn, org_id: str, account_id: str) -> bool:
     )
     if found is None:
         return False
+    forget_live_tokens()
     await end_all_sessions(conn, account_id)
     return True
 

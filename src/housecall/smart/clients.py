@@ -19,6 +19,7 @@ from joserfc.jwk import KeySet
 
 from housecall.core.db import Conn
 from housecall.smart import scopes as sc
+from housecall.smart.tokens import forget_live_tokens
 
 GRANTS = ("authorization_code", "client_credentials")
 AUTH_METHODS = ("none", "client_secret_basic", "private_key_jwt")
@@ -184,6 +185,7 @@ async def disable_client(conn: Conn, client_id: str) -> bool:
         "UPDATE oauth_grant SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL",
         _now_us(), client_id,
     )  # fmt: skip
+    forget_live_tokens()
     return True
 
 

@@ -12,8 +12,10 @@ revocation kills the whole family (RFC 9700 2.2.2, 4.14).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import logging
 import re
 import secrets
 import time
@@ -26,6 +28,7 @@ from housecall.access.actor import Actor, ActorKind, Role
 from housecall.core.db import Conn
 from housecall.fhir.errors import FhirError
 
+log = logging.getLogger(__name__)
 ACCESS_TTL = 3600  # seconds; SMART apps refresh or relaunch after an hour
 REFRESH_TTL = 90 * 24 * 3600  # an offline_access grant lives 90 days without use, then re-consent
 CODE_TTL = 600  # the ceiling (ONC (g)(10)): an authorization code lives at most 10 minutes
@@ -136,6 +139,7 @@ async def revoke_grant(conn: Conn, grant_id: str, now: int) -> None:
     await conn.execute(
         "UPDATE oauth_grant SET revoked_at = $1 WHERE grant_id = $2 AND revoked_at IS NULL", now, grant_id
     )
+    forget_live_tokens()
 
 
 async def revoke_account_grants(conn: Conn, account_id: str, now: int) -> None:
@@ -143,6 +147,7 @@ async def revoke_account_grants(conn: Conn, account_id: str, now: int) -> None:
     await conn.execute(
         "UPDATE oauth_grant SET revoked_at = $1 WHERE account_id = $2 AND revoked_at IS NULL", now, account_id
     )
+    forget_live_tokens()
 
 
 async def _holder_still_allowed(conn: Conn, grant: Grant, now: int) -> bool:
@@ -316,6 +321,7 @@ async def revoke_token(conn: Conn, token: str, client_id: str | None, now: int) 
         await conn.execute(
             "UPDATE oauth_token SET revoked_at = $1 WHERE token_hash = $2", now, token_hash(token)
         )
+        forget_live_tokens()
 
 
 _LOOKUP = (
@@ -378,6 +384,12 @@ _ACTOR_LOOKUP = (
 async def lookup_actor(conn: Conn, token: str, now: int) -> Actor | None:
     """The actor an access token stands for; None when it is unknown, expired or revoked, its
     account is disabled, or the proxy permission it was issued under has ended."""
+    found = await _lookup(conn, token, now)
+    return found[0] if found is not None else None
+
+
+async def _lookup(conn: Conn, token: str, now: int) -> tuple[Actor, int] | None:
+    """(actor, expiry in µs) of a live access token."""
     if not token.startswith("hca_") or len(token) > 100:
         return None  # not one of ours (a JWT, a refresh token): no database round trip
     row = await conn.fetchrow(_ACTOR_LOOKUP, token_hash(token), now)
@@ -389,12 +401,13 @@ async def lookup_actor(conn: Conn, token: str, now: int) -> Actor | None:
         return None
     if disabled or not proxy_ok:
         return None
-    return Actor(
+    actor = Actor(
         kind=ActorKind(actor_kind), org_id=org_id, account_id=account_id,
         roles=frozenset(Role(r) for r in roles.split() if r in Role.__members__.values()),
         fhir_user=fhir_user, patient_id=patient_id, client_id=client_id, scopes=frozenset(scopes.split()),
         session_id=token_id,
     )  # fmt: skip
+    return actor, int(expires)
 
 
 async def actor_for_token(request: Request, conn: Conn | None = None) -> Actor | None:
@@ -403,7 +416,7 @@ async def actor_for_token(request: Request, conn: Conn | None = None) -> Actor |
     error="invalid_token"``) for anything else that is not a live access token of this server.
 
     Cost: one indexed primary-key lookup (pass the request's ``conn`` to avoid taking a second
-    connection). Revocation is effective on the next request; nothing is cached.
+    connection), or none when the process's ``LiveTokens`` (PostgreSQL) already knows the token.
     """
     header = request.headers.get("authorization")
     if header is None:
@@ -413,11 +426,136 @@ async def actor_for_token(request: Request, conn: Conn | None = None) -> Actor |
     if scheme.lower() != "bearer" or not value:
         raise InvalidToken("use Authorization: Bearer <access token>")
     now = now_us(request)
+    live: LiveTokens | None = getattr(request.app.state, "live_tokens", None)
+    if live is not None and (actor := live.get(value, now)) is not None:
+        return actor
+    generation = live.generation if live is not None else 0
     if conn is not None:
-        actor = await lookup_actor(conn, value, now)
+        found = await _lookup(conn, value, now)
     else:
         async with request.app.state.db.reader() as own:
-            actor = await lookup_actor(own, value, now)
-    if actor is None:
+            found = await _lookup(own, value, now)
+    if found is None:
         raise InvalidToken()
-    return actor
+    if live is not None:
+        live.put(value, *found, generation, now)
+    return found[0]
+
+
+class LiveTokens:
+    """This process's memory of the access tokens it has checked (PostgreSQL only), so that a
+    request need not look its token up again: the lookup cost as much as a read by id.
+
+    Revocation stays effective on the next request (decision 0027). Triggers on the tables the
+    lookup reads (``oauth_token``, ``oauth_grant``, ``account``, ``proxy_grant``) send a
+    notification on every change, in the committing transaction; each process listens on its own
+    connection and forgets everything it knows when one arrives. The revoking functions here also
+    forget at once, so this process never waits for its own notification. A lookup that started
+    before a change is not remembered after it (``generation``). While the listening connection is
+    down nothing is remembered, entries expire with their token or after ``MAX_AGE``, and proxies'
+    tokens (whose permission can end by date) are not remembered at all.
+    """
+
+    CHANNEL = "housecall_auth"
+    MAX_AGE = 30 * _US
+    MAX_ENTRIES = 10_000
+    CHECK_EVERY = 10.0  # seconds between checks that the listening connection still answers
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.generation = 0
+        self.listening = False
+        self._actors: dict[str, tuple[Actor, int]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._listening = asyncio.Event()
+
+    def get(self, token: str, now: int) -> Actor | None:
+        entry = self._actors.get(token) if self.listening else None
+        if entry is None or entry[1] <= now:
+            return None
+        return entry[0]
+
+    def put(self, token: str, actor: Actor, expires: int, generation: int, now: int) -> None:
+        if not self.listening or generation != self.generation or actor.kind is ActorKind.PROXY:
+            return
+        if len(self._actors) >= self.MAX_ENTRIES:
+            self._actors.clear()
+        self._actors[token] = (actor, min(expires, now + self.MAX_AGE))
+
+    def forget(self) -> None:
+        self._actors.clear()
+        self.generation += 1
+
+    async def start(self, wait: float = 5.0) -> None:
+        """Start listening; wait (a while) until the first LISTEN is in place."""
+        self._task = asyncio.get_running_loop().create_task(self._listen_forever())
+        try:
+            await asyncio.wait_for(self._listening.wait(), wait)
+        except TimeoutError:
+            log.warning("not yet listening for token revocations; checking every token meanwhile")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self.listening = False
+        self.forget()
+
+    async def _listen_forever(self) -> None:
+        import asyncpg
+
+        delay = 0.5
+        while True:
+            conn = None
+            try:
+                conn = await asyncpg.connect(self.dsn)
+                await conn.add_listener(self.CHANNEL, lambda *_: self.forget())
+                self.forget()  # whatever changed while nobody listened
+                self.listening = True
+                self._listening.set()
+                delay = 0.5
+                while True:
+                    await asyncio.sleep(self.CHECK_EVERY)
+                    await conn.fetchval("SELECT 1", timeout=self.CHECK_EVERY)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning(
+                    "listening for token revocations failed; checking every token meanwhile", exc_info=True
+                )
+            finally:
+                self.listening = False
+                self._listening.clear()
+                self.forget()
+                if conn is not None:
+                    conn.terminate()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+_PROCESS_TOKENS: list[LiveTokens] = []
+
+
+def forget_live_tokens() -> None:
+    """Called by whatever revokes a token, a grant, an account or a proxy permission, inside its
+    transaction: this process stops trusting what it remembers at once (other processes when
+    the change commits)."""
+    for live in _PROCESS_TOKENS:
+        live.forget()
+
+
+async def watch_tokens(db: Any) -> LiveTokens | None:
+    """The process's ``LiveTokens`` for ``db`` (started), or None on SQLite: nothing there tells
+    the server that another process (``housecall user disable``) changed a token's standing."""
+    if getattr(db, "dialect", None) != "postgresql":
+        return None
+    live = LiveTokens(db.dsn)
+    await live.start()
+    _PROCESS_TOKENS.append(live)
+    return live
+
+
+async def unwatch_tokens(live: LiveTokens | None) -> None:
+    if live is not None:
+        await live.close()
+        _PROCESS_TOKENS.remove(live)
