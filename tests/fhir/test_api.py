@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
@@ -153,8 +155,9 @@ async def test_paging_links_follow_forwarded_headers(client: httpx.AsyncClient) 
 
 
 async def test_read_is_one_statement_besides_token_and_audit(client: httpx.AsyncClient) -> None:
-    """The token lookup, the primary-key read, and the audit event (its own transaction: on SQLite
-    BEGIN IMMEDIATE, INSERT, COMMIT)."""
+    """The primary-key read and the audit event (its own transaction: on SQLite BEGIN IMMEDIATE,
+    INSERT, COMMIT), and on SQLite the token lookup: on PostgreSQL the process remembers the token
+    it checked for the create (decision 0027)."""
     pid = (await client.post("/fhir/Patient", json=patient("Counted"))).json()["id"]
     state = client._transport.app.state  # type: ignore[attr-defined]
     db = state.db
@@ -162,7 +165,7 @@ async def test_read_is_one_statement_besides_token_and_audit(client: httpx.Async
     before = db.counter.statements
     assert (await client.get(f"/fhir/Patient/{pid}")).status_code == 200
     await sink_for(state).close()  # the read's audit event follows the answer
-    assert db.counter.statements - before == {"postgresql": 3, "sqlite": 5}[db.dialect]
+    assert db.counter.statements - before == {"postgresql": 2, "sqlite": 5}[db.dialect]
 
 
 async def test_long_indexed_strings_are_stored_and_searchable(client: httpx.AsyncClient) -> None:
@@ -268,3 +271,27 @@ async def test_combo_parameters_search_code_and_components(client: httpx.AsyncCl
     assert await ids(f"code=urn:test:combo|{tag}-sys") == set()
     assert await ids(f"combo-code=urn:test:combo|{tag}-sys&combo-value-quantity=117") == {oid}
     assert await ids(f"combo-code=urn:test:combo|{tag}-sys&combo-value-quantity=118") == set()
+
+
+async def test_a_write_and_its_audit_event_commit_together(client: httpx.AsyncClient) -> None:
+    """A successful write's event is in the write's own transaction (on PostgreSQL in its very
+    statement), not committed after it. (On SQLite ``test_create_statement_count`` sees it.)"""
+    state = client._transport.app.state  # type: ignore[attr-defined]
+    r = await client.post("/fhir/Patient", json=patient("Audited"))
+    assert r.status_code == 201
+    pid = r.json()["id"]
+    async with state.db.reader() as conn:
+        rows = await conn.fetch("SELECT event FROM audit_log WHERE patient_id = $1 ORDER BY seq DESC", pid)
+        if state.db.dialect == "postgresql":
+            written_by = await conn.fetch(
+                "SELECT xmin::text FROM resource WHERE res_id = $1 UNION ALL "
+                "SELECT xmin::text FROM audit_log WHERE patient_id = $1",
+                pid,
+            )
+            assert len(written_by) == 2 and written_by[0] == written_by[1]
+    events = [json.loads(bytes(row[0])) for row in rows]
+    assert [e["action"] for e in events] == ["C"]
+    assert events[0]["outcome"] == "0"
+    assert {"reference": f"Patient/{r.json()['id']}/_history/1"} in [
+        x.get("what") for x in events[0]["entity"]
+    ]

@@ -3,7 +3,8 @@
 Two ways in, both durable before they return:
 
 - ``append(conn, entries)`` writes inside the caller's transaction: a write and its event commit
-  or vanish together. Use it for successful writes.
+  or vanish together, in one commit (on PostgreSQL a single write and its event are even one
+  statement). The FHIR API uses it for successful writes.
 - ``AuditSink.record(entries)`` writes in its own short transaction, group-committed with the
   events of concurrent requests (one INSERT for all of them). Use it for reads and searches, which
   run outside any write transaction, and for every denied or failed request - an event appended
@@ -42,9 +43,9 @@ async def append(conn: Conn, entries: Sequence[AuditEntry]) -> None:
         return
     if len(entries) == 1:
         e = entries[0]
-        await conn.execute(_INSERT, e.org_id, e.recorded, e.patient_id, e.agent, e.event)
+        await conn.execute_alongside(_INSERT, e.org_id, e.recorded, e.patient_id, e.agent, e.event)
     elif conn.dialect == "postgresql":
-        await conn.execute(
+        await conn.execute_alongside(
             _INSERT_PG,
             [e.org_id for e in entries],
             [e.recorded for e in entries],

@@ -46,6 +46,7 @@ class Conn(Protocol):
     async def fetchrow(self, sql: str, *args: Any) -> Sequence[Any] | None: ...
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
     async def execute(self, sql: str, *args: Any) -> int: ...
+    async def execute_alongside(self, sql: str, *args: Any) -> None: ...
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
     async def execute_batch(self, statements: list[tuple[str, list[Any]]]) -> None: ...
     def note_writes(self, n: int) -> None: ...
@@ -134,6 +135,11 @@ class _PgConn:
         tail = status.rsplit(" ", 1)[-1]
         return int(tail) if tail.isdigit() else 0
 
+    async def execute_alongside(self, sql: str, *args: Any) -> None:
+        """A write that reads nothing and that no other statement of the unit of work reads or
+        changes (an audit event): a unit of work may send it inside another statement."""
+        await self.execute(sql, *args)
+
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if rows:
@@ -193,6 +199,16 @@ class _PgUnitOfWork(_PgConn):
         await self._open()
         return await super().execute(sql, *args)
 
+    async def execute_alongside(self, sql: str, *args: Any) -> None:
+        # Held with the single write: both go as one statement (each a CTE), so a write and its
+        # audit event still cost one round trip and one commit.
+        if self._state == "held" and self._held is not None:
+            merged = _merge_writes(self._held, (sql, args))
+            if merged is not None:
+                self._held = merged
+                return
+        await self.execute(sql, *args)
+
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         await self._open()
         await super().executemany(sql, rows)
@@ -212,6 +228,28 @@ class _PgUnitOfWork(_PgConn):
         self._held = None
         if self._state == "open":
             await self._c.execute("ROLLBACK")
+
+
+def _as_ctes(sql: str, label: str) -> str | None:
+    """The statement as a list of data-modifying CTEs (``WITH … SELECT 1`` or a plain INSERT),
+    or None when it cannot be one."""
+    if sql.startswith("WITH ") and sql.endswith(" SELECT 1"):
+        return sql[len("WITH ") : -len(" SELECT 1")]
+    if sql.startswith("INSERT ") and " RETURNING " not in sql:
+        return f"{label} AS ({sql})"
+    return None
+
+
+def _merge_writes(
+    first: tuple[str, tuple[Any, ...]], second: tuple[str, tuple[Any, ...]]
+) -> tuple[str, tuple[Any, ...]] | None:
+    """One statement doing both writes, the second's parameters renumbered after the first's."""
+    offset = len(first[1])
+    head = _as_ctes(first[0], "also_0")
+    tail = _as_ctes(_PLACEHOLDER.sub(lambda m: f"${int(m.group(1)) + offset}", second[0]), f"also_{offset}")
+    if head is None or tail is None:
+        return None
+    return f"WITH {head},\n{tail} SELECT 1", (*first[1], *second[1])
 
 
 async def _keep_session(conn: Any) -> None:
@@ -385,6 +423,9 @@ class _SqliteConn:
         self._n.statements += 1
         c = self._w.conn()
         return await self._w.call(lambda: c.execute(_sqlite_sql(sql), args).rowcount)  # type: ignore[no-any-return]
+
+    async def execute_alongside(self, sql: str, *args: Any) -> None:
+        await self.execute(sql, *args)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)

@@ -21,8 +21,8 @@ from starlette.routing import Route
 
 from housecall.access.actor import Actor, ActorKind
 from housecall.access.policy import Access
-from housecall.audit.events import AuditRequest, Outcome, entries_for_touched
-from housecall.audit.trail import sink_for
+from housecall.audit.events import AuditEntry, AuditRequest, Outcome, entries_for_touched
+from housecall.audit.trail import append, sink_for
 from housecall.core.db import Conn, Database, DatabaseUnavailable
 from housecall.core.settings import Settings
 from housecall.fhir import bundles, jsonio
@@ -172,7 +172,7 @@ async def system_bundle(request: Request) -> Response:
     representation = prefer(request).get("return") == "representation"
     db = _db(request)
     if kind == "transaction":
-        async with db.transaction() as conn:
+        async with _writing(request) as conn:
             body = await bundles.transaction(_ctx(request, conn), bundle, representation=representation)
         return fhir_response(body)
     if kind == "batch":
@@ -274,7 +274,7 @@ async def create(request: Request, res_type: str) -> Response:
     # _pretty there are about the response, not criteria (alone they would match everything).
     criteria = [(k, v) for k, v in request.query_params.multi_items() if k not in ("_format", "_pretty")]
     if_none_exist = request.headers.get("if-none-exist") or (urlencode(criteria) if criteria else None)
-    async with _db(request).transaction() as conn:
+    async with _writing(request) as conn:
         out = await ix.create(_ctx(request, conn), res_type, resource, if_none_exist=if_none_exist)
     return _write_response(request, out)
 
@@ -282,7 +282,7 @@ async def create(request: Request, res_type: str) -> Response:
 async def conditional_update(request: Request, res_type: str) -> Response:
     _check_content_type(request)
     resource = ix.parse_json(await _body(request))
-    async with _db(request).transaction() as conn:
+    async with _writing(request) as conn:
         out = await ix.conditional_update(
             _ctx(request, conn),
             res_type,
@@ -294,7 +294,7 @@ async def conditional_update(request: Request, res_type: str) -> Response:
 
 
 async def conditional_delete(request: Request, res_type: str) -> Response:
-    async with _db(request).transaction() as conn:
+    async with _writing(request) as conn:
         out = await ix.conditional_delete(_ctx(request, conn), res_type, request.url.query)
     return fhir_response(None, out.status, out.headers or None)
 
@@ -343,7 +343,7 @@ async def read(request: Request, res_type: str, res_id: str) -> Response:
 async def update(request: Request, res_type: str, res_id: str) -> Response:
     _check_content_type(request)
     resource = ix.parse_json(await _body(request))
-    async with _db(request).transaction() as conn:
+    async with _writing(request) as conn:
         out = await ix.update(
             _ctx(request, conn), res_type, res_id, resource, if_match=request.headers.get("if-match")
         )
@@ -353,7 +353,7 @@ async def update(request: Request, res_type: str, res_id: str) -> Response:
 async def patch(request: Request, res_type: str, res_id: str) -> Response:
     ctype = _check_content_type(request)
     body = ix.parse_json(await _body(request))
-    async with _db(request).transaction() as conn:
+    async with _writing(request) as conn:
         out = await ix.patch(
             _ctx(request, conn), res_type, res_id, body, ctype, if_match=request.headers.get("if-match")
         )
@@ -361,7 +361,7 @@ async def patch(request: Request, res_type: str, res_id: str) -> Response:
 
 
 async def delete(request: Request, res_type: str, res_id: str) -> Response:
-    async with _db(request).transaction() as conn:
+    async with _writing(request) as conn:
         out = await ix.delete(_ctx(request, conn), res_type, res_id, if_match=request.headers.get("if-match"))
     return fhir_response(None, out.status, out.headers or None)
 
@@ -462,7 +462,9 @@ async def _sign_in(request: Request, conn: Conn, shape: str, args: list[str], tr
         request.state.fhir_access = await Access.load(conn, actor)
     except FhirError as exc:
         # Refused before anyone is known: the event names the network address alone.
-        await _audit(request, Actor(ActorKind.ANONYMOUS, ""), request.method, shape, args, exc.status, trail)
+        anonymous = Actor(ActorKind.ANONYMOUS, "")
+        entries = _audit_entries(request, anonymous, request.method, shape, args, exc.status, trail)
+        await sink_for(request.app.state).record(entries)
         raise
     return actor
 
@@ -482,6 +484,7 @@ async def _handle(
     request: Request, handler: Handler, args: list[str], actor: Actor, shape: str, trail: _Trail
 ) -> Response:
     status = 500
+    trail.event = lambda: _audit_entries(request, actor, request.method, shape, args, 200, trail)
     try:
         response = await handler(request, *args)
         status = response.status_code
@@ -490,7 +493,22 @@ async def _handle(
         status = exc.status
         raise
     finally:
-        await _audit(request, actor, request.method, shape, args, status, trail)
+        if not (trail.committed and status < 400):
+            entries = _audit_entries(request, actor, request.method, shape, args, status, trail)
+            await sink_for(request.app.state).record(entries)
+
+
+@asynccontextmanager
+async def _writing(request: Request) -> AsyncIterator[Conn]:
+    """The unit of work of a write. Its success event is appended inside it, so the write and
+    its audit event commit together - one commit, not two; if the commit fails, ``_handle``
+    records the failure instead."""
+    trail: _Trail = request.state.fhir_trail
+    async with _db(request).transaction() as conn:
+        yield conn
+        if trail.event is not None:
+            await append(conn, trail.event())
+            trail.committed = True
 
 
 async def authenticate(request: Request, conn: Conn) -> Actor:
@@ -520,6 +538,10 @@ class _Trail:
     # patient -> the organization whose record it is, when not the actor's
     touched: dict[str, str | None] = field(default_factory=dict)
     refs: list[tuple[str | None, str]] = field(default_factory=list)
+    # The request's success event, built when asked; set once the actor is known.
+    event: Callable[[], list[AuditEntry]] | None = None
+    # Whether the success event was appended to the request's write (and so commits with it).
+    committed: bool = False
 
 
 _INTERACTION = {
@@ -533,12 +555,13 @@ _INTERACTION = {
 }  # fmt: skip
 
 
-async def _audit(
+def _audit_entries(
     request: Request, actor: Actor, method: str, shape: str, args: list[str], status: int, trail: _Trail
-) -> None:
+) -> list[AuditEntry]:
     """One AuditEvent per patient the request touched (or one naming what was asked), allowed and
-    denied alike (IHE BALP, SECURITY.md rows 1 and 10). Writes, denials and failures wait for their
-    event's commit; a successful read's event follows within milliseconds (decision 0007)."""
+    denied alike (IHE BALP, SECURITY.md rows 1 and 10). A successful write's events commit with
+    the write (``_writing``); denials and failures wait for their event's commit; a successful
+    read's event follows within milliseconds (decision 0007)."""
     interaction = _INTERACTION.get((method, shape), "operation")
     operation = next((a for a in shape.split("/") if a.startswith("$")), None)
     query: list[tuple[str, str]] = list(request.query_params.multi_items()) if "search" in interaction else []
@@ -558,8 +581,7 @@ async def _audit(
         if status < 500
         else Outcome.SERIOUS_FAILURE
     )
-    entries = entries_for_touched(actor, what, outcome, trail.touched, trail.refs)
-    await sink_for(request.app.state).record(entries)
+    return entries_for_touched(actor, what, outcome, trail.touched, trail.refs)
 
 
 class Shortcut:
