@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any
@@ -26,6 +25,7 @@ from urllib.parse import urlencode
 import orjson
 
 from housecall.access.actor import Actor, ActorKind
+from housecall.core.instants import utc_instant
 
 BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/"
 EVENT_TYPE = "http://terminology.hl7.org/CodeSystem/audit-event-type"
@@ -203,8 +203,7 @@ class AuditEntry:
 
 
 def recorded_instant(us: int) -> str:
-    dt = datetime.fromtimestamp(us // 1_000_000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{us % 1_000_000:06d}Z"
+    return utc_instant(us, 6)
 
 
 def agent_key(actor: Actor) -> str:

@@ -24,9 +24,11 @@ import orjson
 JSONDecodeError = orjson.JSONDecodeError
 JSONEncodeError = orjson.JSONEncodeError
 
-# A float literal where a JSON value starts (after ':', '[' or ','). Matches inside strings too;
-# those only cost the slower parse, never a wrong value.
-_FLOAT_LITERAL = re.compile(rb"(?<=[:\[,])\s*(-?\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)(?=\s*[,\]}])")
+# A number literal with a fraction or an exponent where a JSON value starts (after ':', '[' or
+# ','; integers always come back as written). Matches inside strings too; those only cost the
+# slower parse, never a wrong value. The separator is matched, not looked behind for: the regex
+# engine then skips ahead to the next ':', '[' or ',' instead of trying every byte.
+_FLOAT_LITERAL = re.compile(rb"[:\[,]\s*(-?\d+(?:\.\d+(?:[eE][+-]?\d+)?|[eE][+-]?\d+))(?=\s*[,\]}])")
 
 
 class FhirDecimal(float):
@@ -71,9 +73,7 @@ def _refuse_constant(name: str) -> Any:
 def _needs_text(data: bytes) -> bool:
     for match in _FLOAT_LITERAL.finditer(data):
         literal = match.group(1)
-        if (b"." in literal or b"e" in literal or b"E" in literal) and orjson.dumps(
-            float(literal)
-        ) != literal:
+        if orjson.dumps(float(literal)) != literal:
             return True
     return False
 

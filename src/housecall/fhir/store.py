@@ -16,10 +16,10 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from housecall.core.db import Conn
+from housecall.core.instants import utc_instant
 from housecall.fhir import jsonio
 from housecall.fhir.indexing import COMPARTMENT_PATIENT, IndexRows, extract_index
 
@@ -41,8 +41,7 @@ def now_us() -> int:
 
 def instant(us: int) -> str:
     """FHIR ``instant`` for microseconds since the epoch, in UTC with millisecond precision."""
-    dt = datetime.fromtimestamp(us / 1_000_000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    return utc_instant(us)
 
 
 def new_id() -> str:
