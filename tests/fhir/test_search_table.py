@@ -32,7 +32,7 @@ import pytest
 
 from housecall.audit.trail import sink_for
 from tests.conftest import _client
-from tests.support import drop_database, fixtures_dir, new_database
+from tests.support import TEST_ORG, drop_database, fixtures_dir, new_database
 
 FIX = fixtures_dir()
 BASE = "http://testserver/fhir"
@@ -704,3 +704,24 @@ def test_queries_are_well_formed() -> None:
         assert "/" not in res_type
         assert parse_qsl(query, keep_blank_values=True) or not query
         assert not urlsplit(c.query).fragment
+
+
+async def test_the_patients_a_search_reads_with_its_matches_are_those_of_their_content(
+    loaded: Loaded,
+) -> None:
+    """Searches read each match's compartment rows instead of parsing it again for the audit trail
+    and the access check; over every loaded resource of these types they must say the same."""
+    from housecall.fhir.indexing import compartment_patients
+    from housecall.fhir.search import parse_search, run_search
+
+    state = loaded.client._transport.app.state  # type: ignore[attr-defined]
+    seen = 0
+    async with state.db.reader() as conn:
+        for res_type in ("Patient", "Observation", "Encounter", "Claim", "Organization", "Practitioner"):
+            req = parse_search(
+                res_type, [("_count", "1000")], strict=True, default_count=1000, max_count=1000
+            )
+            for stored in (await run_search(conn, req, org_id=TEST_ORG)).matches:
+                assert stored.patients == compartment_patients(json.loads(stored.content)), stored.res_id
+                seen += 1
+    assert seen > 500

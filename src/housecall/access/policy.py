@@ -342,6 +342,8 @@ def patients_of(stored: Stored | None) -> set[str]:
     with plain orjson: references are all that is read, decimals' text does not matter here."""
     if stored is None or stored.content is None:
         return set()
+    if stored.patients is not None:
+        return set(stored.patients)
     return compartment_patients(orjson.loads(stored.content))
 
 

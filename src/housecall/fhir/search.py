@@ -537,13 +537,21 @@ async def run_search(
     order = builder.order_by(req)
     limit = builder.sql.p(req.count + 1)
     offset = builder.sql.p(req.offset)
+    # Each match's compartment rows come along (one index probe each): the audit trail and the
+    # access check need its patients, which would otherwise mean parsing every match again.
+    aggregate = "string_agg" if conn.dialect == "postgresql" else "group_concat"
     rows = await conn.fetch(
-        f"SELECT r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content"
-        f"{', r.org_id' if beyond else ''} FROM resource r "
+        f"SELECT r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content, "
+        f"{'r.org_id' if beyond else 'NULL'}, (SELECT {aggregate}(c.patient_id, ' ') FROM compartment c "
+        f"WHERE c.res_type = r.res_type AND c.res_id = r.res_id) FROM resource r "
         f"WHERE {where} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
         *builder.sql.args,
     )
-    matches = [stored_row(r) for r in rows[: req.count]]
+    matches = []
+    for row in rows[: req.count]:
+        stored = stored_row(row)
+        stored.patients = frozenset(row[7].split()) if row[7] else frozenset()
+        matches.append(stored)
     has_more = len(rows) > req.count
     if total is None and not has_more:
         total = req.offset + len(matches)

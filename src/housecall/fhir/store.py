@@ -59,6 +59,9 @@ class Stored:
     # The organization the version belongs to, when it was read by a store that also reads other
     # organizations (a patient's Consent granted them); None: the reading store's own organization.
     org_id: str | None = None
+    # The patients whose record it is, when the query that read it also read its compartment rows
+    # (searches); None: work them out from the content (``access.policy.patients_of``).
+    patients: frozenset[str] | None = None
 
     @property
     def etag(self) -> str:
