@@ -11,7 +11,6 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from email.utils import formatdate
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -24,6 +23,7 @@ from housecall.access.policy import Access
 from housecall.audit.events import AuditEntry, AuditRequest, Outcome, entries_for_touched
 from housecall.audit.trail import append, sink_for
 from housecall.core.db import Conn, Database, DatabaseUnavailable
+from housecall.core.instants import http_date
 from housecall.core.settings import Settings
 from housecall.fhir import bundles, jsonio
 from housecall.fhir import interactions as ix
@@ -132,7 +132,7 @@ def _check_content_type(request: Request) -> str:
 
 
 def _version_headers(request: Request, stored: Stored, with_location: bool) -> dict[str, str]:
-    headers = {"ETag": stored.etag, "Last-Modified": formatdate(stored.last_updated / 1e6, usegmt=True)}
+    headers = {"ETag": stored.etag, "Last-Modified": http_date(stored.last_updated // 1_000_000)}
     if with_location:
         headers["Location"] = (
             f"{base_url(request)}/{stored.res_type}/{stored.res_id}/_history/{stored.version}"
