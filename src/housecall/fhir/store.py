@@ -126,23 +126,9 @@ def delete_write(res_type: str, res_id: str, version: int, when: int | None = No
 # Index values longer than this are cut (in the INSERT itself, at no cost in Python): PostgreSQL
 # cannot put more than ~2.7 KB in a btree entry, and nobody searches by the thousandth character.
 MAX_INDEXED_CHARS = 512
-# Row positions (res_type, res_id, param, *columns) of the values that can be long.
-_LONG_TEXT = {"token": (4, 5), "string": (3, 4), "reference": (5,), "uri": (3,)}
-# From this many new resources in one chunk on, COPY beats one multi-row INSERT statement (whose
-# array parameters asyncpg encodes element by element).
+# From this many new resources in one chunk on, their rows go by COPY (one multi-row INSERT would
+# carry their JSON as a bytea array, which asyncpg encodes element by element).
 COPY_AT_LEAST = 50
-
-
-def _cut_rows(rows: list[tuple[Any, ...]], positions: tuple[int, ...]) -> list[tuple[Any, ...]]:
-    """Cut long values at the given positions (the COPY path cannot call left() in SQL)."""
-    m = MAX_INDEXED_CHARS
-    out = rows
-    for n, row in enumerate(rows):
-        if any(row[i] is not None and len(row[i]) > m for i in positions):
-            if out is rows:
-                out = list(rows)
-            out[n] = tuple(v[:m] if i in positions and v is not None else v for i, v in enumerate(row))
-    return out
 
 
 RESOURCE_COLUMNS = "res_type, res_id, version, last_updated, deleted, content"
@@ -300,26 +286,19 @@ class Store:
         self.conn.note_writes(len(writes))
 
     async def _copy_pg(self, writes: list[Write]) -> None:
-        """Many new resources: COPY each table (PostgreSQL's bulk path; no ON CONFLICT needed)."""
-        conn = self.conn
+        """Many new resources: COPY the resources (PostgreSQL's bulk path; no ON CONFLICT needed),
+        then all their index and compartment rows in one statement. A COPY per index table cost
+        two round trips and a statement's set-up each, more than their few dozen rows."""
         org = self.org_id
-        await conn.copy_rows(
+        await self.conn.copy_rows(
             "resource",
             ("org_id", "res_type", "res_id", "version", "last_updated", "deleted", "content"),
             [(org, w.res_type, w.res_id, w.version, w.last_updated, w.deleted, w.content) for w in writes],
         )
-        for kind, cols in INDEX_COLUMNS.items():
-            rows = _flatten(writes, kind)
-            if rows:
-                long_columns = _LONG_TEXT.get(kind)
-                if long_columns:
-                    rows = _cut_rows(rows, long_columns)
-                await conn.copy_rows(
-                    f"sp_{kind}", ("res_type", "res_id", "param", *(c for c, _ in cols)), rows
-                )
-        comp = [(w.res_type, w.res_id, p) for w in writes if w.rows is not None for p in w.rows.patients]
-        if comp:
-            await conn.copy_rows("compartment", ("res_type", "res_id", "patient_id"), comp)
+        args: list[Any] = []
+        ctes = self._index_ctes(writes, list(INDEX_COLUMNS), args)
+        if ctes:
+            await self.conn.execute("WITH " + ",\n".join(ctes) + " SELECT 1", *args)
 
     async def _apply_pg(self, writes: list[Write]) -> None:
         args: list[Any] = []
@@ -370,7 +349,21 @@ class Store:
                 [w.res_type for w in replaced],
                 [w.res_id for w in replaced],
             )
-        for kind, cols in INDEX_COLUMNS.items():
+        ctes += self._index_ctes(writes, list(INDEX_COLUMNS), args)
+        await self.conn.execute("WITH " + ",\n".join(ctes) + " SELECT 1", *args)
+
+    @staticmethod
+    def _index_ctes(writes: list[Write], kinds: list[str], args: list[Any]) -> list[str]:
+        """INSERT CTEs of the index rows of ``kinds`` and the compartment rows of ``writes``,
+        their arrays appended to ``args``."""
+
+        def arr(values: list[Any], pgtype: str) -> str:
+            args.append(values)
+            return f"${len(args)}::{pgtype}[]"
+
+        ctes = []
+        for kind in kinds:
+            cols = INDEX_COLUMNS[kind]
             flat = _flatten(writes, kind)
             if not flat:
                 continue
@@ -396,7 +389,7 @@ class Store:
                 f"{arr([x[0] for x in comp], 'text')}, {arr([x[1] for x in comp], 'text')}, "
                 f"{arr([x[2] for x in comp], 'text')}))"
             )
-        await self.conn.execute("WITH " + ",\n".join(ctes) + " SELECT 1", *args)
+        return ctes
 
     async def _apply_sqlite(self, writes: list[Write]) -> None:
         org = self.org_id
