@@ -193,6 +193,8 @@ def import_(
         db = open_database(settings.database_url)
         await db.connect()
         try:
+            if not await migrations.holds_schema(db):
+                migrations.upgrade(settings.database_url)  # a new database
             with Progress(
                 TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
             ) as bar:
@@ -202,8 +204,6 @@ def import_(
         finally:
             await db.close()
 
-    if migrations.is_empty(settings.database_url):
-        migrations.upgrade(settings.database_url)
     try:
         report = asyncio.run(run())
     except Exception as exc:  # a FhirError names the entry and the element
