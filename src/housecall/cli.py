@@ -176,6 +176,10 @@ def worker(
 def import_(
     paths: Annotated[list[Path], typer.Argument(help="Bundle (.json) and NDJSON files or folders")],
     org: Annotated[str | None, typer.Option(help="organization to load into (default: the only one)")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="processes preparing files while this one stores (0: none; default: one per core)"),
+    ] = None,
 ) -> None:
     """Load FHIR Bundles (transaction, batch, collection) and NDJSON; importing twice changes nothing."""
     settings = _settings()
@@ -183,32 +187,35 @@ def import_(
     missing = [str(p) for p in files if not p.exists()]
     if missing:
         _fail(f"no such file: {', '.join(missing)}")
-    try:
-        total = sum(loader.count_entries(p) for p in files)
-    except ValueError as exc:  # nothing is loaded when any file is not FHIR
-        _fail(str(exc))
-        return
-
-    async def run() -> loader.ImportReport:
-        db = open_database(settings.database_url)
-        await db.connect()
+    # The workers are forked here, before the progress bar's thread and the event loop start.
+    with loader.preparers(loader.default_workers() if workers is None else workers) as pool:
         try:
-            if not await migrations.holds_schema(db):
-                migrations.upgrade(settings.database_url)  # a new database
-            with Progress(
-                TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err
-            ) as bar:
-                task = bar.add_task("import", total=total)
-                org_id = await _import_org(db, org)
-                return await loader.import_paths(db, settings, org_id, files, lambda n: bar.advance(task, n))
-        finally:
-            await db.close()
+            total = loader.count_all(files, pool)
+        except ValueError as exc:  # nothing is loaded when any file is not FHIR
+            _fail(str(exc))
+            return
 
-    try:
-        report = asyncio.run(run())
-    except Exception as exc:  # a FhirError names the entry and the element
-        _fail(str(exc))
-        return
+        async def run() -> loader.ImportReport:
+            db = open_database(settings.database_url)
+            await db.connect()
+            try:
+                if not await migrations.holds_schema(db):
+                    migrations.upgrade(settings.database_url)  # a new database
+                columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+                with Progress(*columns, console=err) as bar:
+                    task = bar.add_task("import", total=total)
+                    org_id = await _import_org(db, org)
+                    return await loader.import_paths(
+                        db, settings, org_id, files, lambda n: bar.advance(task, n), pool
+                    )
+            finally:
+                await db.close()
+
+        try:
+            report = asyncio.run(run())
+        except Exception as exc:  # a FhirError names the file, the entry and the element
+            _fail(str(exc))
+            return
     console.print(
         f"{report.files} files, {report.resources} entries: {report.created} created, "
         f"{report.updated} already present or updated, {len(report.errors)} failed"
