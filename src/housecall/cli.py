@@ -202,6 +202,7 @@ def import_(
 
         async def run() -> loader.ImportReport:
             db = open_database(settings.database_url)
+            db.defer_statistics()
             await db.connect()
             try:
                 if not await migrations.holds_schema(db):

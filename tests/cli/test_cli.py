@@ -117,6 +117,20 @@ async def test_import_into_a_new_database_migrates_it_first(empty_database_url: 
     assert counts["versions"] == entries
 
 
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_import_gathers_statistics_once_at_the_end(fresh_database_url: str, fixtures: Path) -> None:
+    """An import vacuums and analyzes the store's tables when it is done, not as they double."""
+    files = sorted((fixtures / "synthea").glob("*.json"), key=lambda p: p.stat().st_size)[-2:]
+    assert sum(entries_in(str(p)) for p in files) > 2000  # past three doublings from 500
+    r = hc(fresh_database_url, "import", *map(str, files))
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(fresh_database_url) as pg:
+        row = pg.execute(
+            "SELECT vacuum_count, analyze_count FROM pg_stat_user_tables WHERE relname = 'sp_token'"
+        ).fetchone()
+    assert row == (1, 1)
+
+
 def test_check_passes_on_a_migrated_database(fresh_database_url: str) -> None:
     r = hc(fresh_database_url, "check")
     assert r.returncode == 0, r.stdout + r.stderr
