@@ -18,7 +18,6 @@ from housecall.access.policy import Access, Grants
 from housecall.core.db import Database, open_database
 from housecall.core.settings import Settings
 from housecall.fhir import bundles, loader
-from housecall.fhir.errors import FhirError
 from housecall.fhir.store import now_us
 from tests.conftest import _client
 from tests.support import TEST_ORG, drop_database, new_database
@@ -83,8 +82,8 @@ async def load(
                 lambda n: done.__setitem__(0, done[0] + n),
                 pool,
             )
-        except (FhirError, ValueError) as exc:
-            return None, str(exc), done[0]
+        except Exception as exc:  # any failure stops the import; its kind and text are compared
+            return None, f"{type(exc).__name__}: {exc}", done[0]
         return report, None, done[0]
     raise AssertionError("unreachable")
 
@@ -186,6 +185,35 @@ async def test_an_error_names_file_and_entry_and_stops_there(
     # The file before the bad one is stored; nothing of the bad one nor of the one after it.
     luigi = json.loads(first.read_bytes())
     assert len(stored_alone["resource"]) == len(luigi["entry"])
+
+
+async def test_a_bundle_failing_in_the_database_stops_the_import_there(
+    fresh_database_url: str, second_database_url: str, workers: loader.Preparers, tmp_path: Path
+) -> None:
+    """Only the database finds this error (the id is taken in another organization), while the
+    next Bundle may already be stored beside it: that one is rolled back."""
+    taken = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+    clash = write_bundle(tmp_path / "clash.json", [post(f"urn:uuid:{taken}", {"resourceType": "Patient"})])
+    later = "7c9e6679-7425-40de-944b-e07fc1f90ae8"
+    after = write_bundle(
+        tmp_path / "after.json", [post(f"urn:uuid:{later}", {"resourceType": "Patient", "gender": "male"})]
+    )
+    results = []
+    for url, pool in ((fresh_database_url, None), (second_database_url, workers)):
+        async for db in connected(url):
+            async with db.transaction() as conn:
+                await conn.execute(
+                    "INSERT INTO organization (id, name, fhir_id, created) VALUES ($1, $2, NULL, $3)",
+                    "elsewhere", "Another organization", now_us(),
+                )  # fmt: skip
+            await loader.import_paths(db, Settings(database_url=url), "elsewhere", [clash])
+        report, error, _ = await load(url, [clash, after], pool)
+        assert report is None
+        assert error is not None
+        rows = await stored(url)
+        assert [r[1] for r in rows["resource"]] == [taken]  # the other organization's, nothing more
+        results.append((error.split(":")[0], rows))
+    assert results[1] == results[0]
 
 
 async def test_a_bundle_that_needs_the_database_is_processed_in_order(

@@ -308,6 +308,15 @@ def _prepare(task: _Task, access: Access, max_entries: int) -> list[Prepared]:
     return [(kind, bundle)]
 
 
+# Prepared Bundles stored at once on PostgreSQL, each on a connection of its own: the database
+# then works on one Bundle while this process sends the next (SQLite has one writer: one at a time).
+STORING_AT_ONCE = 2
+
+
+class _EarlierFailed(Exception):
+    """The Bundle before this one failed: this one must not be committed either."""
+
+
 async def _import_prepared(
     db: Database,
     settings: Settings,
@@ -316,40 +325,90 @@ async def _import_prepared(
     progress: Callable[[int], None] | None,
     workers: Preparers,
 ) -> ImportReport:
+    """Store what the workers prepared, as ``import_paths`` without workers would.
+
+    Two prepared Bundles may be stored at once, but they commit in file order: a Bundle waits,
+    before its commit, for the one before it, and rolls back when that one failed - so the
+    Bundles stored when an error stops the import are the same. A Bundle that shares an id with
+    one still being stored starts after it (whether the id is taken decides match or create), and
+    a Bundle that needs the database (``load_bundle``) after all before it.
+    """
     report = ImportReport()
     access = Access.system(org_id)
     limit = max(settings.max_bundle_entries, 100_000)
+    at_once = 1 if db.dialect == "sqlite" else STORING_AT_ONCE
     tasks = _tasks(paths)
     window: deque[tuple[_Task, Future[list[Prepared]]]] = deque()
+    storing: deque[tuple[Path, asyncio.Task[list[bundles.Entry]], frozenset[tuple[str, str]]]] = deque()
 
     def submit() -> None:
         for task in islice(tasks, workers.ahead - len(window)):
             window.append((task, workers.pool.submit(_prepare, task, access, limit)))
 
+    def done(entries: list[bundles.Entry]) -> None:
+        _tally(report, entries)
+        if progress:
+            progress(len(entries))
+
+    async def finish_first() -> None:
+        path, stored, _ = storing.popleft()
+        try:
+            entries = await stored
+        except FhirError as exc:
+            exc.diagnostics = f"{path}: {exc.diagnostics}"
+            raise
+        done(entries)
+
+    async def store(entries: list[bundles.Entry], after: asyncio.Task[Any] | None) -> list[bundles.Entry]:
+        async with db.transaction() as conn:
+            await bundles.run_prepared(ix.Ctx(conn, settings, "", access), entries)
+            if after is not None:
+                await asyncio.wait([after])
+                if after.cancelled() or after.exception() is not None:
+                    raise _EarlierFailed
+        return entries
+
     submit()
     try:
         while window:
             task, future = window.popleft()
-            prepared = await asyncio.wrap_future(future)
+            try:
+                prepared = await asyncio.wrap_future(future)
+            except BaseException:
+                while storing:  # the files before this one are stored first, and fail first
+                    await finish_first()
+                raise
             submit()
             report.files += task.first
             for kind, unit in prepared:
+                if isinstance(unit, list):
+                    entries = [_unpack(packed) for packed in unit]
+                    ids = frozenset((e.prepared.res_type, e.prepared.res_id) for e in entries if e.prepared)
+                    while storing and (
+                        len(storing) >= at_once or any(ids & other for _, _, other in storing)
+                    ):
+                        await finish_first()
+                    after = storing[-1][1] if storing else None
+                    storing.append((task.path, asyncio.create_task(store(entries, after)), ids))
+                    continue
+                while storing:
+                    await finish_first()
                 try:
-                    if isinstance(unit, list):
-                        entries = [_unpack(packed) for packed in unit]
-                        async with db.transaction() as conn:
-                            await bundles.run_prepared(ix.Ctx(conn, settings, "", access), entries)
-                    else:
-                        entries = await load_bundle(db, settings, org_id, kind, unit)
+                    entries = await load_bundle(db, settings, org_id, kind, unit)
                 except FhirError as exc:
                     exc.diagnostics = f"{task.path}: {exc.diagnostics}"
                     raise
-                _tally(report, entries)
-                if progress:
-                    progress(len(entries))
+                done(entries)
+        while storing:
+            await finish_first()
     finally:
         for _, pending in window:
             pending.cancel()
+        if storing:  # after a failure: let the later Bundles roll back before the database closes
+            await asyncio.wait([stored for _, stored, _ in storing])
+            for _, stored, _ in storing:
+                if not stored.cancelled():
+                    stored.exception()  # retrieved: it is the failure reported, or follows from it
     return report
 
 
