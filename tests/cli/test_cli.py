@@ -79,6 +79,10 @@ def small_bundle(fixtures: Path) -> str:
     return str(next((fixtures / "synthea").glob("Luigi_Wiegand_*.json")))
 
 
+def entries_in(bundle: str) -> int:
+    return len(json.loads(Path(bundle).read_bytes())["entry"])
+
+
 # -- migrate and check ------------------------------------------------------------------------------
 
 
@@ -99,6 +103,32 @@ def test_migrate_then_check(empty_database_url: str) -> None:
     r = hc(url, "check")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "sound" in flat(r.stdout)
+
+
+async def test_import_into_a_new_database_migrates_it_first(empty_database_url: str, fixtures: Path) -> None:
+    url = empty_database_url
+    assert migrations.is_empty(url)
+    r = hc(url, "import", small_bundle(fixtures))
+    assert r.returncode == 0, r.stderr
+    entries = entries_in(small_bundle(fixtures))
+    assert f"1 files, {entries} entries: {entries} created" in flat(r.stdout)
+    assert not migrations.pending(url)
+    counts = await type_counts(url)
+    assert counts["versions"] == entries
+
+
+@pytest.mark.parametrize("engine", ["postgresql"], indirect=True)
+def test_import_gathers_statistics_once_at_the_end(fresh_database_url: str, fixtures: Path) -> None:
+    """An import vacuums and analyzes the store's tables when it is done, not as they double."""
+    files = sorted((fixtures / "synthea").glob("*.json"), key=lambda p: p.stat().st_size)[-2:]
+    assert sum(entries_in(str(p)) for p in files) > 2000  # past three doublings from 500
+    r = hc(fresh_database_url, "import", *map(str, files))
+    assert r.returncode == 0, r.stderr
+    with psycopg.connect(fresh_database_url) as pg:
+        row = pg.execute(
+            "SELECT vacuum_count, analyze_count FROM pg_stat_user_tables WHERE relname = 'sp_token'"
+        ).fetchone()
+    assert row == (1, 1)
 
 
 def test_check_passes_on_a_migrated_database(fresh_database_url: str) -> None:

@@ -19,6 +19,8 @@ from housecall.fhir.validation import validate_resource
         b"42.256500",
         b"2.5e3",
         b"1E-22",
+        b"1e5",
+        b"-2E3",
         b"-1.000000000000000000E+245",
         b"0.1000000000000000055511151231257827",
     ],
@@ -28,6 +30,11 @@ def test_decimal_text_round_trips(text: bytes) -> None:
     assert jsonio.dumps(doc) == b'{"a":[' + text + b"]}"
     assert doc["a"][0] == float(text)
     assert jsonio.dumps(copy.deepcopy(doc)) == jsonio.dumps(pickle.loads(pickle.dumps(doc)))
+
+
+def test_decimal_text_is_kept_in_pretty_printed_json() -> None:
+    doc = jsonio.loads(b'{\n  "a": [\n    1.50,\n    2\n  ],\n  "b": -0.10\n}')
+    assert jsonio.dumps(doc) == b'{"a":[1.50,2],"b":-0.10}'
 
 
 def test_plain_numbers_stay_plain_floats() -> None:
