@@ -144,6 +144,15 @@ def _uuid_identity(full_url: str | None) -> str | None:
     return None
 
 
+def _is_conditional(ref: str) -> bool:
+    """A conditional reference (``Patient?identifier=…``): the database resolves it."""
+    return "?" in ref and "/" not in ref.split("?", 1)[0]
+
+
+def _no_such_entry(e: Entry, ref: str) -> FhirError:
+    return bad_request(f"entry {e.index}: reference {ref} matches no fullUrl in the Bundle", "not-found")
+
+
 async def _rewrite_references(
     ctx: ix.Ctx, entries: list[Entry], ids: dict[str, str], *, batch_urls: set[str] | None = None
 ) -> None:
@@ -166,10 +175,8 @@ async def _rewrite_references(
                             "invalid",
                         )
                 elif ref.startswith("urn:uuid:"):
-                    raise bad_request(
-                        f"entry {e.index}: reference {ref} matches no fullUrl in the Bundle", "not-found"
-                    )
-                if "?" in ref and "/" not in ref.split("?", 1)[0]:
+                    raise _no_such_entry(e, ref)
+                if _is_conditional(ref):
                     pending.append(ref)
                 return ref
 
@@ -480,10 +487,8 @@ def prepare_creates(access: Access, bundle: dict[str, Any], max_entries: int) ->
                 if ref in ids:
                     return ids[ref]
                 if ref.startswith("urn:uuid:"):
-                    raise bad_request(
-                        f"entry {e.index}: reference {ref} matches no fullUrl in the Bundle", "not-found"
-                    )
-                if "?" in ref and "/" not in ref.split("?", 1)[0]:
+                    raise _no_such_entry(e, ref)
+                if _is_conditional(ref):
                     raise _NeedsDatabase
                 return ref
 
