@@ -509,14 +509,20 @@ class LiveTokens:
             conn = None
             try:
                 conn = await asyncpg.connect(self.dsn)
+                lost = asyncio.Event()
+                conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(self.CHANNEL, lambda *_: self.forget())
                 self.forget()  # whatever changed while nobody listened
                 self.listening = True
                 self._listening.set()
                 delay = 0.5
-                while True:
-                    await asyncio.sleep(self.CHECK_EVERY)
-                    await conn.fetchval("SELECT 1", timeout=self.CHECK_EVERY)
+                while not lost.is_set():
+                    # A closed connection is noticed at once; a silent one by the periodic check.
+                    try:
+                        await asyncio.wait_for(lost.wait(), self.CHECK_EVERY)
+                    except TimeoutError:
+                        await conn.fetchval("SELECT 1", timeout=self.CHECK_EVERY)
+                raise ConnectionError("the listening connection was closed")
             except asyncio.CancelledError:
                 raise
             except Exception:
