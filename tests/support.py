@@ -14,6 +14,7 @@ import httpx
 import psycopg
 
 from housecall.core import migrate
+from housecall.core.db import Conn
 
 REPO = Path(__file__).resolve().parents[1]
 PG_ADMIN_URL = os.environ.get("HOUSECALL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -54,6 +55,17 @@ TEST_ORG = "default"
 BACKEND_SCOPES = "system/*.cruds"
 
 
+async def ensure_organization(conn: Conn, org_id: str, name: str | None = None) -> None:
+    """The organization row ``org_id`` (no Organization resource), created when missing."""
+    from housecall.fhir.store import now_us
+
+    if not await conn.fetchval("SELECT 1 FROM organization WHERE id = $1", org_id):
+        await conn.execute(
+            "INSERT INTO organization (id, name, fhir_id, created) VALUES ($1, $2, NULL, $3)",
+            org_id, name or f"Organization {org_id}", now_us(),
+        )  # fmt: skip
+
+
 async def provision_backend(
     url: str, org_id: str = TEST_ORG, scopes: str = BACKEND_SCOPES
 ) -> tuple[str, str]:
@@ -67,11 +79,7 @@ async def provision_backend(
     await db.connect()
     try:
         async with db.transaction() as conn:
-            if not await conn.fetchval("SELECT 1 FROM organization WHERE id = $1", org_id):
-                await conn.execute(
-                    "INSERT INTO organization (id, name, fhir_id, created) VALUES ($1, $2, NULL, $3)",
-                    org_id, f"Organization {org_id}", now_us(),
-                )  # fmt: skip
+            await ensure_organization(conn, org_id)
             client, secret = await create_client(
                 conn, name="test suite", grant="client_credentials", scopes=scopes.split(), now_us=now_us(),
                 secret=True, org_id=org_id,

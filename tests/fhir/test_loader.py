@@ -18,9 +18,8 @@ from housecall.access.policy import Access, Grants
 from housecall.core.db import Database, open_database
 from housecall.core.settings import Settings
 from housecall.fhir import bundles, loader
-from housecall.fhir.store import now_us
 from tests.conftest import _client
-from tests.support import TEST_ORG, drop_database, new_database
+from tests.support import TEST_ORG, drop_database, ensure_organization, new_database
 
 # Tables whose rows must come out the same (the columns that do not hold a time of writing).
 COMPARED = {
@@ -57,11 +56,7 @@ async def connected(url: str) -> AsyncIterator[Database]:
     await db.connect()
     try:
         async with db.transaction() as conn:
-            if not await conn.fetchval("SELECT 1 FROM organization WHERE id = $1", TEST_ORG):
-                await conn.execute(
-                    "INSERT INTO organization (id, name, fhir_id, created) VALUES ($1, $2, NULL, $3)",
-                    TEST_ORG, "Default organization", now_us(),
-                )  # fmt: skip
+            await ensure_organization(conn, TEST_ORG, "Default organization")
         yield db
     finally:
         await db.close()
@@ -202,10 +197,7 @@ async def test_a_bundle_failing_in_the_database_stops_the_import_there(
     for url, pool in ((fresh_database_url, None), (second_database_url, workers)):
         async for db in connected(url):
             async with db.transaction() as conn:
-                await conn.execute(
-                    "INSERT INTO organization (id, name, fhir_id, created) VALUES ($1, $2, NULL, $3)",
-                    "elsewhere", "Another organization", now_us(),
-                )  # fmt: skip
+                await ensure_organization(conn, "elsewhere", "Another organization")
             await loader.import_paths(db, Settings(database_url=url), "elsewhere", [clash])
         report, error, _ = await load(url, [clash, after], pool)
         assert report is None

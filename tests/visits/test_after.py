@@ -347,15 +347,21 @@ async def test_a_rating_without_problems_opens_no_task_and_others_cannot_rate(bo
     assert r.status_code in (303, 403) and len(await c.search("QuestionnaireResponse", [])) == 1
 
 
-async def test_the_follow_up_link_books_the_same_kind_of_visit_with_the_same_clinician(
-    booked: Booked,
-) -> None:
-    c, appt = booked.clinic, booked.appointment
+async def _sick_visits(c: Clinic) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A "Sick visit" service and the clinician's role that offers it."""
     kind = await c.create({"resourceType": "HealthcareService", "active": True, "name": "Sick visit",
                            "appointmentRequired": True})  # fmt: skip
     role = await c.create({"resourceType": "PractitionerRole", "active": True,
                            "practitioner": {"reference": f"Practitioner/{c.clinician}"},
                            "healthcareService": [{"reference": f"HealthcareService/{kind['id']}"}]})  # fmt: skip
+    return kind, role
+
+
+async def test_the_follow_up_link_books_the_same_kind_of_visit_with_the_same_clinician(
+    booked: Booked,
+) -> None:
+    c, appt = booked.clinic, booked.appointment
+    kind, role = await _sick_visits(c)
     appointment = await c.read("Appointment", appt)
     appointment["serviceType"] = [{"text": "Sick visit"}]
     await system_update(c, appointment)
@@ -375,11 +381,7 @@ async def test_the_clinician_books_the_follow_up_from_the_visit(booked: Booked) 
     Appointment is based on the request, which is done; a time taken meanwhile is said beside the
     field and nothing is written."""
     c, appt = booked.clinic, booked.appointment
-    kind = await c.create({"resourceType": "HealthcareService", "active": True, "name": "Sick visit",
-                           "appointmentRequired": True})  # fmt: skip
-    role = await c.create({"resourceType": "PractitionerRole", "active": True,
-                           "practitioner": {"reference": f"Practitioner/{c.clinician}"},
-                           "healthcareService": [{"reference": f"HealthcareService/{kind['id']}"}]})  # fmt: skip
+    _, role = await _sick_visits(c)
     schedule = await c.create({"resourceType": "Schedule", "active": True,
                                "actor": [{"reference": f"PractitionerRole/{role['id']}"}]})  # fmt: skip
     start = (service.now_dt() + dt.timedelta(weeks=4)).replace(hour=15, minute=0, second=0, microsecond=0)
