@@ -9,7 +9,7 @@ ASSETS := src/housecall/web/static/vendor/htmx.min.js
 export HOUSECALL_DATABASE_URL ?= sqlite:///var/housecall.db
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo serve test lint format migrate bench clean
+.PHONY: help install bytecode demo serve test lint format migrate bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,18 +31,24 @@ $(ASSETS): node_modules/.installed
 	mkdir -p $(dir $(ASSETS))
 	cp node_modules/htmx.org/dist/htmx.min.js $(ASSETS)
 
-install: $(STAMP) $(ASSETS) ## create .venv and install Housecall with test and dev tools (pinned)
+install: $(STAMP) $(ASSETS) bytecode ## create .venv and install Housecall with test and dev tools (pinned)
 
-demo: $(STAMP) $(ASSETS) ## migrate an SQLite database under var/, load the demo organization, serve on :8000
+# The editable install leaves src/ uncompiled, and where PYTHONDONTWRITEBYTECODE is set every
+# process (each server a test starts, each `housecall import`) would compile every module again
+# (~0.5 s). Compiling here writes __pycache__ anyway; it takes a moment when nothing changed.
+bytecode: $(STAMP)
+	@$(PY) -m compileall -q src > /dev/null
+
+demo: $(STAMP) $(ASSETS) bytecode ## migrate an SQLite database under var/, load the demo organization, serve on :8000
 	$(HC) demo --host 127.0.0.1 --port 8000
 
-serve: $(STAMP) $(ASSETS) ## serve the configured database (HOUSECALL_DATABASE_URL) on :8000
+serve: $(STAMP) $(ASSETS) bytecode ## serve the configured database (HOUSECALL_DATABASE_URL) on :8000
 	$(HC) serve --host 127.0.0.1 --port 8000
 
-migrate: $(STAMP) ## apply the migrations to the configured database
+migrate: $(STAMP) bytecode ## apply the migrations to the configured database
 	$(HC) migrate
 
-test: $(STAMP) $(ASSETS) ## run the whole suite on SQLite and PostgreSQL (starts PostgreSQL if needed)
+test: $(STAMP) $(ASSETS) bytecode ## run the whole suite on SQLite and PostgreSQL (starts PostgreSQL if needed)
 	./scripts/services.sh
 	$(PY) -m pytest -q
 
@@ -55,7 +61,7 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format src tests tools bench
 	$(VENV)/bin/ruff check --fix src tests tools bench
 
-bench: $(STAMP) ## run the benchmarks in bench/ (see bench/README.md)
+bench: $(STAMP) bytecode ## run the benchmarks in bench/ (see bench/README.md)
 	./scripts/services.sh
 	$(PY) bench/run_all.py
 
