@@ -56,6 +56,29 @@ def test_postgres_schema_uses_byte_collation_for_prefix_search(engine: str, data
     assert row is not None and row[0] == "C"
 
 
+def test_postgres_compresses_large_json_with_lz4(engine: str, database_url: str) -> None:
+    if engine != "postgresql":
+        pytest.skip("column compression is a PostgreSQL property")
+    with psycopg.connect(DatabaseURL.parse(database_url).path) as conn:
+        if conn.execute("SELECT count(*) FROM pg_settings WHERE name = 'default_toast_compression' "
+                        "AND 'lz4' = ANY(enumvals)").fetchone() == (0,):  # fmt: skip
+            pytest.skip("this PostgreSQL server was built without LZ4")
+        methods = conn.execute(
+            "SELECT attrelid::regclass::text, attname, attcompression FROM pg_attribute "
+            "WHERE (attrelid::regclass::text, attname) IN "
+            "(('audit_log', 'event'), ('resource', 'content'), ('resource_history', 'content'))"
+        ).fetchall()
+        conn.execute("INSERT INTO audit_log (org_id, recorded, agent, event) VALUES ('lz4', 0, 'test', %s)",
+                     (b'{"entity": []}' * 1000,))  # fmt: skip
+        stored = conn.execute(
+            "SELECT pg_column_compression(event) FROM audit_log WHERE org_id = 'lz4'"
+        ).fetchone()
+        conn.rollback()
+    assert sorted(methods) == [("audit_log", "event", "l"), ("resource", "content", "l"),
+                               ("resource_history", "content", "l")]  # fmt: skip
+    assert stored == ("lz4",)
+
+
 @pytest.mark.parametrize(
     ("url", "dialect"),
     [
