@@ -323,6 +323,42 @@ async def test_batch_reports_each_entry_and_keeps_the_good_ones(client: httpx.As
     assert await versions(client) == before + 3  # create, put, delete
 
 
+async def test_a_batch_of_creates_keeps_each_valid_one_and_commits_its_event_with_them(
+    client: httpx.AsyncClient,
+) -> None:
+    """The creates are validated chunk by chunk as they are stored: an invalid one in the second
+    chunk is that entry's error alone; the request's audit event commits with the creates."""
+    pid = (await client.post("/fhir/Patient", json=patient("BatchOwner"))).json()["id"]
+    entries = [post(observation(f"Patient/{pid}"), f"urn:uuid:{new_uuid()}") for _ in range(60)]
+    entries[55]["resource"]["effectiveDateTime"] = "not a date"
+    r = await client.post("/fhir", json=bundle("batch", *entries), headers=FHIR)
+    assert r.status_code == 200, r.text
+    out = r.json()["entry"]
+    assert [e["response"]["status"].split()[0] for e in out] == ["201"] * 55 + ["400"] + ["201"] * 4
+    assert out[55]["response"]["outcome"]["issue"][0]["expression"] == ["Observation.effectiveDateTime"]
+    stored = [e["response"]["location"].split("/")[1] for e in out if "location" in e["response"]]
+    state = client._transport.app.state  # type: ignore[attr-defined]
+    async with state.db.reader() as conn:
+        rows = await conn.fetch("SELECT event FROM audit_log WHERE patient_id = $1 ORDER BY seq", pid)
+        if state.db.dialect == "postgresql":
+            written_by = await conn.fetch(
+                "SELECT DISTINCT xmin::text FROM resource WHERE res_id = ANY($1::text[]) UNION "
+                "SELECT xmin::text FROM audit_log WHERE patient_id = $2 AND seq = "
+                "(SELECT max(seq) FROM audit_log WHERE patient_id = $2)",
+                stored, pid,
+            )  # fmt: skip
+            assert len(written_by) == 1
+    event = json.loads(bytes(rows[-1][0]))
+    named = {
+        x["what"]["reference"].split("/")[1]
+        for x in event["entity"]
+        if x["what"]["reference"].startswith("Obs")
+    }
+    assert named <= set(stored) and len(named) == 50  # an event names the first 50 resources
+    found = await client.get(f"/fhir/Observation?subject=Patient/{pid}&_summary=count")
+    assert found.json()["total"] == 59
+
+
 # -- limits ---------------------------------------------------------------------------------------------
 
 

@@ -179,6 +179,7 @@ async def system_bundle(request: Request) -> Response:
         body = await bundles.batch(
             lambda conn: _ctx(request, conn), db.transaction, bundle, _settings(request).max_bundle_entries,
             representation=representation, base_url=base_url(request),
+            closing_scope=lambda: _writing(request),
         )  # fmt: skip
         return fhir_response(body)
     raise bad_request(

@@ -196,8 +196,10 @@ async def _rewrite_references(
                 _walk_references(e.resource, lambda r: conditional.get(r, r))
 
 
-async def _store_posts(ctx: ix.Ctx, posts: list[Entry], chunk: int = 0) -> None:
-    """Validate and store plain creates together (one write per chunk instead of one per entry)."""
+async def _store_posts(ctx: ix.Ctx, posts: list[Entry], chunk: int = 0, *, each_alone: bool = False) -> None:
+    """Validate and store plain creates together (one write per chunk instead of one per entry).
+    ``each_alone`` (a batch): an entry that is invalid or not allowed gets its error and the others
+    go on; otherwise (a transaction) the first such error ends everything."""
     chunk = chunk or POST_CHUNK
     by_type: dict[str, list[str]] = {}
     for e in posts:
@@ -211,7 +213,7 @@ async def _store_posts(ctx: ix.Ctx, posts: list[Entry], chunk: int = 0) -> None:
     pending: asyncio.Task[None] | None = None
     try:
         for start in range(0, len(posts), chunk):
-            writes = _prepare_posts(ctx, posts[start : start + chunk], existing)
+            writes = _prepare_posts(ctx, posts[start : start + chunk], existing, each_alone)
             if pending is not None:
                 await pending
             pending = asyncio.ensure_future(ctx.store.apply(writes))
@@ -230,41 +232,56 @@ async def _store_posts(ctx: ix.Ctx, posts: list[Entry], chunk: int = 0) -> None:
 POST_CHUNK = 50
 
 
-def _prepare_posts(ctx: ix.Ctx, posts: list[Entry], existing: dict[tuple[str, str], Stored]) -> list[Write]:
-    writes = []
+def _prepare_posts(
+    ctx: ix.Ctx, posts: list[Entry], existing: dict[tuple[str, str], Stored], each_alone: bool = False
+) -> list[Write]:
+    writes: list[Write] = []
     for e in posts:
-        res_type = e.url.split("?")[0].split("/")[-1]
-        res_id = e.request["_id"]
-        found = existing.get((res_type, res_id))
-        if e.prepared is not None and found is None:
-            w = e.prepared
-            patients = ix.write_patients(w)
-            ctx.saw(w.stored(), patients)
-            e.outcome = ix.Outcome(201, w.stored())
-            writes.append(w)
+        if not each_alone:
+            _prepare_post(ctx, e, existing, writes)
             continue
-        if e.prepared is not None and e.prepared.content is not None:
-            resource = jsonio.loads(e.prepared.content)  # the id is taken: a new version, or a match
-        else:
-            resource = e.resource if e.validated else ix.validate(e.resource, res_type)
-        if found is not None and not found.deleted:
-            # Already stored under this identity: a match, as for If-None-Exist - the POST never
-            # changes it (a PUT does), so loading the same Bundles again is a no-op.
-            if not ctx.visible(found):
-                raise ix.not_found(res_type, res_id)
-            ctx.saw(found)
-            e.outcome = ix.Outcome(200, found)
-            continue
-        if found is not None:  # deleted since: created again, as a new version of the same id
-            w = version_write(resource, res_id, found.version + 1, replace=True)
-        else:
-            w = version_write(resource, res_id, 1, replace=False)
+        try:
+            _prepare_post(ctx, e, existing, writes)
+        except FhirError as exc:
+            e.error = exc
+    return writes
+
+
+def _prepare_post(
+    ctx: ix.Ctx, e: Entry, existing: dict[tuple[str, str], Stored], writes: list[Write]
+) -> None:
+    """Validate one plain create: its outcome set, its write (if any) appended to ``writes``."""
+    res_type = e.url.split("?")[0].split("/")[-1]
+    res_id = e.request["_id"]
+    found = existing.get((res_type, res_id))
+    if e.prepared is not None and found is None:
+        w = e.prepared
         patients = ix.write_patients(w)
-        ctx.access.check_write("create", res_type, res_id, resource, None, patients)
         ctx.saw(w.stored(), patients)
         e.outcome = ix.Outcome(201, w.stored())
         writes.append(w)
-    return writes
+        return
+    if e.prepared is not None and e.prepared.content is not None:
+        resource = jsonio.loads(e.prepared.content)  # the id is taken: a new version, or a match
+    else:
+        resource = e.resource if e.validated else ix.validate(e.resource, res_type)
+    if found is not None and not found.deleted:
+        # Already stored under this identity: a match, as for If-None-Exist - the POST never
+        # changes it (a PUT does), so loading the same Bundles again is a no-op.
+        if not ctx.visible(found):
+            raise ix.not_found(res_type, res_id)
+        ctx.saw(found)
+        e.outcome = ix.Outcome(200, found)
+        return
+    if found is not None:  # deleted since: created again, as a new version of the same id
+        w = version_write(resource, res_id, found.version + 1, replace=True)
+    else:
+        w = version_write(resource, res_id, 1, replace=False)
+    patients = ix.write_patients(w)
+    ctx.access.check_write("create", res_type, res_id, resource, None, patients)
+    ctx.saw(w.stored(), patients)
+    e.outcome = ix.Outcome(201, w.stored())
+    writes.append(w)
 
 
 async def run_entry(ctx: ix.Ctx, e: Entry) -> ix.Outcome:
@@ -391,8 +408,11 @@ async def batch(
     *,
     representation: bool = False,
     base_url: str = "",
+    closing_scope: TransactionFactory | None = None,
 ) -> bytes:
-    entries = await run_batch(make_ctx, transaction_scope, bundle, max_entries, base_url=base_url)
+    entries = await run_batch(
+        make_ctx, transaction_scope, bundle, max_entries, base_url=base_url, closing_scope=closing_scope
+    )
     return _bundle("batch-response", entries, base_url, representation)
 
 
@@ -403,8 +423,12 @@ async def run_batch(
     max_entries: int,
     *,
     base_url: str = "",
+    closing_scope: TransactionFactory | None = None,
 ) -> list[Entry]:
-    """Each entry succeeds or fails on its own; plain creates share one database transaction."""
+    """Each entry succeeds or fails on its own; plain creates share one database transaction,
+    validated chunk by chunk while the database stores the chunk before. The last transaction
+    opens with ``closing_scope`` when given (the API's, which commits the request's audit event
+    with it)."""
     entries = _parse_entries(bundle, max_entries)
     ordered = sorted(entries, key=lambda x: (ORDER[x.method], x.index))
     posts: list[Entry] = []
@@ -413,37 +437,39 @@ async def run_batch(
         if e.method == "POST" and len(path) == 1 and not e.request.get("ifNoneExist"):
             try:
                 ix.check_type(path[0])
-                ix.validate(e.resource, path[0])
-                e.validated = True
-                e.request = {**e.request, "_id": _uuid_identity(e.full_url) or ix.new_id()}
-                posts.append(e)
             except FhirError as exc:
                 e.error = exc
+                continue
+            e.request = {**e.request, "_id": _uuid_identity(e.full_url) or ix.new_id()}
+            posts.append(e)
     # References are resolved entry by entry, as if each entry were its own request: a conditional
     # reference to the one resource it matches, and a reference to another entry is that entry's error
     # (stored as written, both would dangle).
     full_urls = {e.full_url for e in entries if e.full_url}
-    if posts:
-        async with transaction_scope() as conn:
-            ctx = make_ctx(conn)
-            ready = []
-            for e in posts:
-                try:
-                    await _rewrite_references(ctx, [e], {}, batch_urls=full_urls)
-                    ready.append(e)
-                except FhirError as exc:
-                    e.error = exc
-            await _store_posts(ctx, ready)
-    for e in ordered:
-        if e.outcome is not None or e.error is not None:
-            continue
+    posted = {id(e) for e in posts}
+    units = ([posts] if posts else []) + [[e] for e in ordered if id(e) not in posted and e.error is None]
+    for n, unit in enumerate(units):
+        scope = closing_scope if closing_scope is not None and n == len(units) - 1 else transaction_scope
         try:
-            async with transaction_scope() as conn:
+            async with scope() as conn:
                 ctx = make_ctx(conn)
-                await _rewrite_references(ctx, [e], {}, batch_urls=full_urls)
-                e.outcome = await run_entry(ctx, e)
+                ready = []
+                for e in unit:
+                    try:
+                        await _rewrite_references(ctx, [e], {}, batch_urls=full_urls)
+                        ready.append(e)
+                    except FhirError as exc:
+                        if unit is not posts:
+                            raise
+                        e.error = exc
+                if unit is posts:
+                    await _store_posts(ctx, ready, each_alone=True)
+                else:
+                    unit[0].outcome = await run_entry(ctx, unit[0])
         except FhirError as exc:
-            e.error = exc
+            if unit is posts:
+                raise
+            unit[0].error = exc
     return entries
 
 
