@@ -14,7 +14,9 @@ from housecall.audit import chain, trail
 from housecall.core.db import open_database
 from housecall.core.settings import get_settings
 
-audit_app = typer.Typer(help="The audit trail: verify its hash chain, seal new events, show accesses.")
+audit_app = typer.Typer(
+    help="The audit trail: verify its hash chain, seal new events, show accesses.", add_completion=False
+)
 console = Console()
 err = Console(stderr=True)
 

@@ -30,8 +30,12 @@ from housecall.core.settings import Settings, get_settings
 from housecall.identity import service
 from housecall.identity.service import IdentityError
 
-org_app = typer.Typer(help="Organizations (tenants) and their locations.", no_args_is_help=True)
-user_app = typer.Typer(help="Accounts: patients, proxies, clinicians and staff.", no_args_is_help=True)
+org_app = typer.Typer(
+    help="Organizations (tenants) and their locations.", no_args_is_help=True, add_completion=False
+)
+user_app = typer.Typer(
+    help="Accounts: patients, proxies, clinicians and staff.", no_args_is_help=True, add_completion=False
+)
 console = Console()
 err = Console(stderr=True)
 

@@ -16,7 +16,9 @@ from housecall.core.db import open_database
 from housecall.core.settings import get_settings
 from housecall.smart import clients
 
-client_app = typer.Typer(help="OAuth / SMART clients: apps, devices and integrations.", no_args_is_help=True)
+client_app = typer.Typer(
+    help="OAuth / SMART clients: apps, devices and integrations.", no_args_is_help=True, add_completion=False
+)
 console = Console()
 err = Console(stderr=True)
 
