@@ -8,9 +8,8 @@ import shutil
 import sqlite3
 import subprocess
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -24,6 +23,9 @@ from housecall.core.settings import Settings, get_settings
 from housecall.fhir import loader
 from housecall.fhir.store import now_us
 
+if TYPE_CHECKING:
+    from typer._click import Command, Context  # the click Typer bundles
+
 # The command groups other packages define, imported only when one of them runs or the command
 # list is shown: `housecall import` or `serve` would otherwise load the OAuth, identity and audit
 # command code (and JOSE) first, a tenth of the process start.
@@ -36,10 +38,10 @@ _GROUPS = {
 
 
 class _Commands(TyperGroup):
-    def list_commands(self, ctx: click.Context) -> list[str]:
+    def list_commands(self, ctx: Context) -> list[str]:
         return [*super().list_commands(ctx), *_GROUPS]
 
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+    def get_command(self, ctx: Context, name: str) -> Command | None:
         if name not in _GROUPS:
             return super().get_command(ctx, name)
         module, attr = _GROUPS[name]
