@@ -22,9 +22,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_date, format_datetime, format_time
-from babel.messages.pofile import read_po
-
 HERE = Path(__file__).resolve().parent
 LANGUAGES = {"en": "English", "es": "Español"}
 DEFAULT = "en"
@@ -40,6 +37,8 @@ class _PoTranslations(_gettext.NullTranslations):
         super().__init__()
         self.singular: dict[str, str] = {}
         self.plural: dict[str, tuple[str, ...]] = {}
+        from babel.messages.pofile import read_po
+
         for path in sorted(folder.glob("*.po")):
             with path.open("rb") as fh:
                 self._add(read_po(fh, locale=folder.name))
@@ -65,10 +64,19 @@ class _PoTranslations(_gettext.NullTranslations):
         return forms[0] if n == 1 else forms[-1]  # Spanish: one, other (CLDR's 'many' is for millions)
 
 
-_catalogs: dict[str, _gettext.NullTranslations] = {
-    "en": _gettext.NullTranslations(),
-    "es": _PoTranslations(HERE / "locale" / "es"),
-}
+class _Catalogs(dict[str, _gettext.NullTranslations]):
+    """The catalog of each language, each read on first use: a process that shows no page (an
+    import, a migration) does not parse the PO files and Babel at start."""
+
+    def __missing__(self, lang: str) -> _gettext.NullTranslations:
+        if lang not in LANGUAGES:
+            raise KeyError(lang)
+        catalog = _gettext.NullTranslations() if lang == DEFAULT else _PoTranslations(HERE / "locale" / lang)
+        self[lang] = catalog
+        return catalog
+
+
+_catalogs = _Catalogs()
 
 
 def current() -> str:
@@ -112,7 +120,7 @@ def ngettext(singular: str, plural: str, n: int) -> str:
 
 def translate(lang: str, message: str) -> str:
     """``message`` in ``lang``, whatever the running request's language (e-mails to others)."""
-    catalog = _catalogs.get(lang, _catalogs[DEFAULT])
+    catalog = _catalogs[lang if lang in LANGUAGES else DEFAULT]
     if isinstance(message, Msg):
         text = catalog.gettext(message.msgid)
         return text % message.params if message.params else text
@@ -176,17 +184,23 @@ def date_text(value: Any, form: str = "medium") -> str:
     if isinstance(value, str) and len(value) == 4:
         return value  # a year alone
     when = _instant(value if not (isinstance(value, str) and len(value) == 7) else value + "-01")
+    from babel.dates import format_date
+
     return format_date(when, form, locale=current()) if when else ""
 
 
 def datetime_text(value: Any, tz: str = "UTC", form: str = "medium") -> str:
     """An instant as a date and time in the zone ``tz`` (an IANA name, e.g. America/New_York)."""
     when = _instant(value)
+    from babel.dates import format_datetime
+
     return format_datetime(when, form, tzinfo=ZoneInfo(tz), locale=current()) if when else ""
 
 
 def time_text(value: Any, tz: str = "UTC") -> str:
     when = _instant(value)
+    from babel.dates import format_time
+
     return format_time(when, "short", tzinfo=ZoneInfo(tz), locale=current()) if when else ""
 
 
