@@ -172,14 +172,17 @@ async def system_bundle(request: Request) -> Response:
     representation = prefer(request).get("return") == "representation"
     db = _db(request)
     if kind == "transaction":
+        trail: _Trail = request.state.fhir_trail
         async with _writing(request) as conn:
-            body = await bundles.transaction(_ctx(request, conn), bundle, representation=representation)
+            body = await bundles.transaction(
+                _ctx(request, conn), bundle, representation=representation, outcomes_known=trail.prepare
+            )
         return fhir_response(body)
     if kind == "batch":
         body = await bundles.batch(
             lambda conn: _ctx(request, conn), db.transaction, bundle, _settings(request).max_bundle_entries,
             representation=representation, base_url=base_url(request),
-            closing_scope=lambda: _writing(request),
+            closing_scope=lambda: _writing(request), outcomes_known=request.state.fhir_trail.prepare,
         )  # fmt: skip
         return fhir_response(body)
     raise bad_request(
@@ -508,7 +511,7 @@ async def _writing(request: Request) -> AsyncIterator[Conn]:
     async with _db(request).transaction() as conn:
         yield conn
         if trail.event is not None:
-            await append(conn, trail.event())
+            await append(conn, trail.prepared if trail.prepared is not None else trail.event())
             trail.committed = True
 
 
@@ -543,6 +546,13 @@ class _Trail:
     event: Callable[[], list[AuditEntry]] | None = None
     # Whether the success event was appended to the request's write (and so commits with it).
     committed: bool = False
+    # The success event built ahead (``prepare``), while the database finished the write.
+    prepared: list[AuditEntry] | None = None
+
+    def prepare(self) -> None:
+        """Build the success event now: everything the request touched is known."""
+        if self.event is not None:
+            self.prepared = self.event()
 
 
 _INTERACTION = {

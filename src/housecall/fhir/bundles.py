@@ -18,6 +18,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -196,10 +197,18 @@ async def _rewrite_references(
                 _walk_references(e.resource, lambda r: conditional.get(r, r))
 
 
-async def _store_posts(ctx: ix.Ctx, posts: list[Entry], chunk: int = 0, *, each_alone: bool = False) -> None:
+async def _store_posts(
+    ctx: ix.Ctx,
+    posts: list[Entry],
+    chunk: int = 0,
+    *,
+    each_alone: bool = False,
+    meanwhile: Callable[[], None] | None = None,
+) -> None:
     """Validate and store plain creates together (one write per chunk instead of one per entry).
     ``each_alone`` (a batch): an entry that is invalid or not allowed gets its error and the others
-    go on; otherwise (a transaction) the first such error ends everything."""
+    go on; otherwise (a transaction) the first such error ends everything. ``meanwhile`` runs once
+    every entry has its outcome, while the database stores the last chunk."""
     by_type: dict[str, list[str]] = {}
     for e in posts:
         by_type.setdefault(e.url.split("?")[0].split("/")[-1], []).append(e.request["_id"])
@@ -217,6 +226,8 @@ async def _store_posts(ctx: ix.Ctx, posts: list[Entry], chunk: int = 0, *, each_
                 await pending
             pending = asyncio.ensure_future(ctx.store.apply(writes))
             await asyncio.sleep(0)  # let the chunk's statement go out before preparing the next
+        if meanwhile is not None:
+            meanwhile()
         if pending is not None:
             await pending
     except BaseException:
@@ -375,13 +386,38 @@ def _bundle(kind: str, entries: list[Entry], base_url: str, representation: bool
     return b'{"resourceType":"Bundle","type":"' + kind.encode() + b'","entry":[' + b",".join(body) + b"]}"
 
 
-async def transaction(ctx: ix.Ctx, bundle: dict[str, Any], *, representation: bool = False) -> bytes:
-    entries = await run_transaction(ctx, bundle)
-    return _bundle("transaction-response", entries, ctx.base_url, representation)
+# Called with the entries once all have their outcomes, while the database may still be storing
+# the last chunk of creates: what only reads the outcomes (the response Bundle, the audit event) is
+# built then instead of after.
+OutcomesKnown = Callable[[list[Entry]], None]
 
 
-async def run_transaction(ctx: ix.Ctx, bundle: dict[str, Any]) -> list[Entry]:
-    """All entries or none, in the caller's transaction; the entries carry their outcomes."""
+async def transaction(
+    ctx: ix.Ctx,
+    bundle: dict[str, Any],
+    *,
+    representation: bool = False,
+    outcomes_known: Callable[[], None] | None = None,
+) -> bytes:
+    """The transaction-response Bundle; ``outcomes_known`` as for ``run_transaction``."""
+    built: list[bytes] = []
+
+    def respond(entries: list[Entry]) -> None:
+        built.append(_bundle("transaction-response", entries, ctx.base_url, representation))
+        if outcomes_known is not None:
+            outcomes_known()
+
+    entries = await run_transaction(ctx, bundle, respond)
+    if not built:
+        respond(entries)
+    return built[0]
+
+
+async def run_transaction(
+    ctx: ix.Ctx, bundle: dict[str, Any], outcomes_known: OutcomesKnown | None = None
+) -> list[Entry]:
+    """All entries or none, in the caller's transaction; the entries carry their outcomes.
+    ``outcomes_known`` is called while the last creates are stored when nothing follows them."""
     entries = _parse_entries(bundle, ctx.settings.max_bundle_entries)
     ids: dict[str, str] = {}
     await _resolve_identities(ctx, entries, ids)
@@ -397,7 +433,11 @@ async def run_transaction(ctx: ix.Ctx, bundle: dict[str, Any]) -> list[Entry]:
                 current = e
                 e.outcome = await run_entry(ctx, e)
         current = None
-        await _store_posts(ctx, plain_posts)
+        meanwhile = None
+        posted = {id(e) for e in plain_posts}
+        if outcomes_known is not None and all(e.outcome is not None or id(e) in posted for e in ordered):
+            meanwhile = partial(outcomes_known, entries)  # nothing follows the creates
+        await _store_posts(ctx, plain_posts, meanwhile=meanwhile)
         for e in ordered:
             if e.outcome is None:
                 current = e
@@ -423,11 +463,23 @@ async def batch(
     representation: bool = False,
     base_url: str = "",
     closing_scope: TransactionFactory | None = None,
+    outcomes_known: Callable[[], None] | None = None,
 ) -> bytes:
+    """The batch-response Bundle; ``outcomes_known`` as for ``run_batch``."""
+    built: list[bytes] = []
+
+    def respond(entries: list[Entry]) -> None:
+        built.append(_bundle("batch-response", entries, base_url, representation))
+        if outcomes_known is not None:
+            outcomes_known()
+
     entries = await run_batch(
-        make_ctx, transaction_scope, bundle, max_entries, base_url=base_url, closing_scope=closing_scope
-    )
-    return _bundle("batch-response", entries, base_url, representation)
+        make_ctx, transaction_scope, bundle, max_entries, base_url=base_url, closing_scope=closing_scope,
+        outcomes_known=respond,
+    )  # fmt: skip
+    if not built:
+        respond(entries)
+    return built[0]
 
 
 async def run_batch(
@@ -438,11 +490,12 @@ async def run_batch(
     *,
     base_url: str = "",
     closing_scope: TransactionFactory | None = None,
+    outcomes_known: OutcomesKnown | None = None,
 ) -> list[Entry]:
     """Each entry succeeds or fails on its own; plain creates share one database transaction,
     validated chunk by chunk while the database stores the chunk before. The last transaction
     opens with ``closing_scope`` when given (the API's, which commits the request's audit event
-    with it)."""
+    with it). ``outcomes_known`` is called while the creates are stored when nothing follows them."""
     entries = _parse_entries(bundle, max_entries)
     ordered = sorted(entries, key=lambda x: (ORDER[x.method], x.index))
     posts: list[Entry] = []
@@ -477,7 +530,9 @@ async def run_batch(
                             raise
                         e.error = exc
                 if unit is posts:
-                    await _store_posts(ctx, ready, each_alone=True)
+                    last = n == len(units) - 1 and outcomes_known is not None
+                    meanwhile = partial(outcomes_known, entries) if outcomes_known and last else None
+                    await _store_posts(ctx, ready, each_alone=True, meanwhile=meanwhile)
                 else:
                     unit[0].outcome = await run_entry(ctx, unit[0])
         except FhirError as exc:
