@@ -209,13 +209,8 @@ async def _store_posts(
     ``each_alone`` (a batch): an entry that is invalid or not allowed gets its error and the others
     go on; otherwise (a transaction) the first such error ends everything. ``meanwhile`` runs once
     every entry has its outcome, while the database stores the last chunk."""
-    by_type: dict[str, list[str]] = {}
-    for e in posts:
-        by_type.setdefault(e.url.split("?")[0].split("/")[-1], []).append(e.request["_id"])
-    existing: dict[tuple[str, str], Stored] = {}
-    for res_type, wanted in by_type.items():
-        for s in await ctx.store.fetch_many(res_type, wanted, deleted=True):
-            existing[(s.res_type, s.res_id)] = s
+    keys = [(e.url.split("?")[0].split("/")[-1], e.request["_id"]) for e in posts]
+    existing = {(s.res_type, s.res_id): s for s in await ctx.store.fetch_keys(keys)}
     # Pipelined: while the database stores one chunk, the next is validated and indexed. Both
     # happen inside the caller's one transaction, so a failure anywhere still stores nothing.
     pending: asyncio.Task[None] | None = None

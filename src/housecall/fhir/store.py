@@ -217,6 +217,17 @@ class Store:
             return []
         found: dict[str, Stored] = {}
         orgs, values, extra = self._orgs(2)
+        if self.dialect == "postgresql":
+            # One array parameter: the same statement (prepared and planned once) for any number of ids.
+            rows = await self.conn.fetch(
+                f"SELECT {RESOURCE_COLUMNS}{extra} FROM resource WHERE res_type = $1 AND {orgs} "
+                f"AND res_id = ANY(${2 + len(values)}::text[])" + ("" if deleted else " AND NOT deleted"),
+                res_type,
+                *values,
+                list(dict.fromkeys(ids)),
+            )
+            found = {row[1]: stored_row(row) for row in rows}
+            return [found[i] for i in ids if i in found]
         for chunk in _chunks(list(dict.fromkeys(ids)), 500):
             first = 2 + len(values)
             marks = ", ".join(f"${first + i}" for i in range(len(chunk)))
@@ -230,6 +241,26 @@ class Store:
             for row in rows:
                 found[row[1]] = stored_row(row)
         return [found[i] for i in ids if i in found]
+
+    async def fetch_keys(self, keys: Sequence[tuple[str, str]]) -> list[Stored]:
+        """The current versions, deleted or not, of the resources named by ``keys`` (type, id), of any
+        types: one statement on PostgreSQL (a Bundle's existing-id probe)."""
+        if self.dialect != "postgresql":
+            by_type: dict[str, list[str]] = {}
+            for res_type, res_id in keys:
+                by_type.setdefault(res_type, []).append(res_id)
+            return [s for t, ids in by_type.items() for s in await self.fetch_many(t, ids, deleted=True)]
+        if not keys:
+            return []
+        orgs, values, extra = self._orgs(3)
+        rows = await self.conn.fetch(
+            f"SELECT {RESOURCE_COLUMNS}{extra} FROM resource WHERE (res_type, res_id) IN "
+            f"(SELECT * FROM unnest($1::text[], $2::text[])) AND {orgs}",
+            [k[0] for k in keys],
+            [k[1] for k in keys],
+            *values,
+        )
+        return [stored_row(row) for row in rows]
 
     async def history(
         self, res_type: str | None, res_id: str | None, since: int | None, count: int, offset: int
