@@ -19,6 +19,7 @@ import pytest
 
 from housecall.cli import DEMO_ORG
 from housecall.core import migrate as migrations
+from housecall.core.db import STORE_TABLES
 from tests.conftest import _client
 from tests.support import PG_ADMIN_URL, TEST_ORG, drop_database
 
@@ -125,10 +126,11 @@ def test_import_gathers_statistics_once_at_the_end(fresh_database_url: str, fixt
     r = hc(fresh_database_url, "import", *map(str, files))
     assert r.returncode == 0, r.stderr
     with psycopg.connect(fresh_database_url) as pg:
-        row = pg.execute(
-            "SELECT vacuum_count, analyze_count FROM pg_stat_user_tables WHERE relname = 'sp_token'"
-        ).fetchone()
-    assert row == (1, 1)
+        rows = pg.execute(
+            "SELECT relname, vacuum_count, analyze_count FROM pg_stat_user_tables WHERE relname = ANY(%s)",
+            (list(STORE_TABLES),),
+        ).fetchall()
+    assert sorted(rows) == sorted((table, 1, 1) for table in STORE_TABLES)
 
 
 def test_check_passes_on_a_migrated_database(fresh_database_url: str) -> None:

@@ -29,10 +29,11 @@ log = logging.getLogger(__name__)
 ANALYZE_FIRST, ANALYZE_LAST = 500, 4_000_000
 # VACUUM as well as ANALYZE: it also marks the new pages all-visible, so searches answer from the
 # lookup indexes alone (index-only scans) instead of visiting the table for every id.
-ANALYZE_SQL = (
-    "VACUUM (ANALYZE) resource, resource_history, compartment, sp_token, sp_string, sp_reference, sp_date, "
-    "sp_quantity, sp_number, sp_uri"
-)
+STORE_TABLES = (
+    "resource", "resource_history", "compartment", "sp_token", "sp_string", "sp_reference", "sp_date",
+    "sp_quantity", "sp_number", "sp_uri",
+)  # fmt: skip
+ANALYZE_SQL = f"VACUUM (ANALYZE) {', '.join(STORE_TABLES)}"
 
 
 class DatabaseUnavailable(Exception):
@@ -319,11 +320,32 @@ class PostgresDatabase(Database):
         except (OSError, asyncpg.PostgresError) as exc:
             raise DatabaseUnavailable(str(exc)) from exc
 
+    async def _analyze_apart(self) -> None:
+        """``ANALYZE_SQL`` one table at a time on two connections at once, largest first: the pass
+        at the end of an import, when nothing else is running, takes half the time."""
+        async with self._acquire() as conn:
+            sizes = await conn.fetch(
+                "SELECT relname FROM pg_class WHERE relname = ANY($1::text[]) AND relkind = 'r' "
+                "ORDER BY pg_total_relation_size(oid) DESC",
+                list(STORE_TABLES),
+            )
+        tables = [row[0] for row in sizes]
+
+        async def work() -> None:
+            async with self._acquire() as conn:
+                while tables:
+                    await conn.execute(f"VACUUM (ANALYZE) {tables.pop(0)}")
+
+        try:
+            await asyncio.gather(work(), work())
+        except Exception:  # statistics are an optimisation; never fail an import over them
+            log.warning("ANALYZE of the store's tables failed", exc_info=True)
+
     async def close(self) -> None:
         if self._analyzing is not None:
             await self._analyzing
         if self._deferred and self._writes >= ANALYZE_FIRST and self._pool is not None:
-            await self._analyze()
+            await self._analyze_apart()
         if self._pool is not None:
             await self._pool.close()
             self._pool = None
