@@ -126,9 +126,12 @@ def delete_write(res_type: str, res_id: str, version: int, when: int | None = No
 # Index values longer than this are cut (in the INSERT itself, at no cost in Python): PostgreSQL
 # cannot put more than ~2.7 KB in a btree entry, and nobody searches by the thousandth character.
 MAX_INDEXED_CHARS = 512
-# From this many new resources in one chunk on, their rows go by COPY (one multi-row INSERT would
-# carry their JSON as a bytea array, which asyncpg encodes element by element).
-COPY_AT_LEAST = 50
+# From this many new resources in one chunk on (an import's Bundle), their rows go by COPY (one
+# multi-row INSERT carries their JSON as a bytea array, which asyncpg encodes element by element).
+# Not for the chunks of an API Bundle (at most bundles.MAX_CHUNK): COPY then the index rows is two
+# statements, and the second would wait for the chunk being prepared meanwhile, which holds the
+# event loop - one statement per chunk stored Bundles of 100 1.05x as fast.
+COPY_AT_LEAST = 150
 
 
 RESOURCE_COLUMNS = "res_type, res_id, version, last_updated, deleted, content"
