@@ -322,7 +322,7 @@ class PostgresDatabase(Database):
 
     async def _analyze_apart(self) -> None:
         """``ANALYZE_SQL`` one table at a time on two connections at once, largest first: the pass
-        at the end of an import, when nothing else is running, takes half the time."""
+        at the end of an import runs when nothing else does, so two database processes share it."""
         async with self._acquire() as conn:
             sizes = await conn.fetch(
                 "SELECT relname FROM pg_class WHERE relname = ANY($1::text[]) AND relkind = 'r' "

@@ -171,8 +171,8 @@ async def system_bundle(request: Request) -> Response:
     kind = bundle.get("type")
     representation = prefer(request).get("return") == "representation"
     db = _db(request)
+    trail: _Trail = request.state.fhir_trail
     if kind == "transaction":
-        trail: _Trail = request.state.fhir_trail
         async with _writing(request) as conn:
             body = await bundles.transaction(
                 _ctx(request, conn), bundle, representation=representation, outcomes_known=trail.prepare
@@ -182,7 +182,7 @@ async def system_bundle(request: Request) -> Response:
         body = await bundles.batch(
             lambda conn: _ctx(request, conn), db.transaction, bundle, _settings(request).max_bundle_entries,
             representation=representation, base_url=base_url(request),
-            closing_scope=lambda: _writing(request), outcomes_known=request.state.fhir_trail.prepare,
+            closing_scope=lambda: _writing(request), outcomes_known=trail.prepare,
         )  # fmt: skip
         return fhir_response(body)
     raise bad_request(

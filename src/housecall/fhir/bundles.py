@@ -387,6 +387,27 @@ def _bundle(kind: str, entries: list[Entry], base_url: str, representation: bool
 OutcomesKnown = Callable[[list[Entry]], None]
 
 
+class _Response:
+    """A response Bundle, built as soon as every entry has its outcome (``ready``), then ``also``."""
+
+    def __init__(
+        self, kind: str, base_url: str, representation: bool, also: Callable[[], None] | None
+    ) -> None:
+        self.kind, self.base_url, self.representation, self.also = kind, base_url, representation, also
+        self.body: bytes | None = None
+
+    def ready(self, entries: list[Entry]) -> None:
+        self.body = _bundle(self.kind, entries, self.base_url, self.representation)
+        if self.also is not None:
+            self.also()
+
+    def of(self, entries: list[Entry]) -> bytes:
+        if self.body is None:
+            self.ready(entries)
+        assert self.body is not None
+        return self.body
+
+
 async def transaction(
     ctx: ix.Ctx,
     bundle: dict[str, Any],
@@ -395,17 +416,8 @@ async def transaction(
     outcomes_known: Callable[[], None] | None = None,
 ) -> bytes:
     """The transaction-response Bundle; ``outcomes_known`` as for ``run_transaction``."""
-    built: list[bytes] = []
-
-    def respond(entries: list[Entry]) -> None:
-        built.append(_bundle("transaction-response", entries, ctx.base_url, representation))
-        if outcomes_known is not None:
-            outcomes_known()
-
-    entries = await run_transaction(ctx, bundle, respond)
-    if not built:
-        respond(entries)
-    return built[0]
+    response = _Response("transaction-response", ctx.base_url, representation, outcomes_known)
+    return response.of(await run_transaction(ctx, bundle, response.ready))
 
 
 async def run_transaction(
@@ -461,20 +473,12 @@ async def batch(
     outcomes_known: Callable[[], None] | None = None,
 ) -> bytes:
     """The batch-response Bundle; ``outcomes_known`` as for ``run_batch``."""
-    built: list[bytes] = []
-
-    def respond(entries: list[Entry]) -> None:
-        built.append(_bundle("batch-response", entries, base_url, representation))
-        if outcomes_known is not None:
-            outcomes_known()
-
+    response = _Response("batch-response", base_url, representation, outcomes_known)
     entries = await run_batch(
         make_ctx, transaction_scope, bundle, max_entries, base_url=base_url, closing_scope=closing_scope,
-        outcomes_known=respond,
+        outcomes_known=response.ready,
     )  # fmt: skip
-    if not built:
-        respond(entries)
-    return built[0]
+    return response.of(entries)
 
 
 async def run_batch(
