@@ -359,6 +359,38 @@ async def test_a_batch_of_creates_keeps_each_valid_one_and_commits_its_event_wit
     assert found.json()["total"] == 59
 
 
+async def test_a_transaction_names_each_patient_their_own_resources_and_sends_its_event_with_the_last_chunk(
+    client: httpx.AsyncClient,
+) -> None:
+    """Each patient's audit event names that patient's resources, not the other patients' (every
+    event used to name every resource of the Bundle); on PostgreSQL the event goes out in the same
+    statement as the last chunk of creates: the existing-id probe and two chunks (10 and 30)."""
+    ada, bob = [(await client.post("/fhir/Patient", json=patient(n))).json()["id"] for n in ("Ada", "Bob")]
+    entries = [
+        post(observation(f"Patient/{ada if n % 4 else bob}"), f"urn:uuid:{new_uuid()}") for n in range(40)
+    ]
+    state = client._transport.app.state  # type: ignore[attr-defined]
+    before = state.db.counter.statements
+    r = await client.post("/fhir", json=bundle("transaction", *entries), headers=FHIR)
+    assert r.status_code == 200, r.text
+    if state.db.dialect == "postgresql":
+        assert state.db.counter.statements - before == 3
+    created = [e["response"]["location"].split("/")[1] for e in r.json()["entry"]]
+    whose = {created[n]: ada if n % 4 else bob for n in range(40)}
+    async with state.db.reader() as conn:
+        for pid in (ada, bob):
+            row = await conn.fetchrow(
+                "SELECT event FROM audit_log WHERE patient_id = $1 ORDER BY seq DESC LIMIT 1", pid
+            )
+            event = json.loads(bytes(row[0]))
+            named = [
+                x["what"]["reference"].split("/")[1]
+                for x in event["entity"]
+                if x["what"]["reference"].startswith("Observation/")
+            ]
+            assert sorted(named) == sorted(o for o, p in whose.items() if p == pid)
+
+
 # -- limits ---------------------------------------------------------------------------------------------
 
 

@@ -419,23 +419,47 @@ def entries_for(
     ]
 
 
+# A resource a request acted on: (the organization whose it is, None for the actor's own; its
+# relative reference with version; the patients whose record it is).
+AuditRef = tuple[str | None, str, frozenset[str]]
+# How many resources a request remembers for its events, and how many one event names.
+MAX_AUDIT_REFS = 1000
+MAX_EVENT_REFS = 50
+
+
 def entries_for_touched(
     actor: Actor,
     request: AuditRequest,
     outcome: Outcome,
     touched: dict[str, str | None],
-    refs: Sequence[tuple[str | None, str]],
+    refs: Sequence[AuditRef],
 ) -> list[AuditEntry]:
     """The events for a request that touched ``touched`` (patient -> the organization whose record
-    it is, None for the actor's own) and acted on ``refs`` ((organization, reference)): each
-    patient's event goes to the trail of the organization whose record it is (another
-    organization's, for a record read through its patient's Consent), naming that one's resources;
-    a refused or failed request names none."""
+    it is, None for the actor's own) and acted on ``refs``: each patient's event goes to the trail
+    of the organization whose record it is (another organization's, for a record read through its
+    patient's Consent), naming that patient's resources there and those of no patient - not other
+    patients' (their own events name them); a refused or failed request names none."""
     by_org: dict[str | None, list[str]] = {}
     for patient_id, org in touched.items():
         by_org.setdefault(org, []).append(patient_id)
     entries: list[AuditEntry] = []
     for org, patient_ids in list(by_org.items()) or [(None, [])]:
-        what = [ref for ref_org, ref in refs if ref_org == org] if outcome is Outcome.SUCCESS else []
-        entries += entries_for(actor, request, outcome, patient_ids=patient_ids, what=what, org_id=org)
+        if outcome is not Outcome.SUCCESS:
+            entries += entries_for(actor, request, outcome, patient_ids=patient_ids, org_id=org)
+            continue
+        shared: list[str] = []
+        mine: dict[str, list[str]] = {}
+        for ref_org, ref, whose in refs:
+            if ref_org != org:
+                continue
+            if not whose:
+                shared.append(ref)
+            for p in whose:
+                mine.setdefault(p, []).append(ref)
+        if not patient_ids:
+            entries += entries_for(actor, request, outcome, what=shared[:MAX_EVENT_REFS], org_id=org)
+            continue
+        for pid in patient_ids:
+            what = (mine.get(pid, []) + shared)[:MAX_EVENT_REFS]
+            entries += entries_for(actor, request, outcome, patient_ids=[pid], what=what, org_id=org)
     return entries

@@ -48,6 +48,7 @@ class Conn(Protocol):
     async def fetchval(self, sql: str, *args: Any) -> Any: ...
     async def execute(self, sql: str, *args: Any) -> int: ...
     async def execute_alongside(self, sql: str, *args: Any) -> None: ...
+    async def execute_last(self, sql: str, *args: Any) -> None: ...
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None: ...
     async def execute_batch(self, statements: list[tuple[str, list[Any]]]) -> None: ...
     def note_writes(self, n: int) -> None: ...
@@ -145,6 +146,11 @@ class _PgConn:
         changes (an audit event): a unit of work may send it inside another statement."""
         await self.execute(sql, *args)
 
+    async def execute_last(self, sql: str, *args: Any) -> None:
+        """A write whose result nobody reads, which the caller expects to be the unit of work's
+        last but for writes alongside it: a unit of work may hold it back and send them together."""
+        await self.execute(sql, *args)
+
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         rows = list(rows)
         if rows:
@@ -168,6 +174,10 @@ class _PgUnitOfWork(_PgConn):
     and its error, if any, surfaces as the block exits. Any further statement, or any read, first
     opens a real transaction (``BEGIN``, then the held statement). A create is therefore one round
     trip instead of three, and every multi-statement unit of work is still all-or-nothing.
+
+    In an open transaction ``execute_last`` holds its write the same way, until the next statement
+    or the end: the writes alongside it (a Bundle's audit event after its last chunk of creates)
+    join it instead of costing a round trip of their own.
     """
 
     def __init__(self, conn: Any, counter: StatementCounter, db: Database) -> None:
@@ -176,11 +186,12 @@ class _PgUnitOfWork(_PgConn):
         self._held: tuple[str, tuple[Any, ...]] | None = None
 
     async def _open(self) -> None:
-        if self._state == "open":
-            return
-        await self._c.execute("BEGIN")
+        """Make sure the transaction is open and nothing is held back: any statement may read
+        what the held one writes."""
+        if self._state != "open":
+            await self._c.execute("BEGIN")
+            self._state = "open"
         held, self._held = self._held, None
-        self._state = "open"
         if held is not None:
             await super().execute(held[0], *held[1])
 
@@ -204,10 +215,17 @@ class _PgUnitOfWork(_PgConn):
         await self._open()
         return await super().execute(sql, *args)
 
+    async def execute_last(self, sql: str, *args: Any) -> None:
+        if self._state == "idle":
+            await self.execute(sql, *args)
+            return
+        await self._open()
+        self._held = (sql, args)
+
     async def execute_alongside(self, sql: str, *args: Any) -> None:
-        # Held with the single write: both go as one statement (each a CTE), so a write and its
-        # audit event still cost one round trip and one commit.
-        if self._state == "held" and self._held is not None:
+        # Held with the held write: both go as one statement (each a CTE), so a write and its
+        # audit event still cost one round trip (and one commit).
+        if self._held is not None:
             merged = _merge_writes(self._held, (sql, args))
             if merged is not None:
                 self._held = merged
@@ -223,10 +241,10 @@ class _PgUnitOfWork(_PgConn):
         await super().copy_rows(table, columns, rows)
 
     async def finish(self) -> None:
-        if self._state == "held" and self._held is not None:
-            held, self._held = self._held, None
+        held, self._held = self._held, None
+        if held is not None:
             await super().execute(held[0], *held[1])
-        elif self._state == "open":
+        if self._state == "open":
             await self._c.execute("COMMIT")
 
     async def abort(self) -> None:
@@ -461,6 +479,9 @@ class _SqliteConn:
         return await self._w.call(lambda: c.execute(_sqlite_sql(sql), args).rowcount)  # type: ignore[no-any-return]
 
     async def execute_alongside(self, sql: str, *args: Any) -> None:
+        await self.execute(sql, *args)
+
+    async def execute_last(self, sql: str, *args: Any) -> None:
         await self.execute(sql, *args)
 
     async def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from housecall.access.actor import Actor, ActorKind
 from housecall.access.policy import Access
-from housecall.audit.events import AuditEntry, AuditRequest, Outcome, entries_for_touched
+from housecall.audit.events import AuditEntry, AuditRef, AuditRequest, Outcome, entries_for_touched
 from housecall.audit.trail import append, sink_for
 from housecall.core.db import Conn, Database, DatabaseUnavailable
 from housecall.core.instants import http_date
@@ -541,7 +541,7 @@ class _Trail:
 
     # patient -> the organization whose record it is, when not the actor's
     touched: dict[str, str | None] = field(default_factory=dict)
-    refs: list[tuple[str | None, str]] = field(default_factory=list)
+    refs: list[AuditRef] = field(default_factory=list)
     # The request's success event, built when asked; set once the actor is known.
     event: Callable[[], list[AuditEntry]] | None = None
     # Whether the success event was appended to the request's write (and so commits with it).

@@ -208,20 +208,30 @@ async def _store_posts(
     """Validate and store plain creates together (one write per chunk instead of one per entry).
     ``each_alone`` (a batch): an entry that is invalid or not allowed gets its error and the others
     go on; otherwise (a transaction) the first such error ends everything. ``meanwhile`` runs once
-    every entry has its outcome, while the database stores the last chunk."""
+    every entry has its outcome, while the database stores the chunk before the last; it means
+    that nothing follows the creates in the unit of work (the last chunk is ``Store.apply``'d
+    with ``last``)."""
     keys = [(e.url.split("?")[0].split("/")[-1], e.request["_id"]) for e in posts]
     existing = {(s.res_type, s.res_id): s for s in await ctx.store.fetch_keys(keys)}
     # Pipelined: while the database stores one chunk, the next is validated and indexed. Both
     # happen inside the caller's one transaction, so a failure anywhere still stores nothing.
     pending: asyncio.Task[None] | None = None
     try:
-        for start, end in _chunks(len(posts), chunk):
+        bounds = list(_chunks(len(posts), chunk))
+        for n, (start, end) in enumerate(bounds):
             writes = _prepare_posts(ctx, posts[start:end], existing, each_alone)
+            last = n == len(bounds) - 1 and meanwhile is not None
+            if last and meanwhile is not None:
+                # Every outcome is known: what only reads them is built while the database still
+                # stores the chunk before, and the last chunk waits to go out with what the caller
+                # writes alongside it (the audit event) in one statement.
+                meanwhile()
+            send = ctx.store.plan(writes, last=last)  # its statement built while the one before runs
             if pending is not None:
                 await pending
-            pending = asyncio.ensure_future(ctx.store.apply(writes))
+            pending = asyncio.ensure_future(send())
             await asyncio.sleep(0)  # let the chunk's statement go out before preparing the next
-        if meanwhile is not None:
+        if meanwhile is not None and not bounds:
             meanwhile()
         if pending is not None:
             await pending

@@ -16,6 +16,7 @@ import jsonpatch
 
 from housecall.access.actor import Actor
 from housecall.access.policy import Access, patients_of
+from housecall.audit.events import MAX_AUDIT_REFS, AuditRef
 from housecall.core.db import Conn
 from housecall.core.settings import Settings
 from housecall.fhir import jsonio
@@ -34,8 +35,9 @@ class Ctx:
 
     Every interaction below asks ``access`` before it reads or writes; ``touched`` collects the
     patients whose records the request read or wrote (each with the organization the record is in,
-    None for the actor's own), and ``refs`` the resources (with their organization), for the audit
-    trail: an access to another organization's patient is recorded in that organization's trail."""
+    None for the actor's own), and ``refs`` the resources (with their organization and their
+    patients), for the audit trail: an access to another organization's patient is recorded in that
+    organization's trail, and each patient's event names that patient's resources."""
 
     conn: Conn
     settings: Settings
@@ -43,7 +45,7 @@ class Ctx:
     access: Access
     strict: bool = False
     touched: dict[str, str | None] = field(default_factory=dict)
-    refs: list[tuple[str | None, str]] = field(default_factory=list)
+    refs: list[AuditRef] = field(default_factory=list)
 
     @property
     def store(self) -> Store:
@@ -80,9 +82,10 @@ class Ctx:
     def saw(self, stored: Stored, patients: Iterable[str] | None = None) -> None:
         """Note for the audit trail that this request acted on ``stored``."""
         org = self._org_of(stored)
-        self._note(patients if patients is not None else patients_of(stored), org)
-        if len(self.refs) < 50:
-            self.refs.append((org, f"{stored.res_type}/{stored.res_id}/_history/{stored.version}"))
+        whose = frozenset(patients if patients is not None else patients_of(stored))
+        self._note(whose, org)
+        if len(self.refs) < MAX_AUDIT_REFS:
+            self.refs.append((org, f"{stored.res_type}/{stored.res_id}/_history/{stored.version}", whose))
 
 
 @dataclass

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from housecall.core.db import Conn
@@ -255,12 +256,14 @@ class Store:
             return [s for t, ids in by_type.items() for s in await self.fetch_many(t, ids, deleted=True)]
         if not keys:
             return []
+        args: list[Any] = []
+        types = _array_param(args, [k[0] for k in keys], "text")
+        ids = _array_param(args, [k[1] for k in keys], "text")
         orgs, values, extra = self._orgs(3)
         rows = await self.conn.fetch(
             f"SELECT {RESOURCE_COLUMNS}{extra} FROM resource WHERE (res_type, res_id) IN "
-            f"(SELECT * FROM unnest($1::text[], $2::text[])) AND {orgs}",
-            [k[0] for k in keys],
-            [k[1] for k in keys],
+            f"(SELECT * FROM unnest({types}, {ids})) AND {orgs}",
+            *args,
             *values,
         )
         return [stored_row(row) for row in rows]
@@ -310,14 +313,36 @@ class Store:
 
     async def apply(self, writes: Sequence[Write]) -> None:
         """Store new versions with their history and index rows (one statement per chunk on PG)."""
-        for chunk in _unique_key_chunks(writes):
+        await self.plan(writes)()
+
+    def plan(self, writes: Sequence[Write], *, last: bool = False) -> Callable[[], Awaitable[None]]:
+        """``apply`` in two steps: what sends ``writes``, their statement already built when it
+        fits one (a Bundle builds the next chunk's while the database stores the one before).
+        ``last``: the unit of work writes nothing more but writes alongside (its audit event), so
+        the statement may wait to go out with them (``Conn.execute_last``)."""
+        chunks = _unique_key_chunks(writes)
+        if self.dialect == "postgresql" and len(chunks) == 1 and len(writes) < COPY_AT_LEAST:
+            *before, (sql, args) = self._pg_statements(chunks[0])
+
+            async def send() -> None:
+                for other in before:  # the versions being replaced move to the history first
+                    await self.conn.execute(other[0], *other[1])
+                await (self.conn.execute_last if last else self.conn.execute)(sql, *args)
+                self.conn.note_writes(len(writes))
+
+            return send
+        return partial(self._apply_chunks, chunks)
+
+    async def _apply_chunks(self, chunks: list[list[Write]]) -> None:
+        for chunk in chunks:
             if self.dialect == "sqlite":
                 await self._apply_sqlite(chunk)
             elif len(chunk) >= COPY_AT_LEAST and not any(w.replace for w in chunk):
                 await self._copy_pg(chunk)
             else:
-                await self._apply_pg(chunk)
-        self.conn.note_writes(len(writes))
+                for sql, args in self._pg_statements(chunk):
+                    await self.conn.execute(sql, *args)
+        self.conn.note_writes(sum(len(chunk) for chunk in chunks))
 
     async def _copy_pg(self, writes: list[Write]) -> None:
         """Many new resources: COPY the resources (PostgreSQL's bulk path; no ON CONFLICT needed),
@@ -334,7 +359,9 @@ class Store:
         if ctes:
             await self.conn.execute("WITH " + ",\n".join(ctes) + " SELECT 1", *args)
 
-    async def _apply_pg(self, writes: list[Write]) -> None:
+    def _pg_statements(self, writes: list[Write]) -> list[tuple[str, list[Any]]]:
+        """The statements (SQL and arguments) that store ``writes`` (no key twice) on PostgreSQL."""
+        statements: list[tuple[str, list[Any]]] = []
         args: list[Any] = []
 
         def arr(values: list[Any], pgtype: str) -> str:
@@ -377,13 +404,15 @@ class Store:
                 f"d_{table} AS (DELETE FROM {table} WHERE {keys})"
                 for table in (*(f"sp_{k}" for k in INDEX_COLUMNS), "compartment")
             ]
-            await self.conn.execute(
-                "WITH " + ",\n".join(steps) + " SELECT 1",
-                [w.res_type for w in replaced],
-                [w.res_id for w in replaced],
+            statements.append(
+                (
+                    "WITH " + ",\n".join(steps) + " SELECT 1",
+                    [[w.res_type for w in replaced], [w.res_id for w in replaced]],
+                )
             )
         ctes += self._index_ctes(writes, list(INDEX_COLUMNS), args)
-        await self.conn.execute("WITH " + ",\n".join(ctes) + " SELECT 1", *args)
+        statements.append(("WITH " + ",\n".join(ctes) + " SELECT 1", args))
+        return statements
 
     @staticmethod
     def _index_ctes(writes: list[Write], kinds: list[str], args: list[Any]) -> list[str]:
