@@ -725,10 +725,13 @@ the search semantics.
   casefold, whitespace collapsed; the query side applies the same function.
 * **reference** `(param, target_type, target_id, url)`: `Type/id` and `Type/id/_history/v` give the
   type and id with url None. An absolute `http(s)://.../Type/id[/_history/v]` gives the type and id,
-  with url set to the full value. `urn:uuid:`, `urn:oid:` and `#contained` keep only the url (the
-  store resolves `urn:uuid:` before indexing). Canonicals and URIs keep only the url. For
-  `where(resolve() is T)` a row is kept only when the target type is T (for `#contained` the type of
-  the contained resource is used). A Reference that has only `identifier` or `display` gives no row.
+  with url set to the full value. `urn:uuid:` and `urn:oid:` keep only the url (the store resolves
+  `urn:uuid:` before indexing); `#contained` keeps the url and the contained resource's type.
+  Canonicals and URIs keep only the url. For `where(resolve() is T)` a row is kept only when the
+  target type is T. A parameter that is exactly another one restricted to a target type (47 of them,
+  such as Observation's `patient` = `subject.where(resolve() is Patient)`,
+  `indexing.SUBSET_ALIASES`) has no rows of its own: searches read the other parameter's rows with
+  that target type. A Reference that has only `identifier` or `display` gives no row.
 * **date** `(param, lo_us, hi_us)`: inclusive bounds in microseconds since 1970-01-01T00:00Z, from
   the precision of the value (`2020` covers the whole year). A value with no zone is taken as UTC.
   An open end of a Period is -2^62 or 2^62. A Timing gives one row per `event` and one for

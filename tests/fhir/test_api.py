@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 
 import httpx
 import pytest
@@ -295,3 +296,48 @@ async def test_a_write_and_its_audit_event_commit_together(client: httpx.AsyncCl
     assert {"reference": f"Patient/{r.json()['id']}/_history/1"} in [
         x.get("what") for x in events[0]["entity"]
     ]
+
+
+async def test_patient_of_an_observation_is_its_subject_when_that_is_a_patient(
+    client: httpx.AsyncClient,
+) -> None:
+    """Observation's ``patient`` is ``subject.where(resolve() is Patient)``: it is answered from the
+    subject rows of a Patient (no rows of its own), so a Group with the same id is not a patient -
+    in searches, ``:missing``, ``_include``, ``_revinclude`` and ``_has`` alike."""
+    pid = f"alias-{uuid.uuid4().hex[:16]}"
+    await client.put(f"/fhir/Patient/{pid}", json={**patient("Alias"), "id": pid})
+    await client.put(
+        f"/fhir/Group/{pid}", json={"resourceType": "Group", "id": pid, "type": "person", "actual": True}
+    )
+
+    def obs(subject: str) -> dict[str, object]:
+        return {"resourceType": "Observation", "status": "final", "subject": {"reference": subject},
+                "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}}  # fmt: skip
+
+    mine = (await client.post("/fhir/Observation", json=obs(f"Patient/{pid}"))).json()["id"]
+    group = (await client.post("/fhir/Observation", json=obs(f"Group/{pid}"))).json()["id"]
+
+    async def ids(query: str) -> set[str]:
+        r = await client.get(f"/fhir/{query}")
+        assert r.status_code == 200, r.text
+        return {f"{e['resource']['resourceType']}/{e['resource']['id']}" for e in r.json().get("entry", [])}
+
+    assert await ids(f"Observation?patient={pid}") == {f"Observation/{mine}"}
+    assert await ids(f"Observation?subject={pid}") == {f"Observation/{mine}", f"Observation/{group}"}
+    assert f"Observation/{group}" in await ids("Observation?patient:missing=true&code=8867-4")
+    assert f"Observation/{mine}" not in await ids("Observation?patient:missing=true&code=8867-4")
+    assert await ids(f"Observation?_id={mine},{group}&_include=Observation:patient") == {
+        f"Observation/{mine}",
+        f"Observation/{group}",
+        f"Patient/{pid}",
+    }
+    assert await ids(f"Patient?_id={pid}&_revinclude=Observation:patient") == {
+        f"Patient/{pid}",
+        f"Observation/{mine}",
+    }
+    assert await ids(f"Patient?_has:Observation:patient:code=8867-4&_id={pid}") == {f"Patient/{pid}"}
+    assert await ids(f"Group?_has:Observation:patient:code=8867-4&_id={pid}") == set()
+    assert await ids(f"Observation?patient.family=Alias&_id={mine},{group}") == {f"Observation/{mine}"}
+    async with client._transport.app.state.db.reader() as conn:  # type: ignore[attr-defined]
+        stored = await conn.fetch("SELECT param FROM sp_reference WHERE res_id = $1", mine)
+    assert [r[0] for r in stored] == ["subject"]

@@ -25,12 +25,14 @@ except ModuleNotFoundError:  # running from a checkout without `pip install -e .
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
 
 from housecall.fhir.indexing import (
+    SUBSET_ALIASES,
     IndexRows,
     SearchParam,
     date_bounds,
     extract_index,
     normalize_string,
     search_params,
+    stored_reference,
 )
 from housecall.fhir.indexing import _r4_search_params as table
 
@@ -154,7 +156,10 @@ def check_invariants(res: dict[str, Any], rows: IndexRows) -> None:
             elif kind == "reference":
                 assert all(v is None or isinstance(v, str) for v in row[1:]), row
                 assert row[2] is not None or row[3] is not None, row
-                assert (row[1] is None) == (row[2] is None), row
+                # A contained target has its type (so that resolve() is T can be read from the
+                # row) but no id; any other target has both or neither.
+                contained = row[3] is not None and row[3].startswith("#")
+                assert (row[1] is None) == (row[2] is None) or (contained and row[2] is None), row
             elif kind == "date":
                 assert isinstance(row[1], int), row
                 assert isinstance(row[2], int), row
@@ -292,7 +297,7 @@ EXPECT: list[tuple[str, str | dict[str, Any], str, tuple[Any, ...]]] = [
         ("date", us("2015-01-17T06:00:00Z"), us("2015-01-17T06:30:00Z") + 999_999),
     ),
     ("enc-patient", "Encounter-home.json", "reference", ("patient", "Patient", "example", None)),
-    ("enc-location-contained", "Encounter-home.json", "reference", ("location", None, None, "#home")),
+    ("enc-location-contained", "Encounter-home.json", "reference", ("location", "Location", None, "#home")),
     ("enc-length", "Encounter-f202.json", "quantity", ("length", 56.0, UCUM, "min", "minutes")),
     (
         "enc-reason-text-only",
@@ -319,7 +324,7 @@ EXPECT: list[tuple[str, str | dict[str, Any], str, tuple[Any, ...]]] = [
         "mr-medication",
         "MedicationRequest-medrx0302.json",
         "reference",
-        ("medication", None, None, "#med0320"),
+        ("medication", "Medication", None, "#med0320"),
     ),
     ("mr-subject", "MedicationRequest-medrx0302.json", "reference", ("subject", "Patient", "pat1", None)),
     (
@@ -492,7 +497,17 @@ def load(src: str | dict[str, Any]) -> dict[str, Any]:
 
 @pytest.mark.parametrize(("case", "src", "kind", "row"), EXPECT, ids=[e[0] for e in EXPECT])
 def test_expected_row(case: str, src: str | dict[str, Any], kind: str, row: tuple[Any, ...]) -> None:
-    rows = getattr(extract_index(load(src)), kind)
+    resource = load(src)
+    rows = getattr(extract_index(resource), kind)
+    parent, target = (
+        stored_reference(resource["resourceType"], row[0]) if kind == "reference" else (row[0], None)
+    )
+    if target is not None:
+        # A restriction of another parameter (Observation's patient: subject of a Patient) is
+        # stored as that parameter's row with that target type, and has no row of its own.
+        assert row[1] == target
+        assert not [r for r in rows if r[0] == row[0]], case
+        row = (parent, *row[1:])
     assert row in rows, f"{case}: {row} not in {[r for r in rows if r[0] == row[0]]}"
 
 
@@ -502,20 +517,21 @@ def test_absent_rows(case: str, src: str | dict[str, Any], kind: str, param: str
     assert [r for r in rows if r[0] == param] == []
 
 
-def test_restricted_reference_params_only_keep_their_type() -> None:
+def test_restricted_reference_params_are_read_from_the_rows_they_restrict() -> None:
     rows = extract_index(example("Appointment-example.json")).reference
-    assert {r[1] for r in rows if r[0] == "location"} == {"Location"}
-    assert {r[1] for r in rows if r[0] == "patient"} == {"Patient"}
-    assert {r[1] for r in rows if r[0] == "practitioner"} == {"Practitioner"}
+    assert {r[1] for r in rows if r[0] == "actor"} == {"Location", "Patient", "Practitioner"}
+    assert not [r for r in rows if r[0] in ("location", "patient", "practitioner")]
+    assert SUBSET_ALIASES["Appointment"] == {
+        "location": ("actor", "Location"), "patient": ("actor", "Patient"), "practitioner": ("actor", "Practitioner")
+    }  # fmt: skip
+    assert stored_reference("Observation", "patient") == ("subject", "Patient")
+    assert stored_reference("AllergyIntolerance", "patient") == ("patient", None)  # an element of its own
 
 
 def test_vitals_rows_exactly() -> None:
     rows = extract_index(VITALS)
     assert rows.date == [("date", *second("2024-05-01T09:00:00Z"))]
-    assert sorted(rows.reference) == [
-        ("patient", "Patient", "abc", None),
-        ("subject", "Patient", "abc", None),
-    ]
+    assert sorted(rows.reference) == [("subject", "Patient", "abc", None)]  # patient: read from subject
     assert sorted(rows.quantity) == [("value-quantity", 120.0, UCUM, "mm[Hg]", "mmHg")]
     assert rows.string == []
     assert rows.number == []
@@ -550,7 +566,7 @@ def test_reference_forms() -> None:
     url = "https://x.example/fhir/Group/g1"
     assert refs(url) == [("subject", "Group", "g1", url)]
     assert refs("urn:uuid:0b3c") == [("subject", None, None, "urn:uuid:0b3c")]
-    assert refs("#p1") == [("subject", None, None, "#p1")]
+    assert refs("#p1") == [("subject", None, None, "#p1")]  # no such contained resource
     assert refs("http://example.org/not-a-resource") == [
         ("subject", None, None, "http://example.org/not-a-resource")
     ]
@@ -565,7 +581,7 @@ def test_contained_reference_is_resolved_for_type_restrictions() -> None:
         "subject": {"reference": "#p1"},
     }
     rows = extract_index(obs)
-    assert ("patient", None, None, "#p1") in rows.reference
+    assert ("subject", "Patient", None, "#p1") in rows.reference  # so patient:missing is false
     assert rows.patients == set()  # a contained Patient has no compartment of its own
 
 

@@ -412,7 +412,8 @@ async def care_team_patients(conn: Conn, org_id: str, member_type: str, member_i
         "SELECT DISTINCT p.target_id FROM sp_reference m "
         "JOIN resource ct ON ct.res_type = 'CareTeam' AND ct.res_id = m.res_id AND ct.org_id = $1 "
         "AND NOT ct.deleted "
-        "JOIN sp_reference p ON p.res_type = 'CareTeam' AND p.res_id = m.res_id AND p.param = 'patient' "
+        # CareTeam's ``patient`` is stored as its ``subject`` rows of a Patient (SUBSET_ALIASES).
+        "JOIN sp_reference p ON p.res_type = 'CareTeam' AND p.res_id = m.res_id AND p.param = 'subject' "
         "AND p.target_type = 'Patient' "
         "WHERE m.res_type = 'CareTeam' AND m.param = 'participant' AND m.target_type = $2 AND m.target_id = $3 "
         "AND NOT EXISTS (SELECT 1 FROM sp_token s WHERE s.res_type = 'CareTeam' AND s.res_id = m.res_id "

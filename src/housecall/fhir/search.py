@@ -28,6 +28,7 @@ from housecall.fhir.indexing import (
     index_params,
     normalize_string,
     search_params,
+    stored_reference,
 )
 from housecall.fhir.store import Store, Stored, now_us, stored_row
 
@@ -174,6 +175,21 @@ class _Sql:
 
     def many(self, values: list[Any]) -> str:
         return ", ".join(self.p(v) for v in values)
+
+
+def _param_test(sql: _Sql, res_type: str, code: str, column: str = "param") -> str:
+    """The rows of search parameter ``code`` of ``res_type``, ``column`` naming the ``param`` column
+    (an alias's prefix, if any, also names its ``target_type``): the rows are stored under other
+    parameters for unions (``combo-code``) and restrictions (``patient``: ``subject`` rows of a
+    Patient), see ``indexing.UNION_ALIASES`` and ``indexing.SUBSET_ALIASES``."""
+    parent, target = stored_reference(res_type, code)
+    if target is not None:
+        target_type = column[: -len("param")] + "target_type"
+        return f"{column} = {sql.p(parent)} AND {target_type} = {sql.p(target)}"
+    stored_as = index_params(res_type, code)
+    if len(stored_as) == 1:
+        return f"{column} = {sql.p(code)}"
+    return f"{column} IN ({sql.many(list(stored_as))})"
 
 
 def _decimal_range(text: str) -> tuple[float, float, float]:
@@ -353,10 +369,7 @@ class SearchBuilder:
         return head + " AND (" + " OR ".join(value_tests) + ")", flt.modifier == "not"
 
     def _param(self, res_type: str, code: str, column: str = "param") -> str:
-        stored_as = index_params(res_type, code)
-        if len(stored_as) == 1:
-            return f"{column} = {self.sql.p(code)}"
-        return f"{column} IN ({self.sql.many(list(stored_as))})"
+        return _param_test(self.sql, res_type, code, column)
 
     def _value_test(self, sp: SearchParam, value: str, modifier: str | None) -> str:
         sql = self.sql
@@ -411,8 +424,8 @@ class SearchBuilder:
         sub, negate = self.ids_matching(other, Filter(inner, None, [], flt.values))
         op = "NOT IN" if negate else "IN"
         return (
-            f"SELECT target_id FROM sp_reference WHERE res_type = {self.sql.p(other)} AND param = "
-            f"{self.sql.p(ref_param)} AND target_type = {self.sql.p(res_type)} AND res_id {op} ({sub})"
+            f"SELECT target_id FROM sp_reference WHERE res_type = {self.sql.p(other)} AND "
+            f"{self._param(other, ref_param)} AND target_type = {self.sql.p(res_type)} AND res_id {op} ({sub})"
         )
 
     def _pinned_patient(self, res_type: str, flt: Filter) -> str | None:
@@ -580,7 +593,7 @@ async def _includes(store: Any, conn: Conn, req: SearchRequest, matches: list[St
             ids = sql.many([m.res_id for m in sources])
             cond = f"res_type = {sql.p(sources[0].res_type)} AND res_id IN ({ids}) AND target_id IS NOT NULL"
             if inc.param != "*":
-                cond += f" AND param = {sql.p(inc.param)}"
+                cond += f" AND {_param_test(sql, sources[0].res_type, inc.param)}"
             if inc.target:
                 cond += f" AND target_type = {sql.p(inc.target)}"
             refs = await conn.fetch(
@@ -611,7 +624,7 @@ async def _includes(store: Any, conn: Conn, req: SearchRequest, matches: list[St
                     f"AND target_id IN ({sql.many(tids)})"
                 )
                 if inc.param != "*":
-                    cond += f" AND param = {sql.p(inc.param)}"
+                    cond += f" AND {_param_test(sql, inc.source, inc.param)}"
                 rows = await conn.fetch(f"SELECT DISTINCT res_id FROM sp_reference WHERE {cond}", *sql.args)
                 fresh = [r[0] for r in rows if (inc.source, r[0]) not in seen]
                 for s in await store.fetch_many(inc.source, fresh):

@@ -22,7 +22,7 @@ from typing import Any
 from housecall.core.db import Conn
 from housecall.core.instants import utc_instant
 from housecall.fhir import jsonio
-from housecall.fhir.indexing import COMPARTMENT_PATIENT, IndexRows, extract_index
+from housecall.fhir.indexing import COMPARTMENT_PATIENT, IndexRows, extract_index, stored_reference
 
 # Column lists of the index tables, in the order IndexRows tuples carry them (after `param`).
 INDEX_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
@@ -566,13 +566,17 @@ def _flatten(writes: Iterable[Write], kind: str) -> list[tuple[Any, ...]]:
 
 
 def compartment_links(res_type: str, rows: IndexRows) -> list[str]:
-    """``param|patient-id`` for each reference that puts the resource in a patient compartment."""
-    params = COMPARTMENT_PATIENT.get(res_type, ())
+    """``param|patient-id`` for each reference that puts the resource in a patient compartment (a
+    parameter stored as another's rows, such as Encounter's ``patient``, is read from those)."""
+    by_row: dict[str, list[str]] = {}
+    for param in COMPARTMENT_PATIENT.get(res_type, ()):
+        by_row.setdefault(stored_reference(res_type, param)[0], []).append(param)
     return sorted(
         {
             f"{param}|{target}"
-            for param, kind, target, _ in rows.reference
-            if kind == "Patient" and target and param in params
+            for stored_as, kind, target, _ in rows.reference
+            if kind == "Patient" and target and stored_as in by_row
+            for param in by_row[stored_as]
         }
     )
 

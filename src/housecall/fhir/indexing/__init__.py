@@ -45,6 +45,7 @@ from housecall.fhir.jsonio import FhirDecimal
 from . import _r4_search_params as _table
 
 __all__ = [
+    "SUBSET_ALIASES",
     "UNION_ALIASES",
     "IndexRows",
     "SearchParam",
@@ -405,13 +406,13 @@ def _ref_reference(acc: _Acc, p: str, node: Any, restrict: str | None) -> None:
     if type(ref) is not str or not ref:
         return  # identifier-only / display-only Reference: nothing to match on
     target_type, target_id, url = _parse_reference(ref)
-    # where(resolve() is T): a contained target is resolved locally; urn:uuid and foreign URLs
-    # cannot be resolved here, so (like FHIRPath's empty resolve()) they do not match.
-    if (
-        restrict is not None
-        and target_type != restrict
-        and not (ref[0] == "#" and _contained_type(acc.resource, ref[1:]) == restrict)
-    ):
+    if ref[0] == "#":
+        # A contained target is resolved locally: its row carries its type (and no id), so that
+        # a restriction read from the row (``SUBSET_ALIASES``) sees it as resolve() would.
+        target_type = _contained_type(acc.resource, ref[1:])
+    # where(resolve() is T): urn:uuid and foreign URLs cannot be resolved here, so (like FHIRPath's
+    # empty resolve()) they do not match.
+    if restrict is not None and target_type != restrict:
         return
     acc.reference[(p, target_type, target_id, url)] = None
 
@@ -587,6 +588,43 @@ def index_params(resource_type: str, code: str) -> tuple[str, ...]:
     return UNION_ALIASES.get(resource_type, {}).get(code, (code,))
 
 
+def _subset_aliases() -> dict[str, dict[str, tuple[str, str]]]:
+    """Reference parameters that R4 defines as another parameter of the same type restricted to one
+    target type: Observation's ``patient`` is ``subject.where(resolve() is Patient)``,
+    Appointment's ``practitioner`` is ``actor.where(resolve() is Practitioner)`` (47 of them). Their
+    rows would duplicate the other parameter's rows, so they are not extracted; the search layer
+    answers them from those rows (``param = 'subject' AND target_type = 'Patient'``)."""
+    aliases: dict[str, dict[str, tuple[str, str]]] = {}
+    for base, rows in _table.BRANCHES.items():
+        paths: dict[str, set[tuple[Any, ...]]] = {}
+        restricts: dict[str, set[str | None]] = {}
+        for code, steps, leaf, restrict in rows:
+            paths.setdefault(code, set()).add((steps, leaf))
+            restricts.setdefault(code, set()).add(restrict)
+        for code, targets in restricts.items():
+            target = next(iter(targets))
+            if len(targets) != 1 or target is None:
+                continue
+            for other, other_targets in restricts.items():
+                if other != code and other_targets == {None} and paths[other] == paths[code]:
+                    aliases.setdefault(base, {})[code] = (other, target)
+                    break
+    return {
+        rtype: merged
+        for rtype in _table.RESOURCE_TYPES
+        if (merged := {k: v for base in _bases(rtype) for k, v in aliases.get(base, {}).items()})
+    }
+
+
+SUBSET_ALIASES: dict[str, dict[str, tuple[str, str]]] = _subset_aliases()
+
+
+def stored_reference(resource_type: str, code: str) -> tuple[str, str | None]:
+    """The ``param`` under which reference parameter ``code``'s rows are stored, and the target type
+    those rows must have (None: any)."""
+    return SUBSET_ALIASES.get(resource_type, {}).get(code, (code, None))
+
+
 def _build_plans(
     registry: Mapping[str, Mapping[str, SearchParam]],
 ) -> tuple[dict[str, dict[str, tuple[_Entry, ...]]], dict[str, tuple[_ExistsEntry, ...]]]:
@@ -595,7 +633,7 @@ def _build_plans(
     for rtype, params in registry.items():
         by_key: dict[str, list[_Entry]] = {}
         ex: list[_ExistsEntry] = []
-        aliases = UNION_ALIASES.get(rtype, {})
+        aliases = {**UNION_ALIASES.get(rtype, {}), **SUBSET_ALIASES.get(rtype, {})}
         for base in _bases(rtype):
             for row in _table.BRANCHES.get(base, ()):
                 code, steps, leaf, restrict = row
@@ -616,8 +654,11 @@ _PLANS, _EXISTS = _build_plans(_REGISTRY)
 # The R4 patient CompartmentDefinition, plus Device by its ``patient``: R4 leaves Device out, but a
 # home-monitoring device names whose it is, and that is whose record it belongs to (access path).
 COMPARTMENT_PATIENT: dict[str, tuple[str, ...]] = {**_table.COMPARTMENT_PATIENT, "Device": ("patient",)}
+# By the rows that hold them: a compartment parameter that is a subset alias (CareTeam's
+# ``patient``) is found in its parent's rows (``subject``), which are checked for a Patient target.
 _COMPARTMENT: dict[str, frozenset[str]] = {
-    rtype: frozenset(codes) for rtype, codes in COMPARTMENT_PATIENT.items()
+    rtype: frozenset(stored_reference(rtype, code)[0] for code in codes)
+    for rtype, codes in COMPARTMENT_PATIENT.items()
 }
 # The part of each plan that finds compartment references, for reading a stored resource's patients
 # without extracting all its index rows.
