@@ -81,6 +81,8 @@ def _parse_entries(bundle: dict[str, Any], max_entries: int) -> list[Entry]:
 def _split_url(url: str, base_url: str) -> tuple[list[str], str]:
     if url.startswith(base_url + "/"):
         url = url[len(base_url) + 1 :]
+    if not (":" in url or "?" in url or "#" in url or url.startswith("//")):
+        return [p for p in url.split("/") if p], ""  # a plain path, as urlsplit would read it
     parts = urlsplit(url)
     return [p for p in parts.path.split("/") if p], parts.query
 
@@ -160,7 +162,15 @@ async def _rewrite_references(
     """Rewrite references to entries (``ids``) and conditional references. In a batch
     (``batch_urls``: its fullUrls) a reference to another entry is an error and any other
     ``urn:uuid`` is left as written, as it would be outside a Bundle."""
-    conditional: dict[str, str] = {}
+    await _resolve_conditional(ctx, _rewrite_local(entries, ids, batch_urls))
+
+
+def _rewrite_local(
+    entries: list[Entry], ids: dict[str, str], batch_urls: set[str] | None = None
+) -> list[tuple[Entry, list[str]]]:
+    """The part of ``_rewrite_references`` that needs no database: references to entries are
+    rewritten; returned are the entries holding conditional references, with those references."""
+    conditional: list[tuple[Entry, list[str]]] = []
     for e in entries:
         if isinstance(e.resource, dict):
             pending: list[str] = []
@@ -182,19 +192,31 @@ async def _rewrite_references(
                 return ref
 
             _walk_references(e.resource, fix)
-            for ref in pending:
-                if ref not in conditional:
-                    res_type, criteria = ref.split("?", 1)
-                    ix.check_type(res_type)
-                    found = await ix.find_by_criteria(ctx, res_type, criteria)
-                    if len(found) != 1:
-                        raise FhirError(
-                            412, "multiple-matches" if found else "not-found",
-                            f"entry {e.index}: conditional reference {ref} matched {len(found)} resources",
-                        )  # fmt: skip
-                    conditional[ref] = f"{res_type}/{found[0].res_id}"
             if pending:
-                _walk_references(e.resource, lambda r: conditional.get(r, r))
+                conditional.append((e, pending))
+    return conditional
+
+
+async def _resolve_conditional(ctx: ix.Ctx, conditional: list[tuple[Entry, list[str]]]) -> None:
+    """Rewrite each conditional reference (``Patient?identifier=…``) to the one resource it matches."""
+    resolved: dict[str, str] = {}
+    for e, pending in conditional:
+        for ref in pending:
+            if ref not in resolved:
+                res_type, criteria = ref.split("?", 1)
+                ix.check_type(res_type)
+                found = await ix.find_by_criteria(ctx, res_type, criteria)
+                if len(found) != 1:
+                    raise FhirError(
+                        412, "multiple-matches" if found else "not-found",
+                        f"entry {e.index}: conditional reference {ref} matched {len(found)} resources",
+                    )  # fmt: skip
+                resolved[ref] = f"{res_type}/{found[0].res_id}"
+        _walk_references(e.resource, lambda r: resolved.get(r, r))
+
+
+def _keys(posts: list[Entry]) -> list[tuple[str, str]]:
+    return [(e.url.split("?")[0].split("/")[-1], e.request["_id"]) for e in posts]
 
 
 async def _store_posts(
@@ -204,15 +226,17 @@ async def _store_posts(
     *,
     each_alone: bool = False,
     meanwhile: Callable[[], None] | None = None,
+    probed: list[Stored] | None = None,
 ) -> None:
     """Validate and store plain creates together (one write per chunk instead of one per entry).
     ``each_alone`` (a batch): an entry that is invalid or not allowed gets its error and the others
     go on; otherwise (a transaction) the first such error ends everything. ``meanwhile`` runs once
     every entry has its outcome, while the database stores the chunk before the last; it means
-    that nothing follows the creates in the unit of work (the last chunk is ``Store.apply``'d
-    with ``last``)."""
-    keys = [(e.url.split("?")[0].split("/")[-1], e.request["_id"]) for e in posts]
-    existing = {(s.res_type, s.res_id): s for s in await ctx.store.fetch_keys(keys)}
+    that nothing follows the creates in the unit of work (the last chunk is planned with
+    ``last``). ``probed``: what is already stored under the posts' ids, when the caller asked."""
+    if probed is None:
+        probed = await ctx.store.fetch_keys(_keys(posts))
+    existing = {(s.res_type, s.res_id): s for s in probed}
     # Pipelined: while the database stores one chunk, the next is validated and indexed. Both
     # happen inside the caller's one transaction, so a failure anywhere still stores nothing.
     pending: asyncio.Task[None] | None = None
@@ -438,11 +462,23 @@ async def run_transaction(
     entries = _parse_entries(bundle, ctx.settings.max_bundle_entries)
     ids: dict[str, str] = {}
     await _resolve_identities(ctx, entries, ids)
-    await _rewrite_references(ctx, entries, ids)
     ordered = sorted(entries, key=lambda x: (ORDER[x.method], x.index))
     # Plain creates got their id in _resolve_identities; any other POST (an operation such as
     # ValueSet/$lookup) goes through run_entry, which refuses it with a 400 naming the entry.
     plain_posts = [e for e in ordered if e.method == "POST" and e.outcome is None and "_id" in e.request]
+    probed = None
+    if plain_posts and not any(e.method == "DELETE" for e in entries):
+        # Which of the creates' ids are taken is asked while the references are rewritten (the
+        # database and Python side by side); a DELETE first would change the answer.
+        probe = asyncio.ensure_future(ctx.store.fetch_keys(_keys(plain_posts)))
+        await asyncio.sleep(0)  # the statement goes out
+        try:
+            conditional = _rewrite_local(entries, ids)
+        finally:
+            probed = await probe
+        await _resolve_conditional(ctx, conditional)
+    else:
+        await _rewrite_references(ctx, entries, ids)
     current: Entry | None = None
     try:
         for e in ordered:
@@ -454,7 +490,7 @@ async def run_transaction(
         posted = {id(e) for e in plain_posts}
         if outcomes_known is not None and all(e.outcome is not None or id(e) in posted for e in ordered):
             meanwhile = partial(outcomes_known, entries)  # nothing follows the creates
-        await _store_posts(ctx, plain_posts, meanwhile=meanwhile)
+        await _store_posts(ctx, plain_posts, meanwhile=meanwhile, probed=probed)
         for e in ordered:
             if e.outcome is None:
                 current = e

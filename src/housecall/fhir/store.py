@@ -16,7 +16,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from typing import Any
 
 from housecall.core.db import Conn
@@ -364,7 +364,7 @@ class Store:
         statements: list[tuple[str, list[Any]]] = []
         args: list[Any] = []
 
-        def arr(values: list[Any], pgtype: str) -> str:
+        def arr(values: Sequence[Any], pgtype: str) -> str:
             return _array_param(args, values, pgtype)
 
         ctes = []
@@ -419,7 +419,7 @@ class Store:
         """INSERT CTEs of the index rows of ``kinds`` and the compartment rows of ``writes``,
         their arrays appended to ``args``."""
 
-        def arr(values: list[Any], pgtype: str) -> str:
+        def arr(values: Sequence[Any], pgtype: str) -> str:
             return _array_param(args, values, pgtype)
 
         ctes = []
@@ -428,10 +428,11 @@ class Store:
             flat = _flatten(writes, kind)
             if not flat:
                 continue
-            owner_t = arr([r[0] for r in flat], "text")
-            owner_i = arr([r[1] for r in flat], "text")
-            param = arr([r[2] for r in flat], "text")
-            col_arrays = [arr([r[3 + n] for r in flat], pgtype) for n, (_, pgtype) in enumerate(cols)]
+            owner_types, owner_ids, params, *values = zip(*flat, strict=True)  # columns, in C
+            owner_t = arr(owner_types, "text")
+            owner_i = arr(owner_ids, "text")
+            param = arr(params, "text")
+            col_arrays = [arr(values[n], pgtype) for n, (_, pgtype) in enumerate(cols)]
             names = ", ".join(name for name, _ in cols)
             picks = ", ".join(
                 f"left(c{n}, {MAX_INDEXED_CHARS})" if pgtype == "text" else f"c{n}"
@@ -524,7 +525,7 @@ _SEP, _NULL = "\x1f", "\x1e"
 _SPLIT = "string_to_array(${n}, E'\\x1f', E'\\x1e')"
 
 
-def _array_param(args: list[Any], values: list[Any], pgtype: str) -> str:
+def _array_param(args: list[Any], values: Sequence[Any], pgtype: str) -> str:
     """Append ``values`` to ``args`` as the ``pgtype[]`` parameter; return its SQL expression."""
     if pgtype in ("text", "int4", "int8", "float8"):
         nulls = values.count(None)
@@ -537,7 +538,7 @@ def _array_param(args: list[Any], values: list[Any], pgtype: str) -> str:
             args.append(joined)
             split = _SPLIT.format(n=len(args))
             return split if pgtype == "text" else f"{split}::{pgtype}[]"
-    args.append(values)
+    args.append(list(values))
     return f"${len(args)}::{pgtype}[]"
 
 
@@ -565,12 +566,20 @@ def _flatten(writes: Iterable[Write], kind: str) -> list[tuple[Any, ...]]:
     return out
 
 
+@cache
+def _compartment_rows(res_type: str) -> dict[str, tuple[str, ...]]:
+    """The compartment parameters of ``res_type`` by the ``param`` of the rows that hold them."""
+    by_row: dict[str, tuple[str, ...]] = {}
+    for param in COMPARTMENT_PATIENT.get(res_type, ()):
+        stored_as = stored_reference(res_type, param)[0]
+        by_row[stored_as] = (*by_row.get(stored_as, ()), param)
+    return by_row
+
+
 def compartment_links(res_type: str, rows: IndexRows) -> list[str]:
     """``param|patient-id`` for each reference that puts the resource in a patient compartment (a
     parameter stored as another's rows, such as Encounter's ``patient``, is read from those)."""
-    by_row: dict[str, list[str]] = {}
-    for param in COMPARTMENT_PATIENT.get(res_type, ()):
-        by_row.setdefault(stored_reference(res_type, param)[0], []).append(param)
+    by_row = _compartment_rows(res_type)
     return sorted(
         {
             f"{param}|{target}"
