@@ -89,3 +89,45 @@ def test_0005_keeps_only_earlier_versions_in_history(url_at_0004: str) -> None:
         back = conn.execute(sa.text("SELECT version FROM resource_history ORDER BY version")).scalars().all()
     engine.dispose()
     assert back == [1, 2]
+
+
+@pytest.fixture
+def url_at_0017(engine: str, tmp_path: Path) -> Iterator[str]:
+    url = new_database(engine, tmp_path)
+    command.downgrade(migrate.alembic_config(url), "owner_hash_indexes")
+    yield url
+    drop_database(url)
+
+
+def test_0018_drops_the_rows_of_restricted_reference_parameters_and_derives_them_back(
+    url_at_0017: str,
+) -> None:
+    engine = sa.create_engine(DatabaseURL.parse(url_at_0017).sqlalchemy_url)
+    rows = [
+        ("Observation", "o1", "subject", "Patient", "p1"),
+        ("Observation", "o1", "patient", "Patient", "p1"),  # the copy the indexer used to write
+        ("Observation", "o2", "subject", "Group", "g1"),
+        ("AllergyIntolerance", "a1", "patient", "Patient", "p1"),  # an element of its own: kept
+    ]
+    with engine.begin() as conn:
+        for row in rows:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO sp_reference (res_type, res_id, param, target_type, target_id) "
+                    "VALUES (:t, :i, :p, :tt, :ti)"
+                ),
+                dict(zip(("t", "i", "p", "tt", "ti"), row, strict=True)),
+            )
+
+    def stored() -> list[tuple[str, ...]]:
+        with engine.connect() as conn:
+            found = conn.execute(
+                sa.text("SELECT res_type, res_id, param, target_type, target_id FROM sp_reference")
+            ).all()
+        return sorted(tuple(r) for r in found)
+
+    migrate.upgrade(url_at_0017)
+    assert stored() == sorted(r for r in rows if r[2] != "patient" or r[0] != "Observation")
+    command.downgrade(migrate.alembic_config(url_at_0017), "owner_hash_indexes")
+    assert stored() == sorted(rows)
+    engine.dispose()
