@@ -244,13 +244,14 @@ async def _store_posts(
         bounds = list(_chunks(len(posts), chunk))
         for n, (start, end) in enumerate(bounds):
             writes = _prepare_posts(ctx, posts[start:end], existing, each_alone)
-            last = n == len(bounds) - 1 and meanwhile is not None
+            last = n == len(bounds) - 1
             if last and meanwhile is not None:
                 # Every outcome is known: what only reads them is built while the database still
                 # stores the chunk before, and the last chunk waits to go out with what the caller
                 # writes alongside it (the audit event) in one statement.
                 meanwhile()
-            send = ctx.store.plan(writes, last=last)  # its statement built while the one before runs
+            # The chunk's statement is built while the one before runs.
+            send = ctx.store.plan(writes, last=last and meanwhile is not None)
             if pending is not None:
                 await pending
             pending = asyncio.ensure_future(send())
