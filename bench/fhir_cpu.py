@@ -22,8 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
@@ -63,9 +61,7 @@ def one_run(src: str, phase: str, seconds: float) -> dict[str, float]:
         items = rate * wall
         return {"rate": rate, **{k: 1e6 * (after[k] - before[k]) / items for k in after}}
     finally:
-        server.live.stop()
-        with psycopg.connect(side.PG_ADMIN_URL, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{server.url.rsplit("/", 1)[1]}" WITH (FORCE)')
+        side.stop(server)
 
 
 def main() -> None:

@@ -121,6 +121,13 @@ def start(name: str, src: str) -> Server:
     return server
 
 
+def stop(server: Server) -> None:
+    """Stop the server and drop its database."""
+    server.live.stop()
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{server.url.rsplit("/", 1)[1]}" WITH (FORCE)')
+
+
 def run(server: Server, phase: str, clients: int, seconds: float) -> float:
     done = [0] * clients
     stop = time.monotonic() + seconds
@@ -177,9 +184,7 @@ def main() -> None:
                 print(f"| {phase} | {c} | {before:,.0f} | {after:,.0f} | {after / before:.2f} |")
     finally:
         for server in servers:
-            server.live.stop()
-            with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
-                admin.execute(f'DROP DATABASE IF EXISTS "{server.url.rsplit("/", 1)[1]}" WITH (FORCE)')
+            stop(server)
 
 
 if __name__ == "__main__":
