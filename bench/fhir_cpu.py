@@ -15,7 +15,6 @@ gives the median of each figure. 127.0.0.1 only; bounded.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -65,9 +64,7 @@ def one_run(src: str, phase: str, seconds: float) -> dict[str, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--before", required=True, help="the src directory of the tree to compare against")
-    ap.add_argument("--after", default=str(ROOT / "src"), help="the src directory of the changed tree")
+    ap = side.tree_arguments(__doc__)
     ap.add_argument("--phase", default="transaction")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=8.0)

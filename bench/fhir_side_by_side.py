@@ -150,10 +150,16 @@ def run(server: Server, phase: str, clients: int, seconds: float) -> float:
     return sum(done) * per_request / (time.monotonic() - t0)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def tree_arguments(doc: str | None) -> argparse.ArgumentParser:
+    """A command line that names the two source trees to compare (``--before``, ``--after``)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", required=True, help="the src directory of the tree to compare against")
     ap.add_argument("--after", default=str(ROOT / "src"), help="the src directory of the changed tree")
+    return ap
+
+
+def main() -> None:
+    ap = tree_arguments(__doc__)
     ap.add_argument("--phases", default="read,search,create,transaction")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,21 @@ from housecall.core.db import DatabaseURL
 from tests.support import drop_database, new_database
 
 
+@contextmanager
+def database_at(engine: str, tmp_path: Path, revision: str) -> Iterator[str]:
+    """A new database migrated up to ``revision`` only, dropped afterwards."""
+    url = new_database(engine, tmp_path)
+    command.downgrade(migrate.alembic_config(url), revision)
+    try:
+        yield url
+    finally:
+        drop_database(url)
+
+
 @pytest.fixture
 def url_at_0001(engine: str, tmp_path: Path) -> Iterator[str]:
-    url = new_database(engine, tmp_path)
-    command.downgrade(migrate.alembic_config(url), "0001")
-    yield url
-    drop_database(url)
+    with database_at(engine, tmp_path, "0001") as url:
+        yield url
 
 
 def test_0002_backfills_pat(url_at_0001: str) -> None:
@@ -59,10 +69,8 @@ def test_0002_backfills_pat(url_at_0001: str) -> None:
 
 @pytest.fixture
 def url_at_0004(engine: str, tmp_path: Path) -> Iterator[str]:
-    url = new_database(engine, tmp_path)
-    command.downgrade(migrate.alembic_config(url), "0004")
-    yield url
-    drop_database(url)
+    with database_at(engine, tmp_path, "0004") as url:
+        yield url
 
 
 def test_0005_keeps_only_earlier_versions_in_history(url_at_0004: str) -> None:
@@ -93,10 +101,8 @@ def test_0005_keeps_only_earlier_versions_in_history(url_at_0004: str) -> None:
 
 @pytest.fixture
 def url_at_0017(engine: str, tmp_path: Path) -> Iterator[str]:
-    url = new_database(engine, tmp_path)
-    command.downgrade(migrate.alembic_config(url), "owner_hash_indexes")
-    yield url
-    drop_database(url)
+    with database_at(engine, tmp_path, "owner_hash_indexes") as url:
+        yield url
 
 
 def test_0018_drops_the_rows_of_restricted_reference_parameters_and_derives_them_back(
