@@ -11,6 +11,8 @@ from pathlib import Path
 
 from joserfc.jwk import RSAKey
 
+from housecall.smart.clients import new_client_id
+
 
 def hc(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HOUSECALL_DATABASE_URL": database_url, "COLUMNS": "400"}
@@ -74,3 +76,10 @@ def test_bad_registrations_are_refused_with_a_reason(database_url: str) -> None:
         out = hc(database_url, "client", "create", "--name", "X", *args)
         assert out.returncode == 1, args
         assert reason in " ".join(out.stderr.split()), (args, out.stderr)
+
+
+def test_client_ids_are_safe_to_pass_on_a_command_line() -> None:
+    # A random id starting with "-" read as an option: `housecall client disable <id>` failed for one in 64 clients.
+    ids = {new_client_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(re.fullmatch(r"[0-9a-f]{32}", client_id) for client_id in ids)

@@ -100,6 +100,12 @@ def _check_jwks(jwks: dict[str, Any]) -> None:
         raise ClientError(f"the JWKS is not valid: {exc}") from exc
 
 
+def new_client_id() -> str:
+    """128 random bits in hex: safe as a command-line argument (never starts with "-"), in a URL and in
+    HTTP Basic credentials (no ":")."""
+    return secrets.token_hex(16)
+
+
 async def create_client(
     conn: Conn,
     *,
@@ -148,7 +154,7 @@ async def create_client(
     if jwks is not None:
         _check_jwks(jwks)
     method = "private_key_jwt" if jwks is not None else "client_secret_basic" if secret else "none"
-    client_id = secrets.token_urlsafe(18)
+    client_id = new_client_id()
     plain = secrets.token_urlsafe(32) if secret else None
     client = Client(
         client_id=client_id, org_id=org_id, name=name, grant_types=(grant,),
