@@ -7,6 +7,8 @@ HC := $(VENV)/bin/housecall
 STAMP := $(VENV)/.installed
 ASSETS := src/housecall/web/static/vendor/htmx.min.js
 export HOUSECALL_DATABASE_URL ?= sqlite:///var/housecall.db
+# Test processes for `make test` (pytest-xdist; decision 0030). TEST_WORKERS=0 runs the suite in one.
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help install bytecode demo serve test lint format migrate bench clean
@@ -50,7 +52,7 @@ migrate: $(STAMP) bytecode ## apply the migrations to the configured database
 
 test: $(STAMP) $(ASSETS) bytecode ## run the whole suite on SQLite and PostgreSQL (starts PostgreSQL if needed)
 	./scripts/services.sh
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 lint: $(STAMP) ## ruff (lint + format check) and mypy
 	$(VENV)/bin/ruff check src tests tools bench
