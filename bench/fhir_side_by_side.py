@@ -11,6 +11,10 @@ and the ratio, so drift of the machine between rounds hits both alike. 127.0.0.1
     git worktree add --detach /tmp/before HEAD~1
     .venv/bin/python bench/fhir_side_by_side.py --before /tmp/before/src --after src \\
         --phases read,search,create,transaction [--rounds 3] [--seconds 3] [--clients 1,8]
+
+``--after-socket /var/run/postgresql`` compares connections instead of trees: the "after" server
+reaches PostgreSQL over its Unix socket in that directory, the "before" one over 127.0.0.1 (give
+the same tree to both).
 """
 
 from __future__ import annotations
@@ -97,13 +101,17 @@ def one(server: Server, conn: http.client.HTTPConnection, phase: str, i: int) ->
         raise SystemExit(f"unknown phase {phase}")
 
 
-def start(name: str, src: str) -> Server:
+def start(name: str, src: str, socket_dir: str | None = None) -> Server:
+    """``housecall serve`` of the tree at ``src`` on a fresh database, loaded; over the Unix socket
+    in ``socket_dir`` when given, else over TCP as ``PG_ADMIN_URL`` names it."""
     database = f"hc_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{database}"')
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + database
+    parts = urllib.parse.urlsplit(url)
+    served = url if socket_dir is None else f"postgresql://{parts.username}@/{database}?host={socket_dir}"
     # An empty database: the tree's own `housecall serve` migrates it with its own migrations.
-    live = LiveServer(url, port=free_port(), extra_env={"PYTHONPATH": str(Path(src).resolve())}).start()
+    live = LiveServer(served, port=free_port(), extra_env={"PYTHONPATH": str(Path(src).resolve())}).start()
     server = Server(name, url, live)
     server.headers = {
         **live.auth_headers(),
@@ -164,10 +172,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--clients", default="1,8")
+    ap.add_argument("--after-socket", help="the after server connects over the Unix socket in this directory")
     args = ap.parse_args()
     phases = args.phases.split(",")
     clients = [int(c) for c in args.clients.split(",")]
-    servers = [start("before", args.before), start("after", args.after)]
+    servers = [start("before", args.before), start("after", args.after, args.after_socket)]
     rates: dict[tuple[str, int, str], list[float]] = {}
     try:
         load = [os.getloadavg()[0]]
