@@ -138,12 +138,12 @@ def stop(server: Server) -> None:
 
 def run(server: Server, phase: str, clients: int, seconds: float) -> float:
     done = [0] * clients
-    stop = time.monotonic() + seconds
+    deadline = time.monotonic() + seconds
 
     def worker(n: int) -> None:
         conn = server.connect()
         i = n * 1_000_000
-        while time.monotonic() < stop:
+        while time.monotonic() < deadline:
             one(server, conn, phase, i)
             i += 1
             done[n] += 1
