@@ -7,10 +7,14 @@ For each engine (PostgreSQL, then SQLite) this script:
 2. times the same Observation rows written straight through the driver (one row + history row
    per transaction, one client and 8 clients; then bulk) - the physical limit of the machine;
 3. times ``housecall import`` of the 30 Synthea bundles (full validation and indexing).
+
+``--workers 1,2`` runs the workload on PostgreSQL once per number of serving processes
+(``housecall serve --workers N``, the production shape: one process per core). With more than one
+the server CPU per item is not reported: the reference workload reads one process's.
 Everything targets 127.0.0.1 only and every loop is bounded. Results go to
 ``bench/results/fhir_bench-<time>.json`` and a markdown table on stdout.
 
-    .venv/bin/python bench/fhir_bench.py [--engines postgresql,sqlite] [--skip-import]
+    .venv/bin/python bench/fhir_bench.py [--engines postgresql,sqlite] [--workers 1,2] [--skip-import]
 """
 
 from __future__ import annotations
@@ -66,8 +70,8 @@ def drop_db(url: str) -> None:
             c.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
 
 
-def run_workload(url: str) -> list[dict[str, object]]:
-    server = LiveServer(url, port=free_port()).start()
+def run_workload(url: str, workers: int = 1) -> list[dict[str, object]]:
+    server = LiveServer(url, port=free_port(), workers=workers).start()
     try:
         out = Path(tempfile.mkstemp(suffix=".json")[1])
         # As a backend service of the organization (system/*.cruds): every request pays the token
@@ -77,9 +81,10 @@ def run_workload(url: str) -> list[dict[str, object]]:
             **os.environ,
             "FHIR_PORT": str(server.port),
             "FHIR_TOKEN": token,
-            "SERVER_PID": str(server.proc.pid),
             "OUT": str(out),
-        }  # type: ignore[union-attr]
+        }
+        if workers == 1:
+            env["SERVER_PID"] = str(server.proc.pid)  # type: ignore[union-attr]
         subprocess.run([sys.executable, str(LOAD)], env=env, check=True, capture_output=True, timeout=1800)
         return json.loads(out.read_text())  # type: ignore[no-any-return]
     finally:
@@ -174,6 +179,7 @@ def import_rate(url: str) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--engines", default="postgresql,sqlite")
+    ap.add_argument("--workers", default="1", help="serving processes on PostgreSQL, e.g. 1,2")
     ap.add_argument("--skip-import", action="store_true")
     args = ap.parse_args()
     results: dict[str, dict[str, object]] = {}
@@ -181,11 +187,16 @@ def main() -> None:
         tmp = Path(tmpdir)
         for engine in args.engines.split(","):
             res: dict[str, object] = {}
-            url = new_db(engine, tmp)
-            try:
-                res["workload"] = run_workload(url)
-            finally:
-                drop_db(url)
+            counts = [int(n) for n in args.workers.split(",")] if engine == "postgresql" else [1]
+            for n, workers in enumerate(counts):
+                # The first count's column also holds the engine's raw-driver and import figures.
+                name = engine if workers == 1 else f"{engine}, {workers} processes"
+                column = results[name] = res if n == 0 else {}
+                url = new_db(engine, tmp)
+                try:
+                    column["workload"] = run_workload(url, workers)
+                finally:
+                    drop_db(url)
             url = new_db(engine, tmp)
             try:
                 res["raw"] = asyncio.run(pg_raw(url)) if engine == "postgresql" else sqlite_raw(url)
@@ -197,7 +208,6 @@ def main() -> None:
                     res["import"] = import_rate(url)
                 finally:
                     drop_db(url)
-            results[engine] = res
     out = ROOT / "bench" / "results"
     out.mkdir(exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -207,11 +217,10 @@ def main() -> None:
     phases = [p["phase"] for p in next(iter(results.values()))["workload"]]  # type: ignore[index]
     for n, phase in enumerate(phases):
         cells = []
-        for res in results.values():
+        for name, res in results.items():
             p = res["workload"][n]  # type: ignore[index]
-            cells.append(
-                f"{p['items_per_s']}/s · p50 {p['p50_ms']} ms · srv CPU {p.get('cpu_ms_per_item_server')} ms"
-            )
+            cpu = p.get("cpu_ms_per_item_server") if "processes" not in name else None
+            cells.append(f"{p['items_per_s']}/s · p50 {p['p50_ms']} ms · srv CPU {cpu or '-'} ms")
         print(f"| {phase} | " + " | ".join(cells) + " |")
     for key in ("raw", "import"):
         for metric in sorted({m for r in results.values() for m in r.get(key, {})}):  # type: ignore[union-attr]

@@ -14,7 +14,8 @@ and the ratio, so drift of the machine between rounds hits both alike. 127.0.0.1
 
 ``--after-socket /var/run/postgresql`` compares connections instead of trees: the "after" server
 reaches PostgreSQL over its Unix socket in that directory, the "before" one over 127.0.0.1 (give
-the same tree to both).
+the same tree to both). ``--after-workers 2`` compares numbers of serving processes the same way:
+the "after" server runs ``housecall serve --workers 2``.
 """
 
 from __future__ import annotations
@@ -101,9 +102,9 @@ def one(server: Server, conn: http.client.HTTPConnection, phase: str, i: int) ->
         raise SystemExit(f"unknown phase {phase}")
 
 
-def start(name: str, src: str, socket_dir: str | None = None) -> Server:
-    """``housecall serve`` of the tree at ``src`` on a fresh database, loaded; over the Unix socket
-    in ``socket_dir`` when given, else over TCP as ``PG_ADMIN_URL`` names it."""
+def start(name: str, src: str, socket_dir: str | None = None, workers: int = 1) -> Server:
+    """``housecall serve --workers N`` of the tree at ``src`` on a fresh database, loaded; over the
+    Unix socket in ``socket_dir`` when given, else over TCP as ``PG_ADMIN_URL`` names it."""
     database = f"hc_bench_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{database}"')
@@ -111,7 +112,8 @@ def start(name: str, src: str, socket_dir: str | None = None) -> Server:
     parts = urllib.parse.urlsplit(url)
     served = url if socket_dir is None else f"postgresql://{parts.username}@/{database}?host={socket_dir}"
     # An empty database: the tree's own `housecall serve` migrates it with its own migrations.
-    live = LiveServer(served, port=free_port(), extra_env={"PYTHONPATH": str(Path(src).resolve())}).start()
+    env = {"PYTHONPATH": str(Path(src).resolve())}
+    live = LiveServer(served, port=free_port(), extra_env=env, workers=workers).start()
     server = Server(name, url, live)
     server.headers = {
         **live.auth_headers(),
@@ -173,10 +175,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--clients", default="1,8")
     ap.add_argument("--after-socket", help="the after server connects over the Unix socket in this directory")
+    ap.add_argument("--after-workers", type=int, default=1, help="serving processes of the after server")
     args = ap.parse_args()
     phases = args.phases.split(",")
     clients = [int(c) for c in args.clients.split(",")]
-    servers = [start("before", args.before), start("after", args.after, args.after_socket)]
+    servers = [
+        start("before", args.before),
+        start("after", args.after, args.after_socket, args.after_workers),
+    ]
     rates: dict[tuple[str, int, str], list[float]] = {}
     try:
         load = [os.getloadavg()[0]]

@@ -114,15 +114,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
 class LiveServer:
     """``housecall serve`` in a child process on 127.0.0.1, the way an operator runs it."""
 
     def __init__(
-        self, database_url: str, port: int | None = None, extra_env: dict[str, str] | None = None
+        self,
+        database_url: str,
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        workers: int = 1,
     ) -> None:
         self.database_url = database_url
         self.port = port or free_port()
         self.extra_env = extra_env or {}
+        self.workers = workers
         self._token: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -132,8 +149,9 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         env = {**os.environ, "HOUSECALL_DATABASE_URL": self.database_url, **self.extra_env}
+        where = ["--host", "127.0.0.1", "--port", str(self.port), "--workers", str(self.workers)]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "housecall.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "housecall.cli", "serve", *where],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -157,6 +175,29 @@ class LiveServer:
         if self._token is None:
             self._token = backend_token(self.database_url, self.base)
         return {"Authorization": f"Bearer {self._token}"}
+
+    def serving_pid(self, client: socket.socket) -> int | None:
+        """The process (the server's own, or one of its workers) that holds the server's end of
+        the connected ``client`` socket, from ``/proc`` (Linux)."""
+        assert self.proc is not None
+        want = f"{self.port:04X}", f"{client.getsockname()[1]:04X}"
+        inode = None
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1].split(":")[1], fields[2].split(":")[1]
+            if (local, remote) == want:
+                inode = fields[9]
+        if inode is None:
+            return None
+        for pid in [self.proc.pid, *_children(self.proc.pid)]:
+            fds = Path(f"/proc/{pid}/fd")
+            for fd in fds.iterdir() if fds.exists() else ():
+                try:
+                    if os.readlink(fd) == f"socket:[{inode}]":
+                        return pid
+                except OSError:
+                    continue
+        return None
 
     def kill(self) -> None:
         """SIGKILL: no shutdown hooks, no flush - the crash case."""
