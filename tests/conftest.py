@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from housecall.app import create_app
+from housecall.audit import trail
 from housecall.core.db import Database, open_database
 from housecall.core.settings import Settings
 from housecall.smart import tokens
@@ -65,6 +66,7 @@ async def _client(url: str, org_id: str = TEST_ORG, **settings: object) -> Async
         client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
         yield client
     await tokens.unwatch_tokens(app.state.live_tokens)
+    await trail.sink_for(app.state).close()  # the last reads' events, as the server's shutdown does
     await db.close()
 
 

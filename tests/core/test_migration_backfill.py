@@ -137,3 +137,44 @@ def test_0018_drops_the_rows_of_restricted_reference_parameters_and_derives_them
     command.downgrade(migrate.alembic_config(url_at_0017), "owner_hash_indexes")
     assert stored() == sorted(rows)
     engine.dispose()
+
+
+@pytest.fixture
+def url_at_0018(engine: str, tmp_path: Path) -> Iterator[str]:
+    with database_at(engine, tmp_path, "subset_alias_rows") as url:
+        yield url
+
+
+def test_0019_gives_token_rows_their_resources_latest_date(url_at_0018: str) -> None:
+    engine = sa.create_engine(DatabaseURL.parse(url_at_0018).sqlalchemy_url)
+    with engine.begin() as conn:
+        for res_id, param, code in (("o1", "code", "c1"), ("o1", "status", "final"), ("o2", "code", "c1")):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO sp_token (res_type, res_id, param, system, code) VALUES ('Observation', :i, :p, 's', :c)"
+                ),
+                {"i": res_id, "p": param, "c": code},
+            )
+        # o1's date is a period (its latest instant counts); o2 has only another date parameter.
+        for res_id, param, lo, hi in (
+            ("o1", "date", 100, 500),
+            ("o1", "date", 200, 300),
+            ("o2", "issued", 7, 9),
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO sp_date (res_type, res_id, param, lo, hi) VALUES ('Observation', :i, :p, :lo, :hi)"
+                ),
+                {"i": res_id, "p": param, "lo": lo, "hi": hi},
+            )
+    migrate.upgrade(url_at_0018)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.text("SELECT res_id, param, date_order FROM sp_token ORDER BY res_id, param")
+        ).all()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [
+        ("o1", "code", -500),
+        ("o1", "status", -500),
+        ("o2", "code", 2**63 - 1),
+    ]

@@ -332,12 +332,14 @@ class SearchBuilder:
         self.sql = _Sql()
         self.base_url = base_url
 
-    def ids_matching(self, res_type: str, flt: Filter, pat: str | None = None) -> tuple[str, bool]:
+    def ids_matching(
+        self, res_type: str, flt: Filter, pat: str | None = None, select: str = "res_id"
+    ) -> tuple[str, bool]:
         """A subquery of ``res_id`` values of ``res_type`` matching the filter, and whether to negate.
 
         ``pat`` (``param|patient-id``) narrows token rows to the resources that reference that
         patient through that compartment parameter, which turns "code C" into "this patient's
-        code C" - one exact index range.
+        code C" - one exact index range. ``select`` names other columns of the index rows to return.
         """
         sql = self.sql
         if flt.code == "_id":
@@ -356,7 +358,7 @@ class SearchBuilder:
         table = _TABLE_OF.get(sp.type)
         if table is None:
             raise bad_request(f"search parameter '{flt.code}' ({sp.type}) is not supported", "not-supported")
-        head = f"SELECT res_id FROM {table} WHERE res_type = {sql.p(res_type)} AND {self._param(res_type, flt.code)}"
+        head = f"SELECT {select} FROM {table} WHERE res_type = {sql.p(res_type)} AND {self._param(res_type, flt.code)}"
         if pat is not None and sp.type == "token" and flt.modifier not in ("not", "missing"):
             head += f" AND pat = {sql.p(pat)}"
         if flt.modifier == "missing":
@@ -447,18 +449,9 @@ class SearchBuilder:
             return f"{flt.code}|{value}"
         return None
 
-    def where(
-        self, req: SearchRequest, org_id: str, restrict: str | None = None, also: str | None = None
-    ) -> str:
-        """The WHERE of a search: its filters, in ``org_id`` under ``restrict``, or matching
-        ``also`` (another organization's resources granted by Consent; it names their org_id)."""
-        sql = self.sql
-        scope = f"r.org_id = {sql.p(org_id)}"
-        if also:
-            scope = f"(({scope} AND {restrict}) OR {also})" if restrict else f"({scope} OR {also})"
-            restrict = None
-        clauses = [f"r.res_type = {sql.p(req.res_type)}", scope, "NOT r.deleted"]
-        positive: list[str] = []
+    def _narrowing(self, req: SearchRequest) -> tuple[int, str | None]:
+        """(the index of the filter that pins a patient, ``param|patient-id``) when the search's
+        token filters can be narrowed to that patient's rows; (-1, None) when they cannot."""
         pin_index, pat = next(
             ((n, p) for n, f in enumerate(req.filters) if (p := self._pinned_patient(req.res_type, f))),
             (-1, None),
@@ -469,12 +462,62 @@ class SearchBuilder:
             and getattr(params.get(f.code), "type", None) == "token"
             for n, f in enumerate(req.filters)
         )  # fmt: skip
+        return (pin_index, pat) if narrowed else (-1, None)
+
+    def date_driver(self, req: SearchRequest) -> tuple[int, str] | None:
+        """For a search sorted newest first by ``date`` alone that pins a patient and has a token
+        filter of one ``system|code``: (that filter's index, a subquery of its rows' ``date_order``
+        and ``res_id``; a resource has two when it repeats the code with another display). Its rows are one range of the token lookup
+        index, already newest first (``schema.sp_token``): a page reads a page of rows however many
+        match, where sorting reads every match's date. None for any other search."""
+        if (
+            req.sort != [("date", True)]
+            or getattr(search_params(req.res_type).get("date"), "type", None) != "date"
+        ):
+            return None
+        pin_index, pat = self._narrowing(req)
+        if pat is None:
+            return None
+        params = search_params(req.res_type)
         for n, flt in enumerate(req.filters):
-            if narrowed and n == pin_index:
+            if n == pin_index or flt.modifier is not None or flt.chain or len(flt.values) != 1:
+                continue
+            system, bar, code = flt.values[0].partition("|")
+            sp = params.get(flt.code)
+            if (
+                sp is not None and sp.type == "token" and sp.indexed and bar and system and code
+                and len(index_params(req.res_type, flt.code)) == 1
+            ):  # fmt: skip
+                rows, _ = self.ids_matching(req.res_type, flt, pat, select="date_order, res_id")
+                return n, rows
+        return None
+
+    def where(
+        self,
+        req: SearchRequest,
+        org_id: str,
+        restrict: str | None = None,
+        also: str | None = None,
+        *,
+        driven_by: int | None = None,
+    ) -> str:
+        """The WHERE of a search: its filters, in ``org_id`` under ``restrict``, or matching
+        ``also`` (another organization's resources granted by Consent; it names their org_id).
+        ``driven_by``: the filter the caller already applies (``date_driver``)."""
+        sql = self.sql
+        scope = f"r.org_id = {sql.p(org_id)}"
+        if also:
+            scope = f"(({scope} AND {restrict}) OR {also})" if restrict else f"({scope} OR {also})"
+            restrict = None
+        clauses = [f"r.res_type = {sql.p(req.res_type)}", scope, "NOT r.deleted"]
+        positive: list[str] = []
+        pin_index, pat = self._narrowing(req)
+        for n, flt in enumerate(req.filters):
+            if n == driven_by or (pat is not None and n == pin_index):
                 # The narrowed token filters only hold rows of resources with exactly this reference,
                 # so the reference filter itself is implied (and would read every row naming the patient).
                 continue
-            sub, negate = self.ids_matching(req.res_type, flt, pat if narrowed else None)
+            sub, negate = self.ids_matching(req.res_type, flt, pat)
             if negate:
                 clauses.append(f"r.res_id NOT IN ({sub})")
             else:
@@ -540,14 +583,26 @@ async def run_search(
     builder = SearchBuilder(base_url)
     restriction = restrict(builder) if restrict else None
     beyond = also(builder) if also else None
-    where = builder.where(req, org_id, restriction, beyond)
+    driver = builder.date_driver(req)
+    # (The WHERE names r.res_type: with k.res_id that is one primary-key probe per row of k.)
+    source = "resource r" if driver is None else f"({driver[1]}) k JOIN resource r ON r.res_id = k.res_id"
+    where = builder.where(req, org_id, restriction, beyond, driven_by=driver[0] if driver else None)
     total: int | None = None
     want_total = req.summary == "count" or req.count == 0 or req.total in ("accurate", "estimate")
     if want_total:
-        total = int(await conn.fetchval(f"SELECT count(*) FROM resource r WHERE {where}", *builder.sql.args))
+        counted = "count(*)" if driver is None else "count(DISTINCT k.res_id)"
+        total = int(await conn.fetchval(f"SELECT {counted} FROM {source} WHERE {where}", *builder.sql.args))
     if req.summary == "count" or req.count == 0:
         return SearchResult([], [], total, False)
-    order = builder.order_by(req)
+    if driver is None:
+        order = builder.order_by(req)
+    else:
+        # The driver's rows come newest first (minus the date; none last), as order_by would sort
+        # them; grouping in that order keeps one row per resource and lets the database stop after a
+        # page. PostgreSQL wants r's key in the GROUP BY to return r's other columns; SQLite would
+        # then sort, not knowing r.res_id is k.res_id.
+        order = "k.date_order, k.res_id"
+        where += f" GROUP BY {order}" + (", r.res_type, r.res_id" if conn.dialect == "postgresql" else "")
     limit = builder.sql.p(req.count + 1)
     offset = builder.sql.p(req.offset)
     # Each match's compartment rows come along (one index probe each): the audit trail and the
@@ -556,7 +611,7 @@ async def run_search(
     rows = await conn.fetch(
         f"SELECT r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content, "
         f"{'r.org_id' if beyond else 'NULL'}, (SELECT {aggregate}(c.patient_id, ' ') FROM compartment c "
-        f"WHERE c.res_type = r.res_type AND c.res_id = r.res_id) FROM resource r "
+        f"WHERE c.res_type = r.res_type AND c.res_id = r.res_id) FROM {source} "
         f"WHERE {where} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
         *builder.sql.args,
     )

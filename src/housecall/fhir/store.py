@@ -22,11 +22,23 @@ from typing import Any
 from housecall.core.db import Conn
 from housecall.core.instants import utc_instant
 from housecall.fhir import jsonio
-from housecall.fhir.indexing import COMPARTMENT_PATIENT, IndexRows, extract_index, stored_reference
+from housecall.fhir.indexing import (
+    COMPARTMENT_PATIENT,
+    IndexRows,
+    date_order,
+    extract_index,
+    stored_reference,
+)
 
 # Column lists of the index tables, in the order IndexRows tuples carry them (after `param`).
 INDEX_COLUMNS: dict[str, tuple[tuple[str, str], ...]] = {
-    "token": (("system", "text"), ("code", "text"), ("text", "text"), ("pat", "text")),
+    "token": (
+        ("system", "text"),
+        ("code", "text"),
+        ("text", "text"),
+        ("pat", "text"),
+        ("date_order", "int8"),
+    ),
     "string": (("norm", "text"), ("exact", "text")),
     "reference": (("target_type", "text"), ("target_id", "text"), ("url", "text")),
     "date": (("lo", "int8"), ("hi", "int8")),
@@ -557,9 +569,10 @@ def _flatten(writes: Iterable[Write], kind: str) -> list[tuple[Any, ...]]:
         if kind == "token":
             # One copy per compartment reference (see schema.sp_token); almost always exactly one.
             links: list[str | None] = [*compartment_links(w.res_type, w.rows)] or [None]
+            order = date_order(w.rows)
             for row in w.rows.token:
                 for pat in links:
-                    out.append((w.res_type, w.res_id, *row, pat))
+                    out.append((w.res_type, w.res_id, *row, pat, order))
             continue
         for row in getattr(w.rows, kind):
             out.append((w.res_type, w.res_id, *row))

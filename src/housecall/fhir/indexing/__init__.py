@@ -109,6 +109,17 @@ class IndexRows:
     patients: set[str] = field(default_factory=set)
 
 
+# What a token row's ``date_order`` holds for a resource without a ``date`` (last in that order).
+NO_DATE_ORDER = 2**63 - 1
+
+
+def date_order(rows: IndexRows) -> int:
+    """The sort key token rows carry (``schema.sp_token``): minus the latest instant of the
+    resource's ``date`` parameter, so that ascending order is ``_sort=-date``'s order."""
+    latest = max((hi for param, _lo, hi in rows.date if param == "date"), default=None)
+    return NO_DATE_ORDER if latest is None else -latest
+
+
 # ----------------------------------------------------------------------------------------------
 # normalize_string / date_bounds
 # ----------------------------------------------------------------------------------------------

@@ -1,0 +1,170 @@
+"""A patient's resources of one code, newest first (``_sort=-date``), read from one index range.
+
+Token rows carry their resource's date as a sort key (``schema.sp_token``, decision 0031), so
+``Observation?subject=Patient/A&code=system|C&_sort=-date`` walks the patient's rows of that code
+newest first and stops after a page. These tests hold that path to the general one (which sorts
+every match by its date rows): the same resources in the same order, page by page, through
+periods, partial dates, missing dates, updates, deletions and codings repeated - and, on both
+engines, that the database reads about a page of index rows, not every match.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import httpx
+import pytest
+
+from housecall.core.db import Conn
+from housecall.fhir.search import parse_search, run_search
+from tests.conftest import _client
+from tests.support import TEST_ORG
+
+LOINC = "http://loinc.org"
+HR = "8867-4"
+NEWEST = f"code={LOINC}|{HR}&_sort=-date"
+# Sorted by date and then by id: the general path, with the tie-break the driven path implies.
+GENERAL = f"code={LOINC}|{HR}&_sort=-date,_id"
+
+
+def reading(
+    patient: str, when: dict[str, Any] | None, code: str = HR, *, twice: bool = False
+) -> dict[str, Any]:
+    coding = [{"system": LOINC, "code": code, "display": "Heart rate"}]
+    if twice:  # the same code again with another display: two token rows, one match
+        coding.append({"system": LOINC, "code": code, "display": "Pulse"})
+    obs: dict[str, Any] = {
+        "resourceType": "Observation", "status": "final", "code": {"coding": coding},
+        "subject": {"reference": f"Patient/{patient}"}, "valueQuantity": {"value": 70, "unit": "/min"},
+    }  # fmt: skip
+    return obs | (when or {})
+
+
+@pytest.fixture
+async def api(fresh_database_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async for client in _client(fresh_database_url):
+        yield client
+
+
+async def create(api: httpx.AsyncClient, resource: dict[str, Any]) -> dict[str, Any]:
+    r = await api.post(f"/fhir/{resource['resourceType']}", json=resource)
+    assert r.status_code == 201, r.text
+    return r.json()  # type: ignore[no-any-return]
+
+
+async def every_page(api: httpx.AsyncClient, query: str) -> list[str]:
+    ids: list[str] = []
+    url: str | None = f"/fhir/Observation?{query}"
+    while url:
+        r = await api.get(url)
+        assert r.status_code == 200, r.text
+        bundle = r.json()
+        ids += [e["resource"]["id"] for e in bundle.get("entry", [])]
+        url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+    return ids
+
+
+async def test_newest_first_matches_the_general_sort_page_by_page(api: httpx.AsyncClient) -> None:
+    a = (await create(api, {"resourceType": "Patient"}))["id"]
+    b = (await create(api, {"resourceType": "Patient"}))["id"]
+    rng = random.Random(31)
+    whens: list[dict[str, Any] | None] = [
+        {"effectiveDateTime": "2024-03-01T08:00:00Z"},
+        {"effectiveDateTime": "2024-03-01T08:00:00Z"},  # a tie: broken by id
+        {"effectiveDateTime": "2024-03"},  # partial: its latest instant is the end of March
+        {"effectiveDateTime": "2023"},
+        {"effectivePeriod": {"start": "2024-02-27T00:00:00Z", "end": "2024-03-05T00:00:00Z"}},
+        {"effectivePeriod": {"start": "2024-01-01T00:00:00Z"}},  # open: latest is unbounded
+        {"effectiveInstant": "2024-03-02T09:30:00.123Z"},
+        None,  # no date: last
+        None,
+    ]
+    whens += [{"effectiveDateTime": f"2024-0{rng.randint(1, 9)}-{rng.randint(10, 28)}T0{rng.randint(0, 9)}:00:00Z"}
+              for _ in range(25)]  # fmt: skip
+    mine = [(await create(api, reading(a, when)))["id"] for when in whens]
+    twice = (await create(api, reading(a, {"effectiveDateTime": "2024-04-01"}, twice=True)))["id"]
+    # Not matches: another patient's, another code, and one deleted.
+    await create(api, reading(b, {"effectiveDateTime": "2025-01-01"}))
+    await create(api, reading(a, {"effectiveDateTime": "2025-01-01"}, code="8480-6"))
+    gone = (await create(api, reading(a, {"effectiveDateTime": "2025-01-01"})))["id"]
+    assert (await api.delete(f"/fhir/Observation/{gone}")).status_code in (200, 204)
+    # An update moves a reading: the newest now, then back among the oldest.
+    moved = await create(api, reading(a, {"effectiveDateTime": "2020-01-01"}))
+    moved["effectiveDateTime"] = "2026-01-01T00:00:00Z"
+    assert (await api.put(f"/fhir/Observation/{moved['id']}", json=moved)).status_code == 200
+
+    for subject in (f"subject=Patient/{a}", f"patient={a}", f"subject={a}"):
+        for count in (1, 4, 7, 50):
+            newest = await every_page(api, f"{subject}&{NEWEST}&_count={count}")
+            assert newest == await every_page(api, f"{subject}&{GENERAL}&_count={count}")
+        assert sorted(newest) == sorted([*mine, twice, moved["id"]])
+        assert newest[:2] == [mine[5], moved["id"]]  # the open period, then the update
+        assert newest[-2:] == sorted(mine[7:9])  # the two without a date, by id
+    r = await api.get(f"/fhir/Observation?subject=Patient/{a}&{NEWEST}&_total=accurate&_count=2")
+    assert r.json()["total"] == len(mine) + 2
+    # With another filter on top (a date range) the newest-first rows are filtered like any other.
+    ranged = f"subject=Patient/{a}&date=ge2024-03-01&date=lt2024-04-01"
+    assert await every_page(api, f"{ranged}&{NEWEST}&_count=3") == await every_page(
+        api, f"{ranged}&{GENERAL}"
+    )
+    assert await every_page(api, f"subject=Patient/{b}&{NEWEST}") == await every_page(
+        api, f"subject=Patient/{b}&{GENERAL}"
+    )
+
+
+class Recording:
+    """A connection that remembers the statements it ran (and runs them for real)."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.conn = conn
+        self.statements: list[tuple[str, Sequence[Any]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+    async def fetch(self, sql: str, *args: Any) -> Any:
+        self.statements.append((sql, args))
+        return await self.conn.fetch(sql, *args)
+
+
+async def test_a_page_of_the_newest_reads_a_page_of_index_rows(fresh_database_url: str) -> None:
+    async for api in _client(fresh_database_url):
+        patient = (await create(api, {"resourceType": "Patient"}))["id"]
+        entries = [
+            {"resource": reading(patient, {"effectiveDateTime": f"2024-01-01T00:00:{i % 60:02d}Z"}),
+             "request": {"method": "POST", "url": "Observation"}}
+            for i in range(400)
+        ]  # fmt: skip
+        r = await api.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+        assert r.status_code == 200, r.text
+        db = api._transport.app.state.db  # type: ignore[attr-defined]
+        if db.dialect == "postgresql":
+            async with db.transaction() as conn:
+                await conn.execute("ANALYZE sp_token")
+                await conn.execute("ANALYZE resource")
+        req = parse_search(
+            "Observation", [("subject", f"Patient/{patient}"), ("code", f"{LOINC}|{HR}"), ("_sort", "-date"),
+                            ("_count", "10")], strict=True, default_count=20, max_count=1000,
+        )  # fmt: skip
+        async with db.reader() as conn:
+            recording = Recording(conn)
+            result = await run_search(recording, req, org_id=TEST_ORG)  # type: ignore[arg-type]
+            assert len(result.matches) == 10 and result.has_more
+            ((sql, args),) = recording.statements
+            if db.dialect == "postgresql":
+                (plan,) = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args))
+                read = index_rows_read(plan["Plan"], "ix_sp_token_lookup")
+                assert read <= 20, f"read {read} of 400 token rows for a page of 10"
+            else:
+                steps = " / ".join(
+                    str(row[-1]) for row in await conn.fetch(f"EXPLAIN QUERY PLAN {sql}", *args)
+                )
+                assert "ix_sp_token_lookup" in steps and "ORDER BY" not in steps, steps
+
+
+def index_rows_read(node: dict[str, Any], index: str) -> int:
+    own = node.get("Actual Rows", 0) * node.get("Actual Loops", 1) if node.get("Index Name") == index else 0
+    return own + sum(index_rows_read(child, index) for child in node.get("Plans", []))
