@@ -30,15 +30,20 @@ NEWEST = f"code={LOINC}|{HR}&_sort=-date"
 GENERAL = f"code={LOINC}|{HR}&_sort=-date,_id"
 
 
+CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+
+
 def reading(
-    patient: str, when: dict[str, Any] | None, code: str = HR, *, twice: bool = False
+    patient: str, when: dict[str, Any] | None, code: str = HR, *, twice: bool = False, n: int = 0
 ) -> dict[str, Any]:
     coding = [{"system": LOINC, "code": code, "display": "Heart rate"}]
     if twice:  # the same code again with another display: two token rows, one match
         coding.append({"system": LOINC, "code": code, "display": "Pulse"})
+    category = [{"coding": [{"system": CATEGORY, "code": ("vital-signs", "laboratory", "survey")[n % 3]}]}]
     obs: dict[str, Any] = {
-        "resourceType": "Observation", "status": "final", "code": {"coding": coding},
-        "subject": {"reference": f"Patient/{patient}"}, "valueQuantity": {"value": 70, "unit": "/min"},
+        "resourceType": "Observation", "status": ("final", "amended", "preliminary", "final")[n % 4],
+        "category": category, "code": {"coding": coding}, "subject": {"reference": f"Patient/{patient}"},
+        "valueQuantity": {"value": 70, "unit": "/min"},
     }  # fmt: skip
     return obs | (when or {})
 
@@ -84,7 +89,7 @@ async def test_newest_first_matches_the_general_sort_page_by_page(api: httpx.Asy
     ]
     whens += [{"effectiveDateTime": f"2024-0{rng.randint(1, 9)}-{rng.randint(10, 28)}T0{rng.randint(0, 9)}:00:00Z"}
               for _ in range(25)]  # fmt: skip
-    mine = [(await create(api, reading(a, when)))["id"] for when in whens]
+    mine = [(await create(api, reading(a, when, n=n)))["id"] for n, when in enumerate(whens)]
     twice = (await create(api, reading(a, {"effectiveDateTime": "2024-04-01"}, twice=True)))["id"]
     # Not matches: another patient's, another code, and one deleted.
     await create(api, reading(b, {"effectiveDateTime": "2025-01-01"}))
@@ -113,6 +118,18 @@ async def test_newest_first_matches_the_general_sort_page_by_page(api: httpx.Asy
     assert await every_page(api, f"subject=Patient/{b}&{NEWEST}") == await every_page(
         api, f"subject=Patient/{b}&{GENERAL}"
     )
+    # Searches it does not drive give the same: several values, a code without its system, more
+    # filters on top (the clinician's chart asks for a patient's final results this way).
+    for filters in (
+        "category=vital-signs,laboratory&status=final,amended",
+        f"category={CATEGORY}|laboratory",
+        f"code={HR}",
+        f"code={HR},8480-6&status=final",
+    ):
+        query = f"patient={a}&{filters}"
+        newest = await every_page(api, f"{query}&_sort=-date&_count=3")
+        assert newest == await every_page(api, f"{query}&_sort=-date,_id"), filters
+        assert newest, filters
 
 
 class Recording:
@@ -168,3 +185,31 @@ async def test_a_page_of_the_newest_reads_a_page_of_index_rows(fresh_database_ur
 def index_rows_read(node: dict[str, Any], index: str) -> int:
     own = node.get("Actual Rows", 0) * node.get("Actual Loops", 1) if node.get("Index Name") == index else 0
     return own + sum(index_rows_read(child, index) for child in node.get("Plans", []))
+
+
+@pytest.mark.parametrize(
+    ("query", "driver"),
+    [
+        ("subject=Patient/a&code=http://loinc.org|8867-4&_sort=-date", 1),
+        ("patient=a&status=final&code=http://loinc.org|8867-4&_sort=-date", 2),
+        ("subject=Patient/a&code=http://loinc.org|8867-4,http://loinc.org|8480-6&_sort=-date", None),
+        ("patient=a&category=vital-signs&_sort=-date", None),  # no system: not one range
+        ("code=8867-4&subject=Patient/a&_sort=-date", None),
+        ("code=8867-4&subject=a&_sort=-date", None),  # a bare id: subject may name a Group
+        ("subject=Patient/a&code=http://loinc.org|8867-4&_sort=date", None),  # oldest first
+        ("subject=Patient/a&code=http://loinc.org|8867-4&_sort=-date,_id", None),
+        ("subject=Patient/a&code=http://loinc.org|8867-4", None),  # the default order
+        ("code=http://loinc.org|8867-4&_sort=-date", None),  # no patient
+        ("subject=Patient/a&date=ge2024&_sort=-date", None),  # no token filter
+        ("subject=Patient/a&code:text=heart&_sort=-date", None),
+        ("subject=Patient/a&code:not=8867-4&_sort=-date", None),
+    ],
+)
+def test_which_searches_read_the_newest_rows_first(query: str, driver: int | None) -> None:
+    from urllib.parse import parse_qsl
+
+    from housecall.fhir.search import SearchBuilder
+
+    req = parse_search("Observation", parse_qsl(query), strict=True, default_count=20, max_count=1000)
+    found = SearchBuilder().date_driver(req)
+    assert (found[0] if found else None) == driver

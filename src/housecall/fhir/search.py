@@ -432,21 +432,30 @@ class SearchBuilder:
 
     def _pinned_patient(self, res_type: str, flt: Filter) -> str | None:
         """``param|patient-id`` when the filter is exactly "this compartment parameter references
-        Patient X" (``subject=Patient/X``, ``patient=X`` where that parameter defines the compartment)."""
+        Patient X" (``subject=Patient/X``, ``patient=X`` where that parameter defines the compartment),
+        or names the same rows another way (decision 0029): Observation's ``patient=X`` is its
+        compartment's ``subject`` rows of Patient X, Encounter's ``subject=Patient/X`` its ``patient``'s."""
         if flt.chain or len(flt.values) != 1 or flt.modifier not in (None, "Patient"):
-            return None
-        if flt.code not in COMPARTMENT_PATIENT.get(res_type, ()):
             return None
         sp = search_params(res_type).get(flt.code)
         if sp is None or sp.type != "reference":
             return None
+        compartment = COMPARTMENT_PATIENT.get(res_type, ())
+        link: str | None = flt.code
+        if link not in compartment:
+            stored_as = stored_reference(res_type, flt.code)[0]
+            link = next(
+                (c for c in sorted(compartment) if stored_reference(res_type, c)[0] == stored_as), None
+            )
+            if link is None:
+                return None
         value = flt.values[0]
         if self.base_url and value.startswith(self.base_url + "/"):
             value = value[len(self.base_url) + 1 :]
         if value.startswith("Patient/") and value.count("/") == 1 and len(value) > len("Patient/"):
-            return f"{flt.code}|{value[len('Patient/') :]}"
+            return f"{link}|{value[len('Patient/') :]}"
         if value and "/" not in value and (flt.modifier == "Patient" or sp.targets == ("Patient",)):
-            return f"{flt.code}|{value}"
+            return f"{link}|{value}"
         return None
 
     def _narrowing(self, req: SearchRequest) -> tuple[int, str | None]:
@@ -465,11 +474,15 @@ class SearchBuilder:
         return (pin_index, pat) if narrowed else (-1, None)
 
     def date_driver(self, req: SearchRequest) -> tuple[int, str] | None:
-        """For a search sorted newest first by ``date`` alone that pins a patient and has a token
-        filter of one ``system|code``: (that filter's index, a subquery of its rows' ``date_order``
-        and ``res_id``; a resource has two when it repeats the code with another display). Its rows are one range of the token lookup
-        index, already newest first (``schema.sp_token``): a page reads a page of rows however many
-        match, where sorting reads every match's date. None for any other search."""
+        """For a search sorted newest first by ``date`` alone, whose token filters are narrowed to a
+        patient (decision 0004) and one of which names one ``system|code``: (that filter's index, a
+        subquery of its rows' ``date_order`` and ``res_id``; a resource can have two, when it
+        repeats the code with another display). Those rows are one range of the token lookup index,
+        newest first (decision 0031): the search reads a page of them and stops, however many
+        match, where sorting reads every match's date. None for any other search.
+
+        Only one range: with several values the rows would have to be sorted, and PostgreSQL's
+        generic plan for that (a prepared statement's, after five runs) was slower than the sort."""
         if (
             req.sort != [("date", True)]
             or getattr(search_params(req.res_type).get("date"), "type", None) != "date"
