@@ -1,4 +1,5 @@
-"""A patient's resources of one code, newest first (``_sort=-date``), read from one index range.
+"""A patient's resources of one code, newest first (``_sort=-date``), read from one index range;
+and a code searched without its system, for one patient, read from that patient's rows only.
 
 Token rows carry their resource's date as a sort key (``schema.sp_token``, decision 0031), so
 ``Observation?subject=Patient/A&code=system|C&_sort=-date`` walks the patient's rows of that code
@@ -180,6 +181,57 @@ async def test_a_page_of_the_newest_reads_a_page_of_index_rows(fresh_database_ur
                     str(row[-1]) for row in await conn.fetch(f"EXPLAIN QUERY PLAN {sql}", *args)
                 )
                 assert "ix_sp_token_lookup" in steps and "ORDER BY" not in steps, steps
+
+
+async def test_a_code_without_its_system_reads_only_the_patients_rows(fresh_database_url: str) -> None:
+    """``patient=X&status=final``: the token rows of the code ``final`` are one range per patient
+    (``pat`` follows ``code`` in the lookup index), not every patient's rows of ``final``."""
+    async for api in _client(fresh_database_url):
+        few, many = [(await create(api, {"resourceType": "Patient"}))["id"] for _ in range(2)]
+        for patients in ([few] * 3 + [many] * 997, [many] * 1000, [many] * 1000):
+            entries = [
+                {"resource": reading(patient, {"effectiveDateTime": "2024-01-01"}, n=0),
+                 "request": {"method": "POST", "url": "Observation"}}
+                for patient in patients
+            ]  # fmt: skip
+            r = await api.post(
+                "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}
+            )
+            assert r.status_code == 200, r.text
+        db = api._transport.app.state.db  # type: ignore[attr-defined]
+        if db.dialect == "postgresql":
+            async with db.reader() as conn:  # outside a transaction, as VACUUM must be
+                await conn.execute("VACUUM ANALYZE sp_token")
+                await conn.execute("ANALYZE resource")
+        for query in (
+            [("patient", few), ("status", "final")],
+            [("subject", f"Patient/{few}"), ("category", "vital-signs")],
+        ):
+            req = parse_search("Observation", query, strict=True, default_count=20, max_count=1000)
+            async with db.reader() as conn:
+                recording = Recording(conn)
+                assert len((await run_search(recording, req, org_id=TEST_ORG)).matches) == 3  # type: ignore[arg-type]
+                ((sql, args),) = recording.statements
+                if db.dialect == "postgresql":
+                    explain = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}"
+                    (plan,) = json.loads(await conn.fetchval(explain, *args))
+                    # The other patient's 2,997 rows of the code span dozens of index pages.
+                    pages = index_pages_read(plan["Plan"], "ix_sp_token_lookup")
+                    assert pages <= 6, f"read {pages} index pages for 3 matches of {query}"
+                else:
+                    steps = " / ".join(
+                        str(row[-1]) for row in await conn.fetch(f"EXPLAIN QUERY PLAN {sql}", *args)
+                    )
+                    assert "ix_sp_token_lookup (res_type=? AND param=? AND code=? AND pat=?)" in steps, steps
+
+
+def index_pages_read(node: dict[str, Any], index: str) -> int:
+    own = (
+        node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)
+        if node.get("Index Name") == index
+        else 0
+    )
+    return own + sum(index_pages_read(child, index) for child in node.get("Plans", []))
 
 
 def index_rows_read(node: dict[str, Any], index: str) -> int:

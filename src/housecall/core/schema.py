@@ -85,9 +85,11 @@ def _index_table(name: str, *columns: Column, lookup: tuple[str, ...]) -> Table:
 # "<param>|<patient id>" (e.g. "subject|123"; one row per such reference, NULL when none), so that
 # "this patient's resources with code C" is one exact index range - the shape of nearly every
 # clinical query and of every patient-scoped access filter. See docs/decisions/0004.
-# They also carry the resource's `date` as a sort key, so that range comes newest first: "this
-# patient's latest readings of code C" (_sort=-date) reads one page of the index, however many
-# readings there are. See docs/decisions/0031.
+# The patient comes right after the code in the lookup index, so that a code without its system
+# ("status=final", "category=vital-signs") is one range of the patient's rows too, not every
+# patient's. The rows also carry the resource's `date` as a sort key, so that one system|code's
+# range comes newest first: "this patient's latest readings of code C" (_sort=-date) reads one
+# page of the index, however many readings there are. See docs/decisions/0031.
 sp_token = _index_table(
     "sp_token",
     Column("system", _Text, nullable=True),
@@ -96,7 +98,7 @@ sp_token = _index_table(
     Column("pat", String(160), nullable=True),
     # Minus the latest instant (µs) of the resource's `date` parameter; NO_DATE_ORDER without one.
     Column("date_order", BigInteger, nullable=False, server_default=text(str(NO_DATE_ORDER))),
-    lookup=("code", "system", "pat", "date_order"),
+    lookup=("code", "pat", "system", "date_order"),
 )
 sp_string = _index_table(
     "sp_string",
