@@ -526,7 +526,9 @@ class SearchBuilder:
         positive: list[str] = []
         pin_index, pat = self._narrowing(req)
         for n, flt in enumerate(req.filters):
-            if n == driven_by or (pat is not None and n == pin_index):
+            if n == driven_by:
+                continue
+            if pat is not None and n == pin_index:
                 # The narrowed token filters only hold rows of resources with exactly this reference,
                 # so the reference filter itself is implied (and would read every row naming the patient).
                 continue
@@ -607,6 +609,7 @@ async def run_search(
         total = int(await conn.fetchval(f"SELECT {counted} FROM {source} WHERE {where}", *builder.sql.args))
     if req.summary == "count" or req.count == 0:
         return SearchResult([], [], total, False)
+    group = ""
     if driver is None:
         order = builder.order_by(req)
     else:
@@ -615,7 +618,7 @@ async def run_search(
         # page. PostgreSQL wants r's key in the GROUP BY to return r's other columns; SQLite would
         # then sort, not knowing r.res_id is k.res_id.
         order = "k.date_order, k.res_id"
-        where += f" GROUP BY {order}" + (", r.res_type, r.res_id" if conn.dialect == "postgresql" else "")
+        group = f" GROUP BY {order}" + (", r.res_type, r.res_id" if conn.dialect == "postgresql" else "")
     limit = builder.sql.p(req.count + 1)
     offset = builder.sql.p(req.offset)
     # Each match's compartment rows come along (one index probe each): the audit trail and the
@@ -625,7 +628,7 @@ async def run_search(
         f"SELECT r.res_type, r.res_id, r.version, r.last_updated, r.deleted, r.content, "
         f"{'r.org_id' if beyond else 'NULL'}, (SELECT {aggregate}(c.patient_id, ' ') FROM compartment c "
         f"WHERE c.res_type = r.res_type AND c.res_id = r.res_id) FROM {source} "
-        f"WHERE {where} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
+        f"WHERE {where}{group} ORDER BY {order} LIMIT {limit} OFFSET {offset}",
         *builder.sql.args,
     )
     matches = []
