@@ -225,18 +225,20 @@ async def test_a_code_without_its_system_reads_only_the_patients_rows(fresh_data
                     assert "ix_sp_token_lookup (res_type=? AND param=? AND code=? AND pat=?)" in steps, steps
 
 
-def index_pages_read(node: dict[str, Any], index: str) -> int:
-    own = (
-        node.get("Shared Hit Blocks", 0) + node.get("Shared Read Blocks", 0)
-        if node.get("Index Name") == index
-        else 0
+def index_nodes(node: dict[str, Any], index: str) -> list[dict[str, Any]]:
+    """The nodes of an ``EXPLAIN (FORMAT JSON)`` plan that scan ``index``."""
+    own = [node] if node.get("Index Name") == index else []
+    return own + [n for child in node.get("Plans", []) for n in index_nodes(child, index)]
+
+
+def index_pages_read(plan: dict[str, Any], index: str) -> int:
+    return sum(
+        n.get("Shared Hit Blocks", 0) + n.get("Shared Read Blocks", 0) for n in index_nodes(plan, index)
     )
-    return own + sum(index_pages_read(child, index) for child in node.get("Plans", []))
 
 
-def index_rows_read(node: dict[str, Any], index: str) -> int:
-    own = node.get("Actual Rows", 0) * node.get("Actual Loops", 1) if node.get("Index Name") == index else 0
-    return own + sum(index_rows_read(child, index) for child in node.get("Plans", []))
+def index_rows_read(plan: dict[str, Any], index: str) -> int:
+    return sum(n.get("Actual Rows", 0) * n.get("Actual Loops", 1) for n in index_nodes(plan, index))
 
 
 @pytest.mark.parametrize(
