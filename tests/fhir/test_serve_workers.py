@@ -41,7 +41,7 @@ class Client:
     def __init__(self, server: LiveServer, token: str) -> None:
         self.http = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
         self.token = token
-        self.status, _ = self.call("GET", "/fhir/metadata")
+        self.call("GET", "/fhir/metadata")  # connects: the worker that accepted it serves it from now on
         assert self.http.sock is not None
         self.pid = server.serving_pid(self.http.sock)
 
