@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from housecall.core.db import Conn
-from housecall.fhir.search import parse_search, run_search
+from housecall.fhir.search import SearchResult, parse_search, run_search
 from tests.conftest import _client
 from tests.support import TEST_ORG
 
@@ -148,39 +148,55 @@ class Recording:
         return await self.conn.fetch(sql, *args)
 
 
+async def store_readings(api: httpx.AsyncClient, readings: list[dict[str, Any]]) -> None:
+    """One transaction Bundle of ``readings``; on PostgreSQL, fresh statistics for the planner."""
+    entries = [{"resource": o, "request": {"method": "POST", "url": "Observation"}} for o in readings]
+    r = await api.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
+    assert r.status_code == 200, r.text
+    db = api._transport.app.state.db  # type: ignore[attr-defined]
+    if db.dialect == "postgresql":
+        async with db.reader() as conn:  # outside a transaction, as VACUUM must be
+            await conn.execute("VACUUM ANALYZE sp_token")
+            await conn.execute("ANALYZE resource")
+
+
+async def explained(api: httpx.AsyncClient, query: list[tuple[str, str]]) -> tuple[SearchResult, Any]:
+    """The search's result and the plan of its one statement: ``EXPLAIN (ANALYZE, BUFFERS)`` as
+    JSON on PostgreSQL, the steps of ``EXPLAIN QUERY PLAN`` joined by " / " on SQLite."""
+    db = api._transport.app.state.db  # type: ignore[attr-defined]
+    req = parse_search("Observation", query, strict=True, default_count=20, max_count=1000)
+    async with db.reader() as conn:
+        recording = Recording(conn)
+        result = await run_search(recording, req, org_id=TEST_ORG)  # type: ignore[arg-type]
+        ((sql, args),) = recording.statements
+        if db.dialect == "postgresql":
+            (plan,) = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}", *args))
+            return result, plan["Plan"]
+        return result, " / ".join(
+            str(row[-1]) for row in await conn.fetch(f"EXPLAIN QUERY PLAN {sql}", *args)
+        )
+
+
 async def test_a_page_of_the_newest_reads_a_page_of_index_rows(fresh_database_url: str) -> None:
     async for api in _client(fresh_database_url):
         patient = (await create(api, {"resourceType": "Patient"}))["id"]
-        entries = [
-            {"resource": reading(patient, {"effectiveDateTime": f"2024-01-01T00:00:{i % 60:02d}Z"}),
-             "request": {"method": "POST", "url": "Observation"}}
-            for i in range(400)
-        ]  # fmt: skip
-        r = await api.post("/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries})
-        assert r.status_code == 200, r.text
-        db = api._transport.app.state.db  # type: ignore[attr-defined]
-        if db.dialect == "postgresql":
-            async with db.transaction() as conn:
-                await conn.execute("ANALYZE sp_token")
-                await conn.execute("ANALYZE resource")
-        req = parse_search(
-            "Observation", [("subject", f"Patient/{patient}"), ("code", f"{LOINC}|{HR}"), ("_sort", "-date"),
-                            ("_count", "10")], strict=True, default_count=20, max_count=1000,
-        )  # fmt: skip
-        async with db.reader() as conn:
-            recording = Recording(conn)
-            result = await run_search(recording, req, org_id=TEST_ORG)  # type: ignore[arg-type]
-            assert len(result.matches) == 10 and result.has_more
-            ((sql, args),) = recording.statements
-            if db.dialect == "postgresql":
-                (plan,) = json.loads(await conn.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {sql}", *args))
-                read = index_rows_read(plan["Plan"], "ix_sp_token_lookup")
-                assert read <= 20, f"read {read} of 400 token rows for a page of 10"
-            else:
-                steps = " / ".join(
-                    str(row[-1]) for row in await conn.fetch(f"EXPLAIN QUERY PLAN {sql}", *args)
-                )
-                assert "ix_sp_token_lookup" in steps and "ORDER BY" not in steps, steps
+        await store_readings(
+            api,
+            [reading(patient, {"effectiveDateTime": f"2024-01-01T00:00:{i % 60:02d}Z"}) for i in range(400)],
+        )
+        query = [
+            ("subject", f"Patient/{patient}"),
+            ("code", f"{LOINC}|{HR}"),
+            ("_sort", "-date"),
+            ("_count", "10"),
+        ]
+        result, plan = await explained(api, query)
+        assert len(result.matches) == 10 and result.has_more
+        if isinstance(plan, dict):
+            read = index_rows_read(plan, "ix_sp_token_lookup")
+            assert read <= 20, f"read {read} of 400 token rows for a page of 10"
+        else:
+            assert "ix_sp_token_lookup" in plan and "ORDER BY" not in plan, plan
 
 
 async def test_a_code_without_its_system_reads_only_the_patients_rows(fresh_database_url: str) -> None:
@@ -188,41 +204,20 @@ async def test_a_code_without_its_system_reads_only_the_patients_rows(fresh_data
     (``pat`` follows ``code`` in the lookup index), not every patient's rows of ``final``."""
     async for api in _client(fresh_database_url):
         few, many = [(await create(api, {"resourceType": "Patient"}))["id"] for _ in range(2)]
-        for patients in ([few] * 3 + [many] * 997, [many] * 1000, [many] * 1000):
-            entries = [
-                {"resource": reading(patient, {"effectiveDateTime": "2024-01-01"}, n=0),
-                 "request": {"method": "POST", "url": "Observation"}}
-                for patient in patients
-            ]  # fmt: skip
-            r = await api.post(
-                "/fhir", json={"resourceType": "Bundle", "type": "transaction", "entry": entries}
-            )
-            assert r.status_code == 200, r.text
-        db = api._transport.app.state.db  # type: ignore[attr-defined]
-        if db.dialect == "postgresql":
-            async with db.reader() as conn:  # outside a transaction, as VACUUM must be
-                await conn.execute("VACUUM ANALYZE sp_token")
-                await conn.execute("ANALYZE resource")
+        dated = {"effectiveDateTime": "2024-01-01"}
+        await store_readings(api, [reading(patient, dated) for patient in [few] * 3 + [many] * 2997])
         for query in (
             [("patient", few), ("status", "final")],
             [("subject", f"Patient/{few}"), ("category", "vital-signs")],
         ):
-            req = parse_search("Observation", query, strict=True, default_count=20, max_count=1000)
-            async with db.reader() as conn:
-                recording = Recording(conn)
-                assert len((await run_search(recording, req, org_id=TEST_ORG)).matches) == 3  # type: ignore[arg-type]
-                ((sql, args),) = recording.statements
-                if db.dialect == "postgresql":
-                    explain = f"EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {sql}"
-                    (plan,) = json.loads(await conn.fetchval(explain, *args))
-                    # The other patient's 2,997 rows of the code span dozens of index pages.
-                    pages = index_pages_read(plan["Plan"], "ix_sp_token_lookup")
-                    assert pages <= 6, f"read {pages} index pages for 3 matches of {query}"
-                else:
-                    steps = " / ".join(
-                        str(row[-1]) for row in await conn.fetch(f"EXPLAIN QUERY PLAN {sql}", *args)
-                    )
-                    assert "ix_sp_token_lookup (res_type=? AND param=? AND code=? AND pat=?)" in steps, steps
+            result, plan = await explained(api, query)
+            assert len(result.matches) == 3
+            if isinstance(plan, dict):
+                # The other patient's 2,997 rows of the code span dozens of index pages.
+                pages = index_pages_read(plan, "ix_sp_token_lookup")
+                assert pages <= 6, f"read {pages} index pages for 3 matches of {query}"
+            else:
+                assert "ix_sp_token_lookup (res_type=? AND param=? AND code=? AND pat=?)" in plan, plan
 
 
 def index_nodes(node: dict[str, Any], index: str) -> list[dict[str, Any]]:
