@@ -23,13 +23,17 @@ from typing import Any
 from fhir_side_by_side import LOINC, Server, start, stop, tree_arguments
 
 CODE = "code=" + urllib.parse.quote(f"http://loinc.org|{LOINC[0]}")
-# ``{}`` stands for the patient's id. The last is the clinician's chart of a patient's results.
+CATEGORY = urllib.parse.quote("http://terminology.hl7.org/CodeSystem/observation-category|")
+# ``{}`` stands for the patient's id. The last two are the clinician's chart of a patient's results,
+# by category code alone and (as the chart asks since decision 0031's merged ranges) with the system.
 QUERIES = (
     f"subject=Patient/{{}}&{CODE}",
     f"subject=Patient/{{}}&{CODE}&_sort=-date",
+    f"subject=Patient/{{}}&{CODE}&status=final&_sort=-date",
     f"subject=Patient/{{}}&{CODE}&_sort=date",
     f"subject=Patient/{{}}&{CODE}&_sort=-_lastUpdated",
     "patient={}&category=laboratory,vital-signs&status=final,amended,corrected&_sort=-date",
+    f"patient={{}}&category={CATEGORY}laboratory,{CATEGORY}vital-signs&status=final,amended,corrected&_sort=-date",
 )
 
 

@@ -36,6 +36,9 @@ CONTROL = {
     "_count", "_offset", "_sort", "_include", "_revinclude", "_summary", "_elements", "_total",
     "_format", "_pretty", "_totalMethod", "_include:iterate", "_revinclude:iterate", "_contained",
 }  # fmt: skip
+# A search sorted by -date may be driven by a token filter of up to this many system|code values:
+# one merged index range each (SearchBuilder.date_driver); the statement grows with each.
+MAX_DRIVING_VALUES = 8
 MODIFIERS = {"exact", "contains", "missing", "not", "text", "above", "below", "identifier", "iterate"}
 _PREFIX_RE = re.compile(r"^(eq|ne|gt|lt|ge|le|sa|eb|ap)(?=[-+0-9.])")
 _SPLIT_COMMA = re.compile(r"(?<!\\),")
@@ -177,19 +180,26 @@ class _Sql:
         return ", ".join(self.p(v) for v in values)
 
 
-def _param_test(sql: _Sql, res_type: str, code: str, column: str = "param") -> str:
+def _param_test(
+    sql: _Sql, res_type: str, code: str, column: str = "param", *, unindexed: bool = False
+) -> str:
     """The rows of search parameter ``code`` of ``res_type``, ``column`` naming the ``param`` column
     (an alias's prefix, if any, also names its ``target_type``): the rows are stored under other
     parameters for unions (``combo-code``) and restrictions (``patient``: ``subject`` rows of a
-    Patient), see ``indexing.UNION_ALIASES`` and ``indexing.SUBSET_ALIASES``."""
+    Patient), see ``indexing.UNION_ALIASES`` and ``indexing.SUBSET_ALIASES``.
+
+    ``unindexed`` compares an expression of the column, which no lookup index can serve (every one
+    leads with res_type, param; ``ids_matching`` hides res_type too): the rows are then found by
+    their owner (``res_id``) alone."""
+    tested = f"({column} || '')" if unindexed else column
     parent, target = stored_reference(res_type, code)
     if target is not None:
         target_type = column[: -len("param")] + "target_type"
-        return f"{column} = {sql.p(parent)} AND {target_type} = {sql.p(target)}"
+        return f"{tested} = {sql.p(parent)} AND {target_type} = {sql.p(target)}"
     stored_as = index_params(res_type, code)
     if len(stored_as) == 1:
-        return f"{column} = {sql.p(code)}"
-    return f"{column} IN ({sql.many(list(stored_as))})"
+        return f"{tested} = {sql.p(code)}"
+    return f"{tested} IN ({sql.many(list(stored_as))})"
 
 
 def _decimal_range(text: str) -> tuple[float, float, float]:
@@ -333,13 +343,22 @@ class SearchBuilder:
         self.base_url = base_url
 
     def ids_matching(
-        self, res_type: str, flt: Filter, pat: str | None = None, select: str = "res_id"
+        self,
+        res_type: str,
+        flt: Filter,
+        pat: str | None = None,
+        select: str = "res_id",
+        *,
+        probe: bool = False,
     ) -> tuple[str, bool]:
         """A subquery of ``res_id`` values of ``res_type`` matching the filter, and whether to negate.
 
         ``pat`` (``param|patient-id``) narrows token rows to the resources that reference that
         patient through that compartment parameter, which turns "code C" into "this patient's
         code C" - one exact index range. ``select`` names other columns of the index rows to return.
+        ``probe``: the subquery will be asked about one resource at a time (``res_id = r.res_id``),
+        so its rows are looked up by their owner: res_type and param are compared as expressions,
+        which no lookup index serves (SQLite would otherwise scan a covering index's whole type).
         """
         sql = self.sql
         if flt.code == "_id":
@@ -358,7 +377,9 @@ class SearchBuilder:
         table = _TABLE_OF.get(sp.type)
         if table is None:
             raise bad_request(f"search parameter '{flt.code}' ({sp.type}) is not supported", "not-supported")
-        head = f"SELECT {select} FROM {table} WHERE res_type = {sql.p(res_type)} AND {self._param(res_type, flt.code)}"
+        of_type = "(res_type || '')" if probe else "res_type"
+        param = _param_test(sql, res_type, flt.code, unindexed=probe)
+        head = f"SELECT {select} FROM {table} WHERE {of_type} = {sql.p(res_type)} AND {param}"
         if pat is not None and sp.type == "token" and flt.modifier not in ("not", "missing"):
             head += f" AND pat = {sql.p(pat)}"
         if flt.modifier == "missing":
@@ -475,14 +496,13 @@ class SearchBuilder:
 
     def date_driver(self, req: SearchRequest) -> tuple[int, str] | None:
         """For a search sorted newest first by ``date`` alone, whose token filters are narrowed to a
-        patient (decision 0004) and one of which names one ``system|code``: (that filter's index, a
-        subquery of its rows' ``date_order`` and ``res_id``; a resource can have two, when it
-        repeats the code with another display). Those rows are one range of the token lookup index,
-        newest first (decision 0031): the search reads a page of them and stops, however many
-        match, where sorting reads every match's date. None for any other search.
-
-        Only one range: with several values the rows would have to be sorted, and PostgreSQL's
-        generic plan for that (a prepared statement's, after five runs) was slower than the sort."""
+        patient (decision 0004) and one of which names only ``system|code`` values (at most
+        ``MAX_DRIVING_VALUES``): (that filter's index, a subquery of its rows' ``date_order`` and
+        ``res_id``; a resource can have two, when it repeats the code with another display). Each
+        value's rows are one range of the token lookup index, newest first (decision 0031); with
+        several values the ranges are merged, each in its own order. The search reads a page of
+        them and stops, however many match, where sorting reads every match's date. The filter with
+        the fewest values drives. None for any other search."""
         if (
             req.sort != [("date", True)]
             or getattr(search_params(req.res_type).get("date"), "type", None) != "date"
@@ -492,18 +512,35 @@ class SearchBuilder:
         if pat is None:
             return None
         params = search_params(req.res_type)
-        for n, flt in enumerate(req.filters):
-            if n == pin_index or flt.modifier is not None or flt.chain or len(flt.values) != 1:
-                continue
-            system, bar, code = flt.values[0].partition("|")
+
+        def drives(n: int, flt: Filter) -> bool:
             sp = params.get(flt.code)
-            if (
-                sp is not None and sp.type == "token" and sp.indexed and bar and system and code
+            return (
+                n != pin_index and flt.modifier is None and not flt.chain
+                and 0 < len(flt.values) <= MAX_DRIVING_VALUES
+                and sp is not None and sp.type == "token" and sp.indexed
                 and len(index_params(req.res_type, flt.code)) == 1
-            ):  # fmt: skip
-                rows, _ = self.ids_matching(req.res_type, flt, pat, select="date_order, res_id")
-                return n, rows
-        return None
+                and all(system and code for system, _, code in (v.partition("|") for v in flt.values))
+            )  # fmt: skip
+
+        candidates = [(len(f.values), n) for n, f in enumerate(req.filters) if drives(n, f)]
+        if not candidates:
+            return None
+        n = min(candidates)[1]
+        flt = req.filters[n]
+        ranges = [
+            self.ids_matching(
+                req.res_type, Filter(flt.code, None, [], [value]), pat, select="date_order, res_id"
+            )[0]
+            for value in flt.values
+        ]
+        if len(ranges) == 1:
+            return n, ranges[0]
+        # ORDER BY in each branch: PostgreSQL then merges the ranges in order (Merge Append) and
+        # can stop after a page; one ORDER BY over the UNION ALL would sort every row of them.
+        return n, " UNION ALL ".join(
+            f"SELECT * FROM ({rows} ORDER BY date_order, res_id) d{i}" for i, rows in enumerate(ranges)
+        )
 
     def where(
         self,
@@ -516,8 +553,15 @@ class SearchBuilder:
     ) -> str:
         """The WHERE of a search: its filters, in ``org_id`` under ``restrict``, or matching
         ``also`` (another organization's resources granted by Consent; it names their org_id).
-        ``driven_by``: the filter the caller already applies (``date_driver``)."""
+        ``driven_by``: the filter the caller already applies (``date_driver``). Its rows come in the
+        page's order, and the other conditions are then asked of each resource in turn (a subquery
+        per row, by the resource's id), so that the database stops after a page whatever it
+        estimates: as joins, a prepared statement's generic plan may read and hash every match
+        first (decision 0031)."""
         sql = self.sql
+        driven = driven_by is not None
+        if driven:
+            restrict, also = _asked(restrict), _asked(also)
         scope = f"r.org_id = {sql.p(org_id)}"
         if also:
             scope = f"(({scope} AND {restrict}) OR {also})" if restrict else f"({scope} OR {also})"
@@ -531,6 +575,12 @@ class SearchBuilder:
             if pat is not None and n == pin_index:
                 # The narrowed token filters only hold rows of resources with exactly this reference,
                 # so the reference filter itself is implied (and would read every row naming the patient).
+                continue
+            if driven and flt.code != "_has":  # (_has selects target ids; it stays a join)
+                sub, negate = self.ids_matching(req.res_type, flt, pat, probe=True)
+                clauses.append(
+                    f"(SELECT 1 FROM ({sub}) f WHERE f.res_id = r.res_id LIMIT 1) IS {'' if negate else 'NOT '}NULL"
+                )
                 continue
             sub, negate = self.ids_matching(req.res_type, flt, pat)
             if negate:
@@ -578,6 +628,12 @@ class SearchBuilder:
             keys.append("+r.last_updated ASC" if req.filters else "r.last_updated ASC")
         keys.append("r.res_id ASC")
         return ", ".join(keys)
+
+
+def _asked(condition: str | None) -> str | None:
+    """``condition`` on ``r`` as a subquery of its own, which the database evaluates for each row
+    rather than turning into a join."""
+    return None if condition is None else f"(SELECT 1 WHERE {condition}) IS NOT NULL"
 
 
 async def run_search(

@@ -32,6 +32,10 @@ from housecall.workspace.views import care_actor
 
 router = APIRouter(dependencies=[Depends(csrf.csrf_guard)], include_in_schema=False)
 UPCOMING = "proposed,pending,booked,arrived,checked-in,waitlist"
+# Results by their category's system as well as its code: each is then one range of the patient's
+# index rows, newest first, merged into the page (decision 0031).
+_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+RESULT_CATEGORIES = f"{_CATEGORY}|laboratory,{_CATEGORY}|vital-signs"
 # Pages other features add; the chart links to them when they are registered (path templates).
 SLOTS: dict[str, str] = {}  # "results" -> "/workspace/patients/{id}/results", "messages" -> …
 
@@ -121,7 +125,7 @@ async def encounters(rec: Records, pid: str) -> list[Visit]:
 async def results(rec: Records, pid: str) -> list[Result]:
     page = await rec.search(
         "Observation",
-        [("patient", pid), ("category", "laboratory,vital-signs"), ("status", "final,amended,corrected"),
+        [("patient", pid), ("category", RESULT_CATEGORIES), ("status", "final,amended,corrected"),
          ("_sort", "-date"), ("_count", "20")],
     )  # fmt: skip
     out = []
