@@ -499,10 +499,10 @@ class SearchBuilder:
         patient (decision 0004) and one of which names only ``system|code`` values (at most
         ``MAX_DRIVING_VALUES``): (that filter's index, a subquery of its rows' ``date_order`` and
         ``res_id``; a resource can have two, when it repeats the code with another display). Each
-        value's rows are one range of the token lookup index, newest first (decision 0031); with
-        several values the ranges are merged, each in its own order. The search reads a page of
-        them and stops, however many match, where sorting reads every match's date. The filter with
-        the fewest values drives. None for any other search."""
+        value's rows are one range of the token lookup index, newest first (decision 0031); several
+        values' ranges are merged, each in its own order (decision 0032). The search reads a page
+        of them and stops, however many match, where sorting reads every match's date. The filter
+        with the fewest values drives. None for any other search."""
         if (
             req.sort != [("date", True)]
             or getattr(search_params(req.res_type).get("date"), "type", None) != "date"
@@ -557,7 +557,7 @@ class SearchBuilder:
         page's order, and the other conditions are then asked of each resource in turn (a subquery
         per row, by the resource's id), so that the database stops after a page whatever it
         estimates: as joins, a prepared statement's generic plan may read and hash every match
-        first (decision 0031)."""
+        first (decision 0032)."""
         sql = self.sql
         driven = driven_by is not None
         if driven:

@@ -33,7 +33,7 @@ from housecall.workspace.views import care_actor
 router = APIRouter(dependencies=[Depends(csrf.csrf_guard)], include_in_schema=False)
 UPCOMING = "proposed,pending,booked,arrived,checked-in,waitlist"
 # Results by their category's system as well as its code: each is then one range of the patient's
-# index rows, newest first, merged into the page (decision 0031).
+# index rows, newest first, merged into the page (decision 0032).
 _CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 RESULT_CATEGORIES = f"{_CATEGORY}|laboratory,{_CATEGORY}|vital-signs"
 # Pages other features add; the chart links to them when they are registered (path templates).
