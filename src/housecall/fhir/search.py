@@ -356,7 +356,7 @@ class SearchBuilder:
         ``pat`` (``param|patient-id``) narrows token rows to the resources that reference that
         patient through that compartment parameter, which turns "code C" into "this patient's
         code C" - one exact index range. ``select`` names other columns of the index rows to return.
-        ``probe``: the subquery will be asked about one resource at a time (``res_id = r.res_id``),
+        ``probe``: the subquery will be asked about one resource at a time (``f.res_id = k.res_id``),
         so its rows are looked up by their owner: res_type and param are compared as expressions,
         which no lookup index serves (SQLite would otherwise scan a covering index's whole type).
         """
@@ -577,9 +577,10 @@ class SearchBuilder:
                 # so the reference filter itself is implied (and would read every row naming the patient).
                 continue
             if driven and flt.code != "_has":  # (_has selects target ids; it stays a join)
+                # Asked of the driving row (k), so that a row the filter rejects is not joined first.
                 sub, negate = self.ids_matching(req.res_type, flt, pat, probe=True)
                 clauses.append(
-                    f"(SELECT 1 FROM ({sub}) f WHERE f.res_id = r.res_id LIMIT 1) IS {'' if negate else 'NOT '}NULL"
+                    f"(SELECT 1 FROM ({sub}) f WHERE f.res_id = k.res_id LIMIT 1) IS {'' if negate else 'NOT '}NULL"
                 )
                 continue
             sub, negate = self.ids_matching(req.res_type, flt, pat)
