@@ -173,6 +173,12 @@ async def test_search_counts_and_pages_across_the_boundary(world: World, outside
             f"/fhir/Observation?subject=Patient/{b}&_total=accurate&_count=2&_sort=-_lastUpdated",
         )
         assert total == len(found) == len(home_b) and set(found) == set(home_b)
+        # Newest first by one code: the granted organization's condition is asked of each row
+        # (decision 0032), with the same answer as the general sort.
+        heart = f"/fhir/Observation?subject=Patient/{b}&code=http://loinc.org|8867-4&_total=accurate&_count=1"
+        total, found = await _all_pages(world, "evans", heart + "&_sort=-date")
+        assert (total, found) == await _all_pages(world, "evans", heart + "&_sort=-date,_id")
+        assert found == [dict(world.records["B"])["Observation"]]
         # Dr Fox (no patients of his own) and the nurse see B's observations only.
         for who in ("fox", "nurse_out"):
             total, found = await _all_pages(world, who, "/fhir/Observation?_total=accurate&_count=4")
